@@ -1,0 +1,57 @@
+"""The published lifecycle of a servable version, and its health.
+
+    START(10) -> LOADING(20) -> AVAILABLE(30) -> UNLOADING(40) -> END(50)
+         \\            \\_____________________________________/^
+          \\_____________________________________________________/
+
+A version may reach END from any state: a failed load ends there with an error in its health,
+a version dropped before it loaded ends there with OK. AVAILABLE is published only once the
+servable can serve; UNLOADING is published before it stops serving new requests.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from servo.core.servable_id import ServableId
+from servo.core.status import OK, Status
+
+
+class ManagerState(enum.IntEnum):
+    """TFS's `ServableState::ManagerState`, with its numbers."""
+
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+# The checked table of transitions: the state a version is in -> the states it may go to.
+TRANSITIONS: dict[ManagerState | None, frozenset[ManagerState]] = {
+    None: frozenset({ManagerState.START}),
+    ManagerState.START: frozenset({ManagerState.LOADING, ManagerState.END}),
+    ManagerState.LOADING: frozenset({ManagerState.AVAILABLE, ManagerState.END}),
+    ManagerState.AVAILABLE: frozenset({ManagerState.UNLOADING}),
+    ManagerState.UNLOADING: frozenset({ManagerState.END}),
+    ManagerState.END: frozenset(),
+}
+
+
+def check_transition(old: ManagerState | None, new: ManagerState) -> None:
+    """Raises `ValueError` unless `old -> new` is a legal transition."""
+    if new not in TRANSITIONS[old]:
+        raise ValueError(f"illegal servable state transition {old!r} -> {new!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServableState:
+    """What the manager publishes on the event bus each time a version changes state."""
+
+    id: ServableId
+    manager_state: ManagerState
+    health: Status = OK
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.manager_state.name} ({self.health})"

@@ -1,0 +1,203 @@
+"""The router by `model_platform`: a source adapter that turns version paths into loaders.
+
+TFS's chain is file-system source -> router by platform -> platform adapter -> manager; here
+the router and the platform adapters are one step: `PlatformRouter` looks up each model's
+platform and makes a `ModelLoader` for the version directory. A platform module is imported
+only when a version of that platform loads, so servo runs without the runtimes it does not use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from servo.core.loader import Loader, ResourceAllocation
+from servo.core.servable_id import ServableId
+from servo.core.source_adapter import UnarySourceAdapter
+from servo.core.status import Code, ServoError
+from servo.platforms.servable import ModelServable
+
+log = logging.getLogger(__name__)
+
+# TFS estimates a SavedModel's memory as 1.2 x its size on disk; servo does so for every
+# platform.
+RESOURCE_ESTIMATE_FACTOR = 1.2
+
+
+@dataclass(frozen=True)
+class PlatformInfo:
+    module: str  # imported when a version of this platform loads
+    extra: str | None  # the `servo[...]` extra that installs its runtime
+    runtime: str | None  # the top-level module of that runtime
+    files: tuple[str, ...] = ()  # files in a version directory that identify the platform
+
+
+PLATFORMS: dict[str, PlatformInfo] = {
+    "tensorflow": PlatformInfo(
+        "servo.platforms.tensorflow",
+        "tensorflow",
+        "tensorflow",
+        ("saved_model.pb", "saved_model.pbtxt"),
+    ),
+    "tflite": PlatformInfo("servo.platforms.tflite", "tensorflow", "tensorflow", ("model.tflite",)),
+    "onnx": PlatformInfo("servo.platforms.onnx", "onnx", "onnxruntime", ("model.onnx",)),
+    "python": PlatformInfo("servo.platforms.python", None, None, ("model.py",)),
+    "lookup": PlatformInfo(
+        "servo.platforms.lookup", None, None, ("vocab.txt", "embeddings.tsv", "lookup.json")
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PlatformOptions:
+    """Settings every platform may read; each field says who uses it."""
+
+    saved_model_tags: tuple[str, ...] = ("serve",)  # tensorflow
+    intra_op_parallelism: int = (
+        0  # tensorflow, tflite, onnx: threads in one op; 0 = runtime's choice
+    )
+    inter_op_parallelism: int = 0  # tensorflow, onnx: ops run at once; 0 = runtime's choice
+    extra: Mapping[str, Any] = field(default_factory=dict)  # anything else, by platform
+
+
+def platform_info(platform: str) -> PlatformInfo:
+    info = PLATFORMS.get(platform)
+    if info is None:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Unknown model_platform {platform!r}; servo serves: {', '.join(sorted(PLATFORMS))}",
+        )
+    return info
+
+
+def import_platform(platform: str) -> ModuleType:
+    """The platform's module; FAILED_PRECONDITION naming the extra when its runtime is missing."""
+    info = platform_info(platform)
+    try:
+        return importlib.import_module(info.module)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or ""
+        if info.runtime and missing.split(".")[0] == info.runtime:
+            raise ServoError(
+                Code.FAILED_PRECONDITION,
+                f"The {platform} platform needs {info.runtime}, which is not installed: "
+                f"pip install 'servo[{info.extra}]'",
+            ) from exc
+        raise
+
+
+def detect_platform(version_dir: str) -> str | None:
+    """The platform whose identifying file is in `version_dir`, or None."""
+    try:
+        names = set(os.listdir(version_dir))
+    except OSError:
+        return None
+    for platform, info in PLATFORMS.items():
+        if names.intersection(info.files):
+            return platform
+    return None
+
+
+def disk_size(path: str) -> int:
+    """Bytes under `path`, following no symlinks to directories."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(root, name))
+    return total
+
+
+LoadHook = Callable[[ServableId, str, ModelServable], None]
+
+
+class ModelLoader(Loader):
+    """Loads one version directory with its platform's `load(path, options)`.
+
+    `after_load` hooks run in order once the servable is built and before the version is
+    AVAILABLE (warm-up uses this); a hook that raises fails the load.
+    """
+
+    def __init__(
+        self,
+        id: ServableId,
+        path: str,
+        platform: str,
+        options: PlatformOptions | None = None,
+        after_load: tuple[LoadHook, ...] = (),
+    ) -> None:
+        self.id = id
+        self.path = path
+        self.platform = platform
+        self.options = options or PlatformOptions()
+        self._after_load = after_load
+        self._servable: ModelServable | None = None
+        self._estimate: ResourceAllocation | None = None
+        self._estimate_lock = threading.Lock()
+
+    def estimate_resources(self) -> ResourceAllocation:
+        with self._estimate_lock:
+            if self._estimate is None:
+                size = disk_size(self.path)
+                self._estimate = ResourceAllocation(int(size * RESOURCE_ESTIMATE_FACTOR))
+            return self._estimate
+
+    def load(self) -> None:
+        module = import_platform(self.platform)
+        if not os.path.isdir(self.path):
+            raise ServoError(Code.NOT_FOUND, f"Version directory {self.path} does not exist")
+        servable: ModelServable = module.load(self.path, self.options)
+        try:
+            for hook in self._after_load:
+                hook(self.id, self.path, servable)
+        except BaseException:
+            servable.close()
+            raise
+        self._servable = servable
+
+    def unload(self) -> None:
+        servable, self._servable = self._servable, None
+        if servable is not None:
+            servable.close()
+
+    @property
+    def servable(self) -> ModelServable | None:
+        return self._servable
+
+
+class PlatformRouter(UnarySourceAdapter[str, Loader]):
+    """Turns `(id, version path)` into a `ModelLoader` for the model's platform.
+
+    `platforms` maps model name -> platform; it can be replaced (on config reload) with
+    `set_platforms`. A model with no platform, or an unknown one, becomes an error item.
+    """
+
+    def __init__(
+        self,
+        platforms: Mapping[str, str],
+        options: PlatformOptions | None = None,
+        after_load: tuple[LoadHook, ...] = (),
+    ) -> None:
+        super().__init__()
+        self._platforms = dict(platforms)
+        self._options = options or PlatformOptions()
+        self._after_load = after_load
+
+    def set_platforms(self, platforms: Mapping[str, str]) -> None:
+        self._platforms = dict(platforms)
+
+    def convert(self, id: ServableId, data: str) -> Loader:
+        platform = self._platforms.get(id.name)
+        if platform is None:
+            raise ServoError(Code.NOT_FOUND, f"No model_platform configured for model {id.name}")
+        platform_info(platform)
+        return ModelLoader(id, data, platform, self._options, self._after_load)

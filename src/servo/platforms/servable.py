@@ -1,0 +1,229 @@
+"""ModelServable: the servable every platform loads, and the signatures it computes.
+
+A model servable holds named signatures (TensorFlow's SignatureDefs: inputs and outputs with a
+dtype and a shape, and a method name) and runs one signature on a dict of numpy arrays. The
+APIs (REST, gRPC) decode requests into arrays using the signature's dtypes, call `run`, and
+encode what it returns; classify and regress are built on `run` the way TFS builds them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from servo.core.status import Code, ServoError
+from servo.dtypes import DataType
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+DEFAULT_SIGNATURE = "serving_default"
+
+# The tensor keys TFS's classify and regress signatures use.
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_OUTPUT_CLASSES = "classes"
+CLASSIFY_OUTPUT_SCORES = "scores"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output of a signature. `shape` is None when the rank is unknown; a dim of
+    -1 is unknown. `tensor_name` is the name inside the model (`x:0` for TensorFlow)."""
+
+    dtype: DataType
+    shape: tuple[int, ...] | None
+    tensor_name: str = ""
+
+    @property
+    def has_batch_dim(self) -> bool:
+        return bool(self.shape) and self.shape[0] == -1  # type: ignore[index]
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A named computation: inputs and outputs by alias, and TFS's method name."""
+
+    name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+    method_name: str = PREDICT_METHOD
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """TFS's JSON form of a SignatureDef (proto JSON with default values written out)."""
+        return {
+            "inputs": {k: _tensor_info_json(v) for k, v in self.inputs.items()},
+            "outputs": {k: _tensor_info_json(v) for k, v in self.outputs.items()},
+            "method_name": self.method_name,
+            "defaults": dict(self.defaults),
+        }
+
+
+def _tensor_info_json(spec: TensorSpec) -> dict[str, Any]:
+    if spec.shape is None:
+        shape: dict[str, Any] = {"dim": [], "unknown_rank": True}
+    else:
+        shape = {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False}
+    return {"dtype": spec.dtype.name, "tensor_shape": shape, "name": spec.tensor_name}
+
+
+def signature_def_map_json(signatures: Mapping[str, Signature]) -> dict[str, Any]:
+    """`{"signature_def": {name: SignatureDef JSON}}`, as in TFS's metadata answer."""
+    return {"signature_def": {name: sig.to_json() for name, sig in signatures.items()}}
+
+
+class ModelServable(abc.ABC):
+    """A loaded model: named signatures, and a way to run them.
+
+    Implementers guarantee: `signatures` does not change after load; `run` returns one array
+    per requested output alias (every output when `output_names` is None); errors in the
+    caller's inputs raise `ServoError(INVALID_ARGUMENT, ...)`.
+
+    Thread-safety: `run` may be called from many threads at once.
+    """
+
+    platform: str = ""
+
+    @property
+    @abc.abstractmethod
+    def signatures(self) -> Mapping[str, Signature]:
+        """Signatures by name."""
+
+    @abc.abstractmethod
+    def run(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Runs `signature` on `inputs` (every input alias of the signature, with an array of
+        the signature's dtype) and returns the requested outputs by alias."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Frees what the servable holds; called once, when its version unloads."""
+
+
+# -- classify and regress, built on run() as TFS builds them on a session --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    label: bytes
+    score: float
+
+
+def _example_input(signature: Signature, method: str, input_key: str) -> None:
+    if signature.method_name != method:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Expected {method.rsplit('/', 1)[-1]} signature method_name to be {method}. "
+            f"Was: {signature.method_name}",
+        )
+    if input_key not in signature.inputs or len(signature.inputs) != 1:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Expected one input Tensor named '{input_key}' in signature {signature.name}",
+        )
+
+
+def _examples_tensor(examples: Sequence[bytes]) -> np.ndarray:
+    if not examples:
+        raise ServoError(Code.INVALID_ARGUMENT, "Input is empty.")
+    tensor = np.empty(len(examples), dtype=object)
+    tensor[:] = list(examples)
+    return tensor
+
+
+def classify(
+    servable: ModelServable, signature: Signature, examples: Sequence[bytes]
+) -> list[list[Classification]]:
+    """Runs a classify signature on serialized `tf.Example`s: per example, its (label, score)
+    pairs. Without a `classes` output the labels are empty; without `scores`, the scores 0."""
+    _example_input(signature, CLASSIFY_METHOD, CLASSIFY_INPUTS)
+    wanted = [
+        k for k in (CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES) if k in signature.outputs
+    ]
+    if not wanted:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Expected classification signature outputs to contain at least one of "
+            f"'{CLASSIFY_OUTPUT_CLASSES}' or '{CLASSIFY_OUTPUT_SCORES}'",
+        )
+    batch = len(examples)
+    outputs = servable.run(signature, {CLASSIFY_INPUTS: _examples_tensor(examples)}, wanted)
+    classes = outputs.get(CLASSIFY_OUTPUT_CLASSES)
+    scores = outputs.get(CLASSIFY_OUTPUT_SCORES)
+    for name, tensor in ((CLASSIFY_OUTPUT_CLASSES, classes), (CLASSIFY_OUTPUT_SCORES, scores)):
+        if tensor is None:
+            continue
+        if tensor.ndim == 1:
+            tensor = tensor.reshape(-1, 1)
+        if tensor.ndim != 2 or tensor.shape[0] != batch:
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}"
+                f" for output '{name}'",
+            )
+        if name == CLASSIFY_OUTPUT_CLASSES:
+            classes = tensor
+        else:
+            scores = tensor
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Tensors class and score should match in shape: {list(classes.shape)} vs "
+            f"{list(scores.shape)}",
+        )
+    width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
+    results: list[list[Classification]] = []
+    for row in range(batch):
+        results.append(
+            [
+                Classification(
+                    _as_bytes(classes[row, k]) if classes is not None else b"",
+                    float(scores[row, k]) if scores is not None else 0.0,
+                )
+                for k in range(width)
+            ]
+        )
+    return results
+
+
+def regress(
+    servable: ModelServable, signature: Signature, examples: Sequence[bytes]
+) -> list[float]:
+    """Runs a regress signature on serialized `tf.Example`s: one value per example."""
+    _example_input(signature, REGRESS_METHOD, REGRESS_INPUTS)
+    if REGRESS_OUTPUTS not in signature.outputs:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"No output Tensor named '{REGRESS_OUTPUTS}' in signature {signature.name}",
+        )
+    batch = len(examples)
+    outputs = servable.run(
+        signature, {REGRESS_INPUTS: _examples_tensor(examples)}, [REGRESS_OUTPUTS]
+    )
+    values = outputs[REGRESS_OUTPUTS]
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.shape[0] != batch:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
+            f"got {list(values.shape)}",
+        )
+    return [float(v) for v in values]
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return str(value).encode()
