@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Writes servo's example model repository (default `examples/models/`) from scratch.
+
+The demo, the docs and the benchmarks serve these models; the directory is git-ignored, so a
+fresh clone runs this script (nothing else is needed). Every model is built from code with
+fixed weights or a fixed seed, so that two runs write the same models.
+
+Models (one function each; `MODELS` lists them):
+- `half_plus_two/1`, `half_plus_two/2`: TensorFlow SavedModels like TFS's test model,
+  y = x/2 + 2, with `serving_default` (x: float [-1, 1] -> y) and the Example-based
+  `classify_x_to_y` and `regress_x_to_y` (feature "x"). Version 2 is a model of its own,
+  exported separately, computing the same function from differently stored weights
+  (a = 1/2 as 0.25 * 2), so that clients see no change when versions switch.
+- `mlp/1/model.onnx`: ONNX MLP, 16 float inputs -> 64 ReLU units -> 4 outputs ("x" [-1, 16] ->
+  "y" [-1, 4]).
+- `mlp_large/1/model.onnx`: ONNX MLP, 512 -> 4 x 2048 ReLU -> 10 (about 54 MB of float32
+  weights), for batching benchmarks.
+
+Each model's directory is written next to its final place and then swapped in, so a rerun
+replaces exactly the models it writes and leaves anything else in the output directory alone.
+
+To add a model: write `def write_<name>(model_dir: Path) -> None` that creates the model's
+base directory contents (version subdirectories) under `model_dir`, and append an
+`ExampleModel` to `MODELS`; set `needs_tensorflow=True` when it imports TensorFlow.
+
+Usage: python scripts/make_example_models.py [OUTPUT_DIR] [--skip-tensorflow] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "examples" / "models"
+
+MLP_SEED = 20240611
+MLP_LARGE_SEED = 20240612
+ONNX_OPSET = 17  # widely supported by ONNX Runtime releases; the ops used here are old
+ONNX_IR_VERSION = 8
+
+
+# -- TensorFlow models -----------------------------------------------------------------------
+
+
+def _write_half_plus_two_version(version_dir: Path, a_stored: float, a_scale: float) -> None:
+    """A TF1-style SavedModel computing y = (a_stored * a_scale) * x + 2, with TFS's
+    half_plus_two signatures. TFS serves SavedModels through a v1 session; so does servo."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        a = v1.Variable(np.float32(a_stored), name="a")
+        b = v1.Variable(np.float32(2.0), name="b")
+        # serving_default: a float batch [-1, 1].
+        x = v1.placeholder(tf.float32, shape=[None, 1], name="x")
+        y = tf.add(tf.multiply(a * np.float32(a_scale), x), b, name="y")
+        # classify / regress: serialized tf.Examples with a float feature "x".
+        examples = v1.placeholder(tf.string, name="tf_example")
+        parsed = v1.io.parse_example(examples, {"x": v1.io.FixedLenFeature([1], tf.float32)})
+        y_examples = tf.add(tf.multiply(a * np.float32(a_scale), parsed["x"]), b, name="y_ex")
+
+        def info(t: tf.Tensor) -> object:
+            return v1.saved_model.utils.build_tensor_info(t)
+
+        predict = v1.saved_model.signature_def_utils.build_signature_def(
+            inputs={"x": info(x)},
+            outputs={"y": info(y)},
+            method_name=v1.saved_model.signature_constants.PREDICT_METHOD_NAME,
+        )
+        classify = v1.saved_model.signature_def_utils.build_signature_def(
+            inputs={"inputs": info(examples)},
+            outputs={"scores": info(y_examples)},
+            method_name=v1.saved_model.signature_constants.CLASSIFY_METHOD_NAME,
+        )
+        regress = v1.saved_model.signature_def_utils.build_signature_def(
+            inputs={"inputs": info(examples)},
+            outputs={"outputs": info(y_examples)},
+            method_name=v1.saved_model.signature_constants.REGRESS_METHOD_NAME,
+        )
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(version_dir))
+            builder.add_meta_graph_and_variables(
+                session,
+                [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={
+                    "serving_default": predict,
+                    "classify_x_to_y": classify,
+                    "regress_x_to_y": regress,
+                },
+                strip_default_attrs=True,
+            )
+            builder.save()
+
+
+def write_half_plus_two(model_dir: Path) -> None:
+    """half_plus_two/1 and /2: y = x/2 + 2."""
+    _write_half_plus_two_version(model_dir / "1", a_stored=0.5, a_scale=1.0)
+    _write_half_plus_two_version(model_dir / "2", a_stored=0.25, a_scale=2.0)
+
+
+# -- ONNX models -----------------------------------------------------------------------------
+
+
+def mlp_model(
+    widths: Sequence[int], seed: int, *, input_name: str = "x", output_name: str = "y"
+) -> object:
+    """An ONNX MLP: Gemm layers of the given widths (inputs first, outputs last), ReLU between
+    them, He-initialised weights from a fixed seed and small biases, batch dim symbolic."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes = []
+    initializers = []
+    current = input_name
+    layers = len(widths) - 1
+    for i in range(layers):
+        fan_in, fan_out = widths[i], widths[i + 1]
+        weight = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        bias = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
+        initializers.append(numpy_helper.from_array(weight, f"w{i}"))
+        initializers.append(numpy_helper.from_array(bias, f"b{i}"))
+        last = i == layers - 1
+        gemm_out = output_name if last else f"h{i}"
+        nodes.append(helper.make_node("Gemm", [current, f"w{i}", f"b{i}"], [gemm_out]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [gemm_out], [f"r{i}"]))
+            current = f"r{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", widths[0]])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", widths[-1]])],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        graph,
+        producer_name="servo-examples",
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+    )
+    model.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def _save_onnx(model: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())  # type: ignore[attr-defined]
+
+
+def write_mlp(model_dir: Path) -> None:
+    """mlp/1/model.onnx: 16 -> 64 (ReLU) -> 4."""
+    _save_onnx(mlp_model([16, 64, 4], MLP_SEED), model_dir / "1" / "model.onnx")
+
+
+def write_mlp_large(model_dir: Path) -> None:
+    """mlp_large/1/model.onnx: 512 -> 2048 x 4 (ReLU) -> 10."""
+    widths = [512, 2048, 2048, 2048, 2048, 10]
+    _save_onnx(mlp_model(widths, MLP_LARGE_SEED), model_dir / "1" / "model.onnx")
+
+
+# -- the repository --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExampleModel:
+    name: str  # the model's directory under the output directory, and its model name
+    write: Callable[[Path], None]  # writes the version directories under the path it gets
+    needs_tensorflow: bool = False
+
+
+MODELS: list[ExampleModel] = [
+    ExampleModel("half_plus_two", write_half_plus_two, needs_tensorflow=True),
+    ExampleModel("mlp", write_mlp),
+    ExampleModel("mlp_large", write_mlp_large),
+]
+
+
+def write_model(model: ExampleModel, output: Path) -> Path:
+    """Writes `model` to `output/<name>`, replacing what was there; returns that path."""
+    output.mkdir(parents=True, exist_ok=True)
+    final = output / model.name
+    staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=output))
+    staging.chmod(0o755)  # mkdtemp makes it private; a server may run as another user
+    try:
+        model.write(staging)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{model.name}.old.", dir=output))
+            os.replace(final, old / model.name)
+        os.replace(staging, final)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def tensorflow_available() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "output", nargs="?", type=Path, default=DEFAULT_OUTPUT, help="default: examples/models"
+    )
+    parser.add_argument(
+        "--skip-tensorflow",
+        action="store_true",
+        help="skip the models that need TensorFlow (for machines without it)",
+    )
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", help="write only these models (repeatable)"
+    )
+    args = parser.parse_args(argv)
+
+    chosen = MODELS
+    if args.only:
+        known = {m.name for m in MODELS}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        chosen = [m for m in MODELS if m.name in args.only]
+    if args.skip_tensorflow:
+        chosen = [m for m in chosen if not m.needs_tensorflow]
+    elif any(m.needs_tensorflow for m in chosen) and not tensorflow_available():
+        print(
+            "TensorFlow is not installed; install it (pip install 'servo[tensorflow]') or pass "
+            "--skip-tensorflow",
+            file=sys.stderr,
+        )
+        return 2
+    for model in chosen:
+        path = write_model(model, args.output)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
