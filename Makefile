@@ -32,5 +32,9 @@ unit: $(STAMP)
 
 test: lint unit
 
+# Regenerates src/servo/protos/*_pb2.py(i) from the .proto files (a test fails when stale).
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
