@@ -1,0 +1,1 @@
+"""Sources: where servo finds servable versions."""
