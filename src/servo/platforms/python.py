@@ -1,0 +1,253 @@
+"""The python platform: a model written as a Python class in the version directory.
+
+**This runs the model directory's code inside the server.** Serve only model directories you
+trust as much as the server itself.
+
+A version directory holds `model.py` (and any helper modules or data it needs). `model.py`
+defines a class `Model`, made with no arguments, with this interface:
+
+    class Model:
+        # Optional: the signatures, as a dict (or a method returning one). Without it, the
+        # model has one signature, serving_default, with a DT_FLOAT input "inputs" and a
+        # DT_FLOAT output "outputs", both of unknown shape.
+        signatures = {
+            "serving_default": {
+                "inputs": {"x": {"dtype": "float32", "shape": [-1, 3]}},
+                "outputs": {"y": {"dtype": "float32", "shape": [-1]}},
+                "method_name": "tensorflow/serving/predict",   # optional, the default
+            },
+        }
+        # Optional: set to False and servo runs one predict at a time.
+        thread_safe = True
+
+        def load(self, path: str) -> None:          # optional: read weights from `path`
+            ...
+
+        def predict(self, inputs: dict[str, np.ndarray], signature_name: str
+                    ) -> dict[str, np.ndarray]:     # required
+            ...
+
+        def unload(self) -> None:                   # optional: free what load() took
+            ...
+
+`predict` gets every input of the signature as a numpy array of its dtype (strings are object
+arrays of bytes) and returns a dict with every output of the signature (or, for a signature
+with one output, the array itself). Dtypes are names such as "float32", "int64", "string",
+"bool" or TensorFlow's ("DT_FLOAT"); a shape is a list with -1 for an unknown dim, or null for
+an unknown rank. An exception raised by `predict` becomes an INTERNAL error for that request;
+raise `servo.core.status.ServoError` to choose the code (INVALID_ARGUMENT for bad inputs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from servo.core.status import Code, ServoError
+from servo.dtypes import DataType, parse, to_numpy
+from servo.platforms.router import PlatformOptions
+from servo.platforms.servable import (
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD,
+    ModelServable,
+    Signature,
+    TensorSpec,
+)
+
+MODULE_FILE = "model.py"
+CLASS_NAME = "Model"
+
+_DEFAULT_SIGNATURES = {
+    DEFAULT_SIGNATURE: Signature(
+        DEFAULT_SIGNATURE,
+        {"inputs": TensorSpec(DataType.DT_FLOAT, None, "inputs")},
+        {"outputs": TensorSpec(DataType.DT_FLOAT, None, "outputs")},
+    )
+}
+_import_lock = threading.Lock()
+_module_count = 0
+
+
+def _spec(where: str, alias: str, raw: Any) -> TensorSpec:
+    if not isinstance(raw, Mapping) or "dtype" not in raw:
+        raise ServoError(Code.INVALID_ARGUMENT, f"{where}: {alias!r} needs a dtype")
+    try:
+        dtype = parse(raw["dtype"])
+        to_numpy(dtype)
+    except (ValueError, ServoError) as exc:
+        raise ServoError(Code.INVALID_ARGUMENT, f"{where}: {alias!r}: {exc}") from None
+    shape = raw.get("shape")
+    if shape is not None:
+        if not isinstance(shape, list | tuple) or not all(
+            isinstance(d, int) and d >= -1 for d in shape
+        ):
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"{where}: {alias!r}: a shape is a list of ints >= -1 (or null), got {shape!r}",
+            )
+        shape = tuple(shape)
+    return TensorSpec(dtype, shape, str(raw.get("name", alias)))
+
+
+def parse_signatures(raw: Any, where: str) -> dict[str, Signature]:
+    """Signatures from the dict form the docstring above describes."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ServoError(Code.INVALID_ARGUMENT, f"{where}: signatures must be a non-empty dict")
+    signatures = {}
+    for name, sig in raw.items():
+        if not isinstance(sig, Mapping):
+            raise ServoError(Code.INVALID_ARGUMENT, f"{where}: signature {name!r} is not a dict")
+        inputs = sig.get("inputs", {})
+        outputs = sig.get("outputs", {})
+        if not isinstance(inputs, Mapping) or not isinstance(outputs, Mapping) or not outputs:
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"{where}: signature {name!r} needs dicts 'inputs' and 'outputs' (non-empty)",
+            )
+        signatures[str(name)] = Signature(
+            str(name),
+            {str(k): _spec(f"{where}: {name}.inputs", k, v) for k, v in inputs.items()},
+            {str(k): _spec(f"{where}: {name}.outputs", k, v) for k, v in outputs.items()},
+            str(sig.get("method_name", PREDICT_METHOD)),
+        )
+    return signatures
+
+
+def _import_model_module(path: str) -> Any:
+    """Imports `path/model.py` under a name of its own, with `path` importable meanwhile."""
+    global _module_count
+    module_path = os.path.join(path, MODULE_FILE)
+    if not os.path.isfile(module_path):
+        raise ServoError(Code.NOT_FOUND, f"{path}: a python model needs {MODULE_FILE}")
+    with _import_lock:
+        _module_count += 1
+        name = f"servo_python_model_{_module_count}"
+        spec = importlib.util.spec_from_file_location(name, module_path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, path)  # so model.py can import the helpers next to it
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"{module_path} failed to import: {type(exc).__name__}: {exc}",
+            ) from exc
+        finally:
+            sys.path.remove(path)
+    return module
+
+
+class PythonServable(ModelServable):
+    """Wraps a user's `Model` object.
+
+    Thread-safety: `run` may be called from many threads; when the model sets
+    `thread_safe = False`, calls to its `predict` are serialized.
+    """
+
+    platform = "python"
+
+    def __init__(self, model: Any, signatures: dict[str, Signature]) -> None:
+        self._model = model
+        self._predict = model.predict
+        self._signatures = signatures
+        self._lock = None if getattr(model, "thread_safe", True) else threading.Lock()
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        return self._signatures
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    def run(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        try:
+            if self._lock is None:
+                result = self._predict(dict(inputs), signature.name)
+            else:
+                with self._lock:
+                    result = self._predict(dict(inputs), signature.name)
+        except ServoError:
+            raise
+        except Exception as exc:
+            raise ServoError(
+                Code.INTERNAL, f"Model.predict raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(result, Mapping):
+            if len(signature.outputs) != 1:
+                raise ServoError(
+                    Code.INTERNAL,
+                    f"Model.predict must return a dict for signature {signature.name!r}, "
+                    "which has several outputs",
+                )
+            result = {next(iter(signature.outputs)): result}
+        wanted = signature.outputs.keys() if output_names is None else output_names
+        outputs = {}
+        for alias in wanted:
+            if alias not in result:
+                raise ServoError(Code.INTERNAL, f"Model.predict did not return output {alias!r}")
+            spec = signature.outputs[alias]
+            outputs[alias] = _as_array(result[alias], spec.dtype)
+        return outputs
+
+    def close(self) -> None:
+        unload = getattr(self._model, "unload", None)
+        if callable(unload):
+            unload()
+
+
+def _as_array(value: Any, dtype: DataType) -> np.ndarray:
+    array = np.asarray(value)
+    if dtype == DataType.DT_STRING:
+        if array.dtype != object:
+            array = array.astype(object)
+        return array
+    return array.astype(to_numpy(dtype), copy=False)
+
+
+def load(path: str, options: PlatformOptions) -> ModelServable:
+    """Imports `model.py` from version directory `path`, makes its `Model` and loads it."""
+    module = _import_model_module(path)
+    cls = getattr(module, CLASS_NAME, None)
+    if not isinstance(cls, type):
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"{os.path.join(path, MODULE_FILE)} must define a class named {CLASS_NAME}",
+        )
+    where = f"{os.path.join(path, MODULE_FILE)}: {CLASS_NAME}"
+    try:
+        model = cls()
+        if not callable(getattr(model, "predict", None)):
+            raise ServoError(Code.INVALID_ARGUMENT, f"{where} has no predict method")
+        loader = getattr(model, "load", None)
+        if callable(loader):
+            loader(path)
+    except ServoError:
+        raise
+    except Exception as exc:
+        raise ServoError(
+            Code.INTERNAL, f"{where} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+    servable = PythonServable(model, _DEFAULT_SIGNATURES)
+    try:
+        raw = getattr(model, "signatures", None)
+        if callable(raw):
+            raw = raw()
+        if raw is not None:
+            servable = PythonServable(model, parse_signatures(raw, where))
+    except BaseException:
+        servable.close()  # load() succeeded: give back what it took
+        raise
+    return servable
