@@ -1,0 +1,257 @@
+"""The manager's invariants, one test (or more) each; see the module docstring of
+servo.core.aspired_versions_manager."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from servo.core.loader import ResourceAllocation
+from servo.core.loader_harness import LoaderState
+from servo.core.resource_tracker import ResourceTracker
+from servo.core.servable_id import ServableId
+from servo.core.servable_request import ServableRequest
+from servo.core.servable_state import ManagerState
+from servo.core.source import ServableData
+from servo.core.status import Code, ServoError, Status
+from servo.core.version_policy import ResourcePreservingPolicy
+from tests.support.fakes import FakeLoader, Journal
+from tests.support.lifecycle import WAIT, running_manager, states_of, wait_state
+
+A = ManagerState.AVAILABLE
+END = ManagerState.END
+
+
+def item(loader: FakeLoader) -> ServableData:
+    return ServableData(loader.id, loader)
+
+
+def sid(version: int, name: str = "m") -> ServableId:
+    return ServableId(name, version)
+
+
+def test_new_version_loads_before_old_unloads_and_requests_never_miss() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        with manager.get_servable_handle(ServableRequest.latest("m")) as handle:
+            assert handle.id == sid(1)
+
+        misses: list[ServoError] = []
+        seen: set[int] = set()
+        stop = threading.Event()
+
+        def ask_latest() -> None:
+            while not stop.is_set():
+                try:
+                    with manager.get_servable_handle(ServableRequest.latest("m")) as h:
+                        seen.add(h.servable.id.version)
+                except ServoError as exc:
+                    misses.append(exc)
+
+        asker = threading.Thread(target=ask_latest)
+        asker.start()
+        try:
+            manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
+            wait_state(monitor, sid(2), A)
+            wait_state(monitor, sid(1), END)
+        finally:
+            stop.set()
+            asker.join()
+        assert misses == []
+        assert seen <= {1, 2}
+        assert states_of(monitor, sid(1)) == [
+            ManagerState.START,
+            ManagerState.LOADING,
+            A,
+            ManagerState.UNLOADING,
+            END,
+        ]
+        log = [(e.state.id.version, e.state.manager_state) for e in monitor.get_log()]
+        assert log.index((2, A)) < log.index((1, ManagerState.UNLOADING))
+        with manager.get_servable_handle(ServableRequest.latest("m")) as handle:
+            assert handle.id == sid(2)
+    assert journal.violations == []
+
+
+def test_resource_preserving_unloads_old_before_loading_new() -> None:
+    journal = Journal()
+    with running_manager(version_policy=ResourcePreservingPolicy()) as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
+        wait_state(monitor, sid(2), A)
+        log = [(e.state.id.version, e.state.manager_state) for e in monitor.get_log()]
+        assert log.index((1, END)) < log.index((2, ManagerState.LOADING))
+        assert journal.events.index(("unload", sid(1))) < journal.events.index(("load", sid(2)))
+    assert journal.violations == []
+
+
+def test_held_handle_keeps_its_version_loaded_until_released() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        handle = manager.get_servable_handle(ServableRequest.specific("m", 1))
+        journal.held[sid(1)] = 1
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
+        wait_state(monitor, sid(2), A)
+        wait_state(monitor, sid(1), ManagerState.UNLOADING)
+        # Version 1 stops taking new requests but keeps its servable for the held handle.
+        with pytest.raises(ServoError, match=r"Servable not found for request: Specific\(m, 1\)"):
+            manager.get_servable_handle(ServableRequest.specific("m", 1))
+        assert handle.servable.id == sid(1)
+        assert journal.count("unload", sid(1)) == 0
+        assert [s.state for s in manager.managed_versions("m") if s.id == sid(1)] == [
+            LoaderState.QUIESCING
+        ]
+        journal.held[sid(1)] = 0
+        handle.release()
+        wait_state(monitor, sid(1), END)
+        assert journal.count("unload", sid(1)) == 1
+    assert journal.violations == []
+
+
+def test_failing_load_is_retried_then_ends_with_its_error_while_old_version_serves() -> None:
+    journal = Journal()
+    with running_manager(max_num_load_retries=3) as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        bad = FakeLoader(sid(2), journal, fail=True)
+        manager.set_aspired_versions("m", [item(bad)])
+        wait_state(monitor, sid(2), END)
+        assert bad.load_calls == 4  # the first attempt and 3 retries
+        health = monitor.get_state(sid(2)).health
+        assert health == Status(Code.INTERNAL, "fake load failure of {name: m version: 2}")
+        assert monitor.get_state(sid(1)).manager_state == A
+        with manager.get_servable_handle(ServableRequest.latest("m")) as handle:
+            assert handle.id == sid(1)
+        # Aspiring the failed version again does not retry it.
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
+        manager.set_aspired_versions(
+            "m", [item(FakeLoader(sid(2), journal)), item(FakeLoader(sid(3), journal))]
+        )
+        wait_state(monitor, sid(3), A)
+        assert journal.count("load", sid(2)) == 4
+    assert journal.violations == []
+
+
+def test_load_that_succeeds_on_a_retry_becomes_available() -> None:
+    journal = Journal()
+    with running_manager(max_num_load_retries=2) as (manager, monitor):
+        flaky = FakeLoader(sid(1), journal, fail_times=2)
+        manager.set_aspired_versions("m", [item(flaky)])
+        wait_state(monitor, sid(1), A)
+        assert flaky.load_calls == 3
+
+
+def test_version_over_the_ram_budget_is_refused_and_the_rest_keep_serving() -> None:
+    journal = Journal()
+    tracker = ResourceTracker(ResourceAllocation(ram_bytes=1000))
+    with running_manager(resource_tracker=tracker) as (manager, monitor):
+        manager.set_aspired_versions("small", [item(FakeLoader(sid(1, "small"), journal, ram=400))])
+        wait_state(monitor, sid(1, "small"), A)
+        big = FakeLoader(sid(1, "big"), journal, ram=700)
+        manager.set_aspired_versions("big", [item(big)])
+        wait_state(monitor, sid(1, "big"), END)
+        health = monitor.get_state(sid(1, "big")).health
+        assert health.code == Code.RESOURCE_EXHAUSTED
+        assert "Insufficient resources to load servable {name: big version: 1}" in health.message
+        assert big.load_calls == 0
+        assert tracker.used == ResourceAllocation(400)
+        with manager.get_servable_handle(ServableRequest.latest("small")) as handle:
+            assert handle.id == sid(1, "small")
+        # Room is given back when a version unloads.
+        manager.set_aspired_versions("small", [])
+        wait_state(monitor, sid(1, "small"), END)
+        assert tracker.used == ResourceAllocation(0)
+
+
+def test_error_item_from_a_source_ends_the_version_with_that_error() -> None:
+    with running_manager() as (manager, monitor):
+        status = Status(Code.NOT_FOUND, "no such model")
+        manager.set_aspired_versions("m", [ServableData.error(sid(1), status)])
+        wait_state(monitor, sid(1), END)
+        assert monitor.get_state(sid(1)).health == status
+        assert states_of(monitor, sid(1)) == [ManagerState.START, END]
+
+
+def test_only_the_newest_pending_list_is_kept() -> None:
+    journal = Journal()
+    gate = threading.Event()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal, gate=gate))])
+        monitor.wait_for_state(sid(1), ManagerState.LOADING, timeout=WAIT)
+        # While version 1 loads, two lists arrive; only the second may ever be acted on. The
+        # first names version 2, which must never even start.
+        with manager._publish_lock:  # holds the manage loop: both lists are pending at once
+            manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
+            manager.set_aspired_versions("m", [item(FakeLoader(sid(3), journal))])
+        gate.set()
+        wait_state(monitor, sid(3), A)
+        wait_state(monitor, sid(1), END)
+        assert monitor.get_state(sid(2)) is None
+    assert journal.violations == []
+
+
+def test_get_servable_handle_latest_earliest_specific_and_not_found() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(v), journal)) for v in (3, 5, 7)])
+        for v in (3, 5, 7):
+            wait_state(monitor, sid(v), A)
+        with manager.get_servable_handle(ServableRequest.latest("m")) as h:
+            assert h.id == sid(7)
+        with manager.get_servable_handle(ServableRequest.earliest("m")) as h:
+            assert h.id == sid(3)
+        with manager.get_servable_handle(ServableRequest.specific("m", 5)) as h:
+            assert h.servable.id == sid(5)
+        assert manager.available_servable_ids() == [sid(3), sid(5), sid(7)]
+        with pytest.raises(ServoError) as err:
+            manager.get_servable_handle(ServableRequest.specific("m", 4))
+        assert err.value.code == Code.NOT_FOUND
+        assert err.value.message == "Servable not found for request: Specific(m, 4)"
+        with pytest.raises(ServoError, match=r"^Servable not found for request: Latest\(x\)$"):
+            manager.get_servable_handle(ServableRequest.latest("x"))
+
+
+def test_empty_list_unloads_the_stream_and_stop_unloads_everything() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("a", [item(FakeLoader(sid(1, "a"), journal))])
+        manager.set_aspired_versions("b", [item(FakeLoader(sid(1, "b"), journal))])
+        wait_state(monitor, sid(1, "a"), A)
+        wait_state(monitor, sid(1, "b"), A)
+        manager.set_aspired_versions("a", [])
+        wait_state(monitor, sid(1, "a"), END)
+        assert manager.available_servable_ids() == [sid(1, "b")]
+    assert monitor.get_state(sid(1, "b")).manager_state == END
+    assert journal.count("unload", sid(1, "b")) == 1
+    assert journal.violations == []
+
+
+def test_version_dropped_before_it_loads_ends_without_loading() -> None:
+    journal = Journal()
+    with running_manager(version_policy=ResourcePreservingPolicy()) as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        handle = manager.get_servable_handle(ServableRequest.latest("m"))
+        # Version 1 cannot finish unloading while the handle is held, so version 2 waits NEW.
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
+        wait_state(monitor, sid(1), ManagerState.UNLOADING)
+        wait_state(monitor, sid(2), ManagerState.START)
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(3), journal))])
+        wait_state(monitor, sid(2), END)
+        assert monitor.get_state(sid(2)).health.ok
+        assert journal.count("load", sid(2)) == 0
+        handle.release()
+        wait_state(monitor, sid(3), A)
+        assert states_of(monitor, sid(2)) == [ManagerState.START, END]
+    assert journal.violations == []
+
+
+def test_aspired_versions_for_another_name_are_rejected() -> None:
+    with running_manager() as (manager, _), pytest.raises(ValueError, match="does not belong"):
+        manager.set_aspired_versions("m", [ServableData(sid(1, "other"), None)])
