@@ -14,6 +14,10 @@ static shape, so half_plus_two (x: [-1, 1]) answers a shape-[3] input, as TFS's 
 Each (signature, output set) runs through a callable made with the C++ `Session::MakeCallable`
 (fixed feeds and fetches, pruned and compiled once), which costs several times less per call
 than `Session.run` (feed-dict parsing, fetch mapping and shape checks in Python every time).
+
+`options.intra_op_parallelism` / `inter_op_parallelism` (0 = TensorFlow's choice) go into the
+session's ConfigProto. TensorFlow sizes its shared CPU thread pools from the first session a
+process creates, so in practice they apply per process, as TFS's flags of the same names do.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 This module owns reading the model's signatures and running them on a pool of interpreters.
 
-Signatures, in TFS's order of preference:
+Signatures, the first of these that the model has (1 and 3 are what TFS does):
 1. SignatureDefs stored the way TFS's TF Lite session reads them (`tflite::GetSignatureDefMap`:
    the model metadata entry `signature_defs_metadata`, a flexbuffer map of key -> serialized
    SignatureDef). Tensor names that do not exist in the model are retried without their `:0`
@@ -11,7 +11,8 @@ Signatures, in TFS's order of preference:
    models; TFS ignores these and falls through to 3.
 3. What TFS's TF Lite session builds: one `serving_default` predict signature whose inputs and
    outputs are the model's, each keyed by its tensor name cut at the first ':' and named by
-   the tensor name. Shapes are the model's shape signature (-1 for a dynamic dim).
+   the tensor name. Shapes are the model's shape signature, -1 for a dynamic dim (TFS shows
+   the current dims, which are the same unless the model has dynamic dims).
 
 Interpreters are not thread-safe, so each run takes one from a pool (created lazily, at most
 `tflite_num_interpreters` of them) and gives it back. A fed input whose shape differs from the
@@ -21,6 +22,7 @@ exported with batch size 1 answers any batch size.
 The interpreter is `ai_edge_litert`'s when that package is installed (TF Lite's maintained
 home), else TensorFlow's `tf.lite.Interpreter`, which TF 2.21 still ships (deprecated).
 
+`options.intra_op_parallelism` sets each interpreter's thread count (0 = TF Lite's default).
 `options.extra` keys read here:
 - `tflite_num_interpreters` (int, default min(4, CPUs)): interpreters in the pool, i.e. runs
   of one version that can proceed at once.
