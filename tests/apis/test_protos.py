@@ -16,10 +16,12 @@ import pytest
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, json_format, text_format
 from google.protobuf.descriptor import FieldDescriptor
 
+from tests.support.testdata import TFS_TESTDATA
+
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "src" / "servo" / "protos"
 SERVO_MODULES = sorted(p.stem for p in PROTO_DIR.glob("*_pb2.py"))
-TESTDATA = Path("/work/shared/testdata/tfs")
+TESTDATA = TFS_TESTDATA
 
 # TensorFlow's and TFS's modules that define every counterpart.
 TF_MODULES = [
@@ -185,7 +187,8 @@ def servo_files() -> list[descriptor.FileDescriptor]:
 
 @pytest.fixture(scope="module")
 def tf_pool() -> descriptor_pool.DescriptorPool:
-    pytest.importorskip("tensorflow_serving")
+    import tensorflow_serving  # noqa: F401 - needed by this test
+
     for module in TF_MODULES:
         importlib.import_module(module)
     return descriptor_pool.Default()
@@ -259,7 +262,8 @@ def _field_facts(field: FieldDescriptor) -> tuple:
 
 
 def test_generated_code_is_fresh() -> None:
-    pytest.importorskip("grpc_tools")
+    import grpc_tools  # noqa: F401 - needed by this test
+
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
         capture_output=True,
@@ -496,7 +500,6 @@ def test_config_text_format_parses_like_tfs(tf_pool) -> None:
     assert dict(config.version_labels) == {"stable": 42, "canary": 43}
 
 
-@pytest.mark.skipif(not TESTDATA.is_dir(), reason="TFS test data not present")
 @pytest.mark.parametrize(
     ("file", "module", "message"),
     [

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.support.testdata import TFS_TESTDATA, tfs_path  # noqa: F401 - used by tests
+
 REPO = Path(__file__).resolve().parents[2]
-
-# TFS's own test models (see the README in that folder). They are not part of this repository;
-# SERVO_TFS_TESTDATA points elsewhere when they live somewhere else.
-TFS_TESTDATA = Path(os.environ.get("SERVO_TFS_TESTDATA", "/work/shared/testdata/tfs"))
-
-
-def tfs_path(*parts: str) -> str:
-    """The path of an item of TFS's test data; skips the test when the data is absent."""
-    path = TFS_TESTDATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"TFS test data not found at {path} (set SERVO_TFS_TESTDATA)")
-    return str(path)
 
 
 def load_example_script() -> ModuleType:
@@ -48,7 +37,8 @@ def example_script() -> ModuleType:
 @pytest.fixture(scope="session")
 def mlp_version_dir(tmp_path_factory: pytest.TempPathFactory, example_script: ModuleType) -> str:
     """A version directory holding the example repository's ONNX MLP (16 -> 64 -> 4)."""
-    pytest.importorskip("onnx")
+    import onnx  # noqa: F401 - needed by this test
+
     base = tmp_path_factory.mktemp("models")
     example_script.write_mlp(base / "mlp")
     return str(base / "mlp" / "1")

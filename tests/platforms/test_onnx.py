@@ -7,18 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
-
-from onnx import TensorProto, helper  # noqa: E402
-
-from servo.core.status import Code, ServoError  # noqa: E402
-from servo.dtypes import DataType  # noqa: E402
-from servo.platforms import onnx as onnxp  # noqa: E402
-from servo.platforms.router import PlatformOptions  # noqa: E402
-from servo.platforms.servable import PREDICT_METHOD  # noqa: E402
+from servo.core.status import Code, ServoError
+from servo.dtypes import DataType
+from servo.platforms import onnx as onnxp
+from servo.platforms.router import PlatformOptions
+from servo.platforms.servable import PREDICT_METHOD
 
 OPTIONS = PlatformOptions()
 

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from servo.core.status import Code, ServoError  # noqa: E402
-from servo.dtypes import DataType  # noqa: E402
-from servo.platforms import tflite  # noqa: E402
-from servo.platforms.router import PlatformOptions  # noqa: E402
-from servo.platforms.servable import PREDICT_METHOD, signature_def_map_json  # noqa: E402
-from tests.platforms.conftest import tfs_path  # noqa: E402
+from servo.core.status import Code, ServoError
+from servo.dtypes import DataType
+from servo.platforms import tflite
+from servo.platforms.router import PlatformOptions
+from servo.platforms.servable import PREDICT_METHOD, signature_def_map_json
+from tests.platforms.conftest import tfs_path
 
 OPTIONS = PlatformOptions()
 
