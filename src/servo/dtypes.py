@@ -40,6 +40,32 @@ class DataType(enum.IntEnum):
     DT_VARIANT = 21
     DT_UINT32 = 22
     DT_UINT64 = 23
+    # A value read by reference (a TF1 variable): the referenced type + 100. Signatures of old
+    # SavedModels carry these; a request's tensors have the base type.
+    DT_FLOAT_REF = 101
+    DT_DOUBLE_REF = 102
+    DT_INT32_REF = 103
+    DT_UINT8_REF = 104
+    DT_INT16_REF = 105
+    DT_INT8_REF = 106
+    DT_STRING_REF = 107
+    DT_COMPLEX64_REF = 108
+    DT_INT64_REF = 109
+    DT_BOOL_REF = 110
+    DT_BFLOAT16_REF = 114
+    DT_UINT16_REF = 117
+    DT_COMPLEX128_REF = 118
+    DT_HALF_REF = 119
+    DT_UINT32_REF = 122
+    DT_UINT64_REF = 123
+
+
+REF_OFFSET = 100
+
+
+def base(dtype: DataType) -> DataType:
+    """The type a reference type refers to; other types unchanged."""
+    return DataType(dtype - REF_OFFSET) if dtype > REF_OFFSET else dtype
 
 
 STRING_DTYPE = np.dtype(object)
@@ -69,7 +95,7 @@ _FROM_NUMPY: dict[np.dtype, DataType] = {dt: t for t, dt in _TO_NUMPY.items()}
 def to_numpy(dtype: DataType) -> np.dtype:
     """The numpy dtype for a TensorFlow dtype; UNIMPLEMENTED for the ones servo cannot hold."""
     try:
-        return _TO_NUMPY[dtype]
+        return _TO_NUMPY[base(dtype)]
     except KeyError:
         raise ServoError(
             Code.UNIMPLEMENTED, f"Tensors of type {DataType(dtype).name} are not supported"

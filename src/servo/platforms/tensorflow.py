@@ -46,9 +46,6 @@ PLATFORM = "tensorflow"
 SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
 
-# TensorFlow numbers reference dtypes (a variable's value read by reference) as dtype + 100.
-_REF_OFFSET = 100
-
 
 def load(path: str, options: PlatformOptions) -> TensorFlowServable:
     """Loads the SavedModel in version directory `path`.
@@ -132,9 +129,6 @@ def _read_meta_graph(path: str, tags: Sequence[str]) -> meta_graph_pb2.MetaGraph
 
 
 def _dtype(number: int) -> DataType:
-    if number > _REF_OFFSET:
-        # A reference's value has the referenced type; servo has no *_REF dtypes.
-        number -= _REF_OFFSET
     try:
         return DataType(number)
     except ValueError:
