@@ -15,6 +15,10 @@ Models (one function each; `MODELS` lists them):
   "y" [-1, 4]).
 - `mlp_large/1/model.onnx`: ONNX MLP, 512 -> 4 x 2048 ReLU -> 10 (about 54 MB of float32
   weights), for batching benchmarks.
+- `vocab/1/vocab.txt`: a lookup table (platform `lookup`): word -> id, unknown words -> -1.
+- `word_count/1/model.py`: a Python servable (platform `python`): text -> words and characters.
+- `models.config`: a TFS model config file (protobuf text format) serving all of the above,
+  with absolute base paths, as TFS requires.
 
 Each model's directory is written next to its final place and then swapped in, so a rerun
 replaces exactly the models it writes and leaves anything else in the output directory alone.
@@ -169,6 +173,49 @@ def write_mlp_large(model_dir: Path) -> None:
     _save_onnx(mlp_model(widths, MLP_LARGE_SEED), model_dir / "1" / "model.onnx")
 
 
+# -- models that need no ML runtime -----------------------------------------------------------
+
+VOCAB = ["<pad>", "the", "a", "model", "server", "serves", "tensor", "version", "servo", "flow"]
+
+WORD_COUNT = '''"""Counts the words and characters of each text (an example Python servable)."""
+
+import numpy as np
+
+
+class Model:
+    signatures = {
+        "serving_default": {
+            "inputs": {"text": {"dtype": "string", "shape": [-1]}},
+            "outputs": {
+                "words": {"dtype": "int64", "shape": [-1]},
+                "chars": {"dtype": "int64", "shape": [-1]},
+            },
+        }
+    }
+
+    def predict(self, inputs, signature_name):
+        texts = [t.decode("utf-8", "replace") for t in inputs["text"].ravel()]
+        shape = inputs["text"].shape
+        return {
+            "words": np.array([len(t.split()) for t in texts], np.int64).reshape(shape),
+            "chars": np.array([len(t) for t in texts], np.int64).reshape(shape),
+        }
+'''
+
+
+def write_vocab(model_dir: Path) -> None:
+    version = model_dir / "1"
+    version.mkdir(parents=True)
+    (version / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    (version / "lookup.json").write_text('{"default_value": -1, "default_key": "<unk>"}\n')
+
+
+def write_word_count(model_dir: Path) -> None:
+    version = model_dir / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(WORD_COUNT, encoding="utf-8")
+
+
 # -- the repository --------------------------------------------------------------------------
 
 
@@ -177,13 +224,37 @@ class ExampleModel:
     name: str  # the model's directory under the output directory, and its model name
     write: Callable[[Path], None]  # writes the version directories under the path it gets
     needs_tensorflow: bool = False
+    platform: str = "onnx"  # model_platform in models.config
 
 
 MODELS: list[ExampleModel] = [
-    ExampleModel("half_plus_two", write_half_plus_two, needs_tensorflow=True),
+    ExampleModel(
+        "half_plus_two", write_half_plus_two, needs_tensorflow=True, platform="tensorflow"
+    ),
     ExampleModel("mlp", write_mlp),
     ExampleModel("mlp_large", write_mlp_large),
+    ExampleModel("vocab", write_vocab, platform="lookup"),
+    ExampleModel("word_count", write_word_count, platform="python"),
 ]
+
+CONFIG_FILE = "models.config"
+
+
+def write_config(output: Path) -> Path:
+    """Writes `models.config` for every known model present under `output`."""
+    entries = []
+    for model in MODELS:
+        if (output / model.name).is_dir():
+            entries.append(
+                "  config {\n"
+                f'    name: "{model.name}"\n'
+                f'    base_path: "{(output / model.name).resolve()}"\n'
+                f'    model_platform: "{model.platform}"\n'
+                "  }\n"
+            )
+    path = output / CONFIG_FILE
+    path.write_text("model_config_list {\n" + "".join(entries) + "}\n", encoding="utf-8")
+    return path
 
 
 def write_model(model: ExampleModel, output: Path) -> Path:
@@ -249,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for model in chosen:
         path = write_model(model, args.output)
         print(f"wrote {path}")
+    print(f"wrote {write_config(args.output)}")
     return 0
 
 

@@ -178,7 +178,8 @@ class FileSystemStoragePathSource(Source[str]):
             self._thread.start()
 
     def update_config(self, config: FileSystemStoragePathSourceConfig) -> None:
-        """Monitors `config`'s servables from now on, polling at once (if a callback is set)."""
+        """Monitors `config`'s servables from now on, polling them at once (when a callback
+        is set). The poll wait of `config` is not applied to the running poll loop."""
         if config.servable_versions_always_present:
             check_versions_present(config.servables)
         with self._poll_lock:
@@ -191,8 +192,13 @@ class FileSystemStoragePathSource(Source[str]):
                 if self._callback.is_set:
                     log.info("Servable %s is no longer monitored: unloading its versions", name)
                     self._callback.call(name, [])
-        if self._callback.is_set and config.file_system_poll_wait_seconds >= 0:
-            self.poll_once()
+        if self._callback.is_set:
+            self.poll_once()  # as TFS: a new config is looked at now, whatever the poll wait
+
+    def aspired_versions(self, name: str) -> tuple[int, ...] | None:
+        """The versions of `name` last emitted (None before its first list)."""
+        emitted = self._emitted.get(name)
+        return None if emitted is None else tuple(v for v, _ in emitted)
 
     def status(self, name: str) -> Status:
         """The outcome of the last poll of servable `name` (OK before the first)."""

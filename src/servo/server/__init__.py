@@ -1,0 +1,1 @@
+"""The model server: server core, config files, command line, metrics."""

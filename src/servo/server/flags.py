@@ -1,0 +1,220 @@
+"""The command line: every `tensorflow_model_server` flag, with TFS's defaults, plus servo's.
+
+Flags are written `--name=value` (or `--name value`); a boolean flag alone means true. An
+unknown flag or a bad value is an error (exit code 2). Flags TFS has but that mean nothing
+here (GPU, TPU, XLA, profiler, filesystem caches) are accepted so that TFS command lines work
+unchanged; setting one logs that it has no effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from servo.platforms.router import PLATFORMS
+
+CPUS = os.cpu_count() or 1
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "t", "y"):
+        return True
+    if value in ("false", "0", "no", "f", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_int64(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} does not fit in int64")
+    return value
+
+
+def parse_int32(text: str) -> int:
+    value = parse_int64(text)
+    if not -(2**31) <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"{text} does not fit in int32")
+    return value
+
+
+def parse_port(text: str) -> int:
+    value = parse_int32(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    kind: Any  # parse function
+    default: Any
+    help: str
+    effective: bool = True  # False: accepted for compatibility, no effect in servo
+
+
+B, I32, I64, S, F = parse_bool, parse_int32, parse_int64, str, float
+
+TFS_FLAGS: tuple[Flag, ...] = (
+    Flag("port", parse_port, 8500, "Port for the gRPC API."),
+    Flag("grpc_socket_path", S, "", "Also serve gRPC on this UNIX socket path."),
+    Flag("rest_api_port", parse_port, 0, "Port for the HTTP/REST API; 0 turns it off."),
+    Flag(
+        "rest_api_num_threads",
+        I32,
+        4 * CPUS,
+        "Threads that run model calls too long to run on the event loop (servo caps it at "
+        "the number of CPUs times 4, as TFS's default).",
+    ),
+    Flag(
+        "rest_api_timeout_in_ms",
+        I64,
+        30000,
+        "Timeout of a REST request, in ms; 0 or less means no timeout (answer: 504).",
+    ),
+    Flag("rest_api_enable_cors_support", B, False, "Add CORS headers to REST answers."),
+    Flag("enable_batching", B, False, "Batch requests on the server."),
+    Flag(
+        "allow_version_labels_for_unavailable_models",
+        B,
+        False,
+        "Let new labels point at versions that are not available yet.",
+    ),
+    Flag("batching_parameters_file", S, "", "BatchingParameters, protobuf text format."),
+    Flag(
+        "enable_per_model_batching_parameters",
+        B,
+        False,
+        "Read batching_params.pbtxt from each model version directory.",
+    ),
+    Flag("model_config_file", S, "", "ModelServerConfig, protobuf text format."),
+    Flag(
+        "model_config_file_poll_wait_seconds",
+        I32,
+        0,
+        "Seconds between reads of --model_config_file; 0 reads it only at start.",
+    ),
+    Flag("model_name", S, "default", "Name of the model, without --model_config_file."),
+    Flag("model_base_path", S, "", "Base path of the model, without --model_config_file."),
+    Flag("num_load_threads", I32, 0, "Threads that load versions; 0 loads one at a time."),
+    Flag("num_unload_threads", I32, 0, "Threads that unload versions; 0: one at a time."),
+    Flag("max_num_load_retries", I32, 5, "Retries of a failed load."),
+    Flag("load_retry_interval_micros", I64, 60_000_000, "Microseconds between load retries."),
+    Flag(
+        "file_system_poll_wait_seconds",
+        I32,
+        1,
+        "Seconds between polls of model base paths; 0 polls once, < 0 never.",
+    ),
+    Flag("flush_filesystem_caches", B, True, "TFS-only; no effect.", effective=False),
+    Flag(
+        "tensorflow_session_parallelism",
+        I64,
+        0,
+        "Threads of TensorFlow's and ONNX Runtime's op pools; 0 lets them choose.",
+    ),
+    Flag("tensorflow_session_config_file", S, "", "TFS-only; no effect.", effective=False),
+    Flag("tensorflow_intra_op_parallelism", I64, 0, "Threads within one op; 0: runtime's choice."),
+    Flag("tensorflow_inter_op_parallelism", I64, 0, "Ops run at once; 0: runtime's choice."),
+    Flag("use_alts_credentials", B, False, "ALTS is not supported by servo.", effective=False),
+    Flag("ssl_config_file", S, "", "SSLConfig for the gRPC API, protobuf text format."),
+    Flag("platform_config_file", S, "", "TFS-only; no effect.", effective=False),
+    Flag("per_process_gpu_memory_fraction", F, 0.0, "GPU-only; no effect.", effective=False),
+    Flag("saved_model_tags", S, "serve", "Comma-separated MetaGraph tags to load."),
+    Flag("grpc_channel_arguments", S, "", "Comma-separated key=value gRPC server arguments."),
+    Flag("grpc_max_threads", I32, 4 * CPUS, "Concurrent gRPC calls at most."),
+    Flag("enable_model_warmup", B, True, "Replay assets.extra/tf_serving_warmup_requests."),
+    Flag("num_request_iterations_for_warmup", I32, 1, "Times each warm-up request is replayed."),
+    Flag("version", B, False, "Print the version and exit."),
+    Flag("monitoring_config_file", S, "", "MonitoringConfig, protobuf text format."),
+    Flag(
+        "remove_unused_fields_from_bundle_metagraph",
+        B,
+        True,
+        "TFS-only; no effect.",
+        effective=False,
+    ),
+    Flag(
+        "prefer_tflite_model",
+        B,
+        False,
+        "For tensorflow models, serve model.tflite when the version directory has one.",
+    ),
+    Flag("num_tflite_pools", I32, CPUS, "TF Lite interpreters = pools x per pool."),
+    Flag("num_tflite_interpreters_per_pool", I32, 1, "TF Lite interpreters per pool."),
+    Flag(
+        "enable_signature_method_name_check",
+        B,
+        False,
+        "Refuse predict on signatures whose method is not predict, classify or regress.",
+    ),
+    Flag("xla_cpu_compilation_enabled", B, False, "TFS-only; no effect.", effective=False),
+    Flag("xla_gpu_compilation_enabled", B, False, "GPU-only; no effect.", effective=False),
+    Flag("enable_profiler", B, True, "TFS-only; no effect.", effective=False),
+    Flag("thread_pool_factory_config_file", S, "", "TFS-only; no effect.", effective=False),
+    Flag("mixed_precision", S, "", "TFS-only; no effect.", effective=False),
+    Flag("skip_initialize_tpu", B, False, "TPU-only; no effect.", effective=False),
+    Flag("enable_grpc_healthcheck_service", B, False, "Serve grpc.health.v1.Health."),
+    Flag(
+        "enable_serialization_as_tensor_content",
+        B,
+        False,
+        "Write gRPC output tensors as tensor_content bytes instead of typed fields.",
+    ),
+)
+
+SERVO_FLAGS: tuple[Flag, ...] = (
+    Flag(
+        "model_platform",
+        S,
+        "",
+        f"Platform of --model_base_path's model ({', '.join(sorted(PLATFORMS))}); found "
+        "from the version directory's files when empty.",
+    ),
+    Flag("bind_address", S, "0.0.0.0", "Address the gRPC and REST ports listen on."),
+    Flag(
+        "rest_api_max_body_bytes",
+        I64,
+        64 * 2**20,
+        "Largest REST request body accepted (after gzip decoding); larger ones get 413.",
+    ),
+    Flag(
+        "total_model_memory_bytes",
+        I64,
+        0,
+        "RAM budget for loaded models (TFS's estimate: 1.2 x size on disk); 0 = unlimited. "
+        "A version that does not fit ends with RESOURCE_EXHAUSTED.",
+    ),
+    Flag("log_level", S, "info", "debug, info, warning or error."),
+)
+
+
+def build_parser(prog: str = "servo serve") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve models with TensorFlow Serving's APIs.",
+        allow_abbrev=False,
+    )
+    for group_name, flags in (
+        ("TensorFlow Serving flags", TFS_FLAGS),
+        ("servo flags", SERVO_FLAGS),
+    ):
+        group = parser.add_argument_group(group_name)
+        for flag in flags:
+            kwargs: dict[str, Any] = {"type": flag.kind, "default": flag.default, "help": flag.help}
+            if flag.kind is parse_bool:
+                kwargs.update(nargs="?", const=True, metavar="BOOL")
+            group.add_argument(f"--{flag.name}", **kwargs)
+    return parser
+
+
+def ineffective_flags_set(args: argparse.Namespace) -> list[str]:
+    """Compatibility-only flags set to something other than their default."""
+    return [f.name for f in TFS_FLAGS if not f.effective and getattr(args, f.name) != f.default]

@@ -1,0 +1,243 @@
+"""Server metrics with TFS's names, exposed in Prometheus's text format.
+
+TFS names a metric by its path with every character outside `[a-zA-Z0-9_]` turned into `:`
+(`/tensorflow/serving/request_count` -> `:tensorflow:serving:request_count`); counters carry no
+`_total` suffix; latencies are histograms in microseconds with TFS's buckets (10 x 1.8^i, 33
+buckets). servo adds its own metrics, named `servo_*`, for model loads and states.
+
+Recording is a dictionary update under a lock, cheap enough for the request path. The page is
+written here in TFS's exporter format rather than by prometheus_client, because that library
+always names a counter `<name>_total` and TFS's counters have no such suffix: scrapers and
+dashboards written for TFS look for the exact names. Each server has its own `ServerMetrics`
+(no process globals), made by the command line.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Sequence
+
+from servo.core.event_bus import EventBus, Subscription
+from servo.core.servable_state import ManagerState, ServableState
+
+
+def tfs_name(path: str) -> str:
+    """TFS's Prometheus name for a metric path."""
+    name = "".join(c if c.isalnum() or c == "_" else ":" for c in path)
+    return "_" + name if name[:1].isdigit() else name
+
+
+def exponential_buckets(scale: float, growth: float, count: int) -> tuple[float, ...]:
+    """TFS's `Buckets::Exponential`: `count` upper bounds `scale * growth**i` (the last
+    bucket, to infinity, is implied)."""
+    return tuple(scale * growth**i for i in range(count))
+
+
+LATENCY_BUCKETS = exponential_buckets(10, 1.8, 33)
+
+
+class _Family:
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+        self._lock = threading.Lock()
+
+
+class Counter(_Family):
+    """A monotonic count per label values."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name, documentation, labels)
+        self._values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *labels: str, amount: float = 1) -> None:
+        with self._lock:
+            self._values[labels] = self._values.get(labels, 0) + amount
+
+    def value(self, *labels: str) -> float:
+        return self._values.get(labels, 0)
+
+    def render(self, lines: list[str]) -> None:
+        lines.append(f"# TYPE {self.name} counter")
+        with self._lock:
+            items = list(self._values.items())
+        for values, count in items:
+            lines.append(f"{self.name}{{{_labels(self.labels, values)}}} {_number(count)}")
+
+
+class Gauge(_Family):
+    """A value per label values that goes up and down."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name, documentation, labels)
+        self._values: dict[tuple[str, ...], float] = {}
+
+    def set(self, value: float, *labels: str) -> None:
+        with self._lock:
+            self._values[labels] = value
+
+    def remove(self, *labels: str) -> None:
+        with self._lock:
+            self._values.pop(labels, None)
+
+    def value(self, *labels: str) -> float | None:
+        return self._values.get(labels)
+
+    def render(self, lines: list[str]) -> None:
+        lines.append(f"# TYPE {self.name} gauge")
+        with self._lock:
+            items = list(self._values.items())
+        for values, value in items:
+            lines.append(f"{self.name}{{{_labels(self.labels, values)}}} {_number(value)}")
+
+
+class Histogram(_Family):
+    """Counts of observations per bucket, their sum and count, per label values."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> None:
+        super().__init__(name, documentation, labels)
+        self.buckets = tuple(buckets)
+        # Per label values: [count in each bucket (the last is +Inf)..., sum]
+        self._values: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        index = bisect.bisect_left(self.buckets, value)
+        with self._lock:
+            cells = self._values.get(labels)
+            if cells is None:
+                cells = self._values[labels] = [0] * (len(self.buckets) + 2)
+            cells[index] += 1
+            cells[-1] += value
+
+    def count(self, *labels: str) -> int:
+        cells = self._values.get(labels)
+        return 0 if cells is None else int(sum(cells[:-1]))
+
+    def render(self, lines: list[str]) -> None:
+        lines.append(f"# TYPE {self.name} histogram")
+        with self._lock:
+            items = [(k, list(v)) for k, v in self._values.items()]
+        bounds = [*(_number(b) for b in self.buckets), "+Inf"]
+        for values, cells in items:
+            labels = _labels(self.labels, values)
+            prefix = f"{self.name}_bucket{{{labels}{',' if labels else ''}le="
+            cumulative = 0
+            for bound, count in zip(bounds, cells[:-1], strict=True):
+                cumulative += int(count)
+                lines.append(f'{prefix}"{bound}"}} {cumulative}')
+            lines.append(f"{self.name}_sum{{{labels}}} {_number(cells[-1])}")
+            lines.append(f"{self.name}_count{{{labels}}} {cumulative}")
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    return ",".join(
+        f'{n}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for n, v in zip(names, values, strict=True)
+    )
+
+
+def _number(value: float) -> str:
+    """As TFS writes numbers: integers whole, others with six significant digits."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+class ServerMetrics:
+    """Every metric a servo server records."""
+
+    def __init__(self) -> None:
+        self.request_count = Counter(
+            tfs_name("/tensorflow/serving/request_count"),
+            "The total number of requests.",
+            ("model_name", "status"),
+        )
+        self.request_latency = Histogram(
+            tfs_name("/tensorflow/serving/request_latency"),
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            ("model_name", "API", "entrypoint"),
+        )
+        self.runtime_latency = Histogram(
+            tfs_name("/tensorflow/serving/runtime_latency"),
+            "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            ("model_name", "API", "runtime"),
+        )
+        self.request_example_count_total = Counter(
+            tfs_name("/tensorflow/serving/request_example_count_total"),
+            "The total number of tensorflow.Examples.",
+            ("model",),
+        )
+        self.model_warmup_latency = Histogram(
+            tfs_name("/tensorflow/serving/model_warmup_latency"),
+            "Distribution of wall time (in microseconds) for warming up the model.",
+            ("model_path", "status"),
+            exponential_buckets(10, 1.8, 33),
+        )
+        self.model_load_latency = Histogram(
+            "servo_model_load_latency_microseconds",
+            "Wall time of loading a model version, from LOADING to AVAILABLE or END.",
+            ("model_name", "status"),
+        )
+        self.model_version_state = Gauge(
+            "servo_model_version_state",
+            "State of each model version the server knows: 10 START, 20 LOADING, "
+            "30 AVAILABLE, 40 UNLOADING, 50 END.",
+            ("model_name", "version"),
+        )
+        self.batching_queuing_latency = Histogram(
+            tfs_name("/tensorflow/serving/batching_session/queuing_latency"),
+            "Distribution of wall time spent (in microseconds) in queuing",
+            ("thread_pool_name",),
+            exponential_buckets(100, 1.2, 52),
+        )
+        self.batch_size = Histogram(
+            tfs_name("/tensorflow/serving/batching/batch_size"),
+            "Tracks the batch size distribution on processing by model_name (if available).",
+            ("model_name", "op_name"),
+            exponential_buckets(1, 2, 14),
+        )
+        self.padding_size = Histogram(
+            tfs_name("/tensorflow/serving/batching/padding_size"),
+            "Tracks the padding size distribution on batches by model_name (if available).",
+            ("model_name", "execution_batch_size"),
+            exponential_buckets(1, 2, 14),
+        )
+        self._loading_since: dict[tuple[str, int], float] = {}
+        self._subscription: Subscription | None = None
+
+    def families(self) -> list[_Family]:
+        return [v for v in vars(self).values() if isinstance(v, _Family)]
+
+    def render(self) -> bytes:
+        """The Prometheus text page."""
+        lines: list[str] = []
+        for family in self.families():
+            family.render(lines)
+        return ("\n".join(lines) + "\n").encode()
+
+    # -- model states, from the event bus --------------------------------------------------
+
+    def watch(self, bus: EventBus[ServableState]) -> None:
+        self._subscription = bus.subscribe(self._on_state)
+
+    def _on_state(self, event: ServableState) -> None:
+        name, version = event.id.name, event.id.version
+        key = (name, version)
+        state = event.manager_state
+        self.model_version_state.set(float(state), name, str(version))
+        if state == ManagerState.LOADING:
+            self._loading_since[key] = time.monotonic()
+        elif state in (ManagerState.AVAILABLE, ManagerState.END):
+            started = self._loading_since.pop(key, None)
+            if started is not None:
+                status = "OK" if event.health.ok else event.health.code.name
+                self.model_load_latency.observe((time.monotonic() - started) * 1e6, name, status)

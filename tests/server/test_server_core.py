@@ -1,0 +1,169 @@
+"""ServerCore: configs applied, labels, model specs, status, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servo.core.aspired_versions_manager import AspiredVersionsManagerOptions
+from servo.core.servable_id import ServableId
+from servo.core.servable_state import ManagerState
+from servo.core.status import Code, ServoError
+from servo.server import config as configs
+from servo.server.server_core import ServerCore, ServerCoreOptions
+from tests.support.lifecycle import WAIT
+
+MODEL = """
+import os
+class Model:
+    def load(self, path):
+        self.version = int(os.path.basename(path))
+        if os.path.exists(os.path.join(path, "broken")):
+            raise RuntimeError("this version is broken")
+    def predict(self, inputs, signature_name):
+        return inputs["inputs"] * 0 + self.version
+"""
+
+
+def make_model(base: Path, *versions: int, broken: tuple[int, ...] = ()) -> str:
+    for v in versions:
+        d = base / str(v)
+        d.mkdir(parents=True)
+        (d / "model.py").write_text(MODEL)
+        if v in broken:
+            (d / "broken").write_text("")
+    return str(base)
+
+
+def config(*models: tuple[str, str, str]) -> configs.ModelServerConfig:
+    """models: (name, base_path, extra text-format fields)"""
+    body = "".join(
+        f'config {{ name: "{n}" base_path: "{p}" model_platform: "python" {extra} }} '
+        for n, p, extra in models
+    )
+    cfg = configs.parse_text(f"model_config_list {{ {body} }}", configs.ModelServerConfig(), "t")
+    configs.validate_model_server_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def core():
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1,
+            manager=AspiredVersionsManagerOptions(max_num_load_retries=0),
+            model_wait_timeout=WAIT,
+        )
+    )
+    yield core
+    core.stop(drain_timeout=5)
+
+
+def test_reload_waits_for_new_models_and_applies_their_labels(core, tmp_path: Path) -> None:
+    base = make_model(tmp_path / "m", 1, 2)
+    core.reload_config(
+        config(
+            (
+                "m",
+                base,
+                "model_version_policy { all {} } "
+                'version_labels { key: "stable" value: 1 } '
+                'version_labels { key: "canary" value: 2 }',
+            )
+        )
+    )
+    assert [(s.version, s.state) for s in core.model_status("m")] == [
+        (2, ManagerState.AVAILABLE),
+        (1, ManagerState.AVAILABLE),
+    ]
+    with core.servable_handle("m") as h:
+        assert h.id == ServableId("m", 2)
+    with core.servable_handle("m", label="stable") as h:
+        assert h.id == ServableId("m", 1)
+    with core.servable_handle("m", version=1) as h:
+        assert h.id == ServableId("m", 1)
+    assert core.model_status("m", label="canary")[0].version == 2
+    with pytest.raises(ServoError) as err:
+        core.servable_request("m", label="beta")
+    assert (err.value.code, err.value.message) == (
+        Code.INVALID_ARGUMENT,
+        "Unrecognized servable version label: beta",
+    )
+
+
+def test_label_on_an_unavailable_version_is_refused(core, tmp_path: Path) -> None:
+    base = make_model(tmp_path / "m", 1)
+    with pytest.raises(ServoError) as err:
+        core.reload_config(config(("m", base, 'version_labels { key: "x" value: 7 }')))
+    assert err.value.code == Code.FAILED_PRECONDITION
+    assert err.value.message == (
+        "Request to assign label to version 7 of model m, which is not currently available "
+        "for inference"
+    )
+    # The models were applied; the label was not.
+    assert core.model_status("m")[0].state == ManagerState.AVAILABLE
+    assert core.labels("m") == {}
+
+
+def test_new_labels_may_point_anywhere_when_allowed(tmp_path: Path) -> None:
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1, allow_version_labels_for_unavailable_models=True
+        )
+    )
+    try:
+        base = make_model(tmp_path / "m", 1)
+        core.reload_config(config(("m", base, 'version_labels { key: "next" value: 2 }')))
+        assert core.labels("m") == {"next": 2}
+        # Moving an existing label to an unavailable version is still refused.
+        with pytest.raises(ServoError, match="version 3 of model m"):
+            core.reload_config(config(("m", base, 'version_labels { key: "next" value: 3 }')))
+    finally:
+        core.stop()
+
+
+def test_reload_removes_and_adds_models(core, tmp_path: Path) -> None:
+    a = make_model(tmp_path / "a", 1)
+    b = make_model(tmp_path / "b", 5)
+    core.reload_config(config(("a", a, "")))
+    core.reload_config(config(("b", b, "")))
+    assert core.model_names() == ["b"]
+    assert core.monitor.wait_for_state(ServableId("a", 1), ManagerState.END, WAIT) == (
+        ManagerState.END
+    )
+    with core.servable_handle("b") as h:
+        assert h.id == ServableId("b", 5)
+    with pytest.raises(ServoError, match=r"Servable not found for request: Latest\(a\)"):
+        core.servable_handle("a")
+
+
+def test_a_new_model_that_fails_fails_the_reload(core, tmp_path: Path) -> None:
+    bad = make_model(tmp_path / "bad", 3, broken=(3,))
+    with pytest.raises(ServoError) as err:
+        core.reload_config(config(("bad", bad, "")))
+    assert err.value.code == Code.UNKNOWN
+    assert err.value.message.startswith("1 model(s) did not become available: {{{name: bad ")
+    assert "this version is broken" in err.value.message
+
+
+def test_status_errors(core, tmp_path: Path) -> None:
+    core.reload_config(config(("m", make_model(tmp_path / "m", 1), "")))
+    with pytest.raises(ServoError) as err:
+        core.model_status("nope")
+    assert (err.value.code, err.value.message) == (
+        Code.NOT_FOUND,
+        "Could not find any versions of model nope",
+    )
+    with pytest.raises(ServoError) as err:
+        core.model_status("m", version=9)
+    assert err.value.message == "Could not find version 9 of model m"
+
+
+def test_invalid_config_changes_nothing(core, tmp_path: Path) -> None:
+    base = make_model(tmp_path / "m", 1)
+    core.reload_config(config(("m", base, "")))
+    changed = configs.single_model_config("m", base, "onnx")
+    with pytest.raises(configs.ConfigError):
+        core.reload_config(changed)
+    assert configs.model_platform(core.config.model_config_list.config[0]) == "python"
