@@ -78,6 +78,7 @@ def test_worked_example_versions_swap_without_a_gap(tmp_path: Path) -> None:
             misses: list[ServoError] = []
             answers: list[int] = []
             stop = threading.Event()
+            saw_two = threading.Event()
 
             def tight_loop() -> None:
                 while not stop.is_set():
@@ -85,6 +86,8 @@ def test_worked_example_versions_swap_without_a_gap(tmp_path: Path) -> None:
                         answers.append(ask(manager, ServableRequest.latest("m")))
                     except ServoError as exc:
                         misses.append(exc)
+                    if answers and answers[-1] == 2:
+                        saw_two.set()
 
             client = threading.Thread(target=tight_loop)
             client.start()
@@ -92,6 +95,7 @@ def test_worked_example_versions_swap_without_a_gap(tmp_path: Path) -> None:
                 write_version(base, 2)
                 wait_state(monitor, ServableId("m", 2), ManagerState.AVAILABLE)
                 wait_state(monitor, ServableId("m", 1), ManagerState.END)
+                assert saw_two.wait(30), "the client never got version 2"
             finally:
                 stop.set()
                 client.join()
