@@ -320,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for model in chosen:
         path = write_model(model, args.output)
         print(f"wrote {path}")
-    print(f"wrote {write_config(args.output)}")
+    if chosen:
+        print(f"wrote {write_config(args.output)}")
     return 0
 
 

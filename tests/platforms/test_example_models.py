@@ -20,8 +20,27 @@ def digest(root: Path) -> dict[str, str]:
 
 
 def test_models_list_is_the_documented_repository(example_script: ModuleType) -> None:
-    models = {m.name: m.needs_tensorflow for m in example_script.MODELS}
-    assert models == {"half_plus_two": True, "mlp": False, "mlp_large": False}
+    models = {m.name: (m.platform, m.needs_tensorflow) for m in example_script.MODELS}
+    assert models == {
+        "half_plus_two": ("tensorflow", True),
+        "mlp": ("onnx", False),
+        "mlp_large": ("onnx", False),
+        "vocab": ("lookup", False),
+        "word_count": ("python", False),
+    }
+
+
+def test_models_config_serves_what_was_written(example_script: ModuleType, tmp_path: Path) -> None:
+    from servo.server import config as configs
+
+    out = tmp_path / "models"
+    assert example_script.main([str(out), "--only", "vocab", "--only", "word_count"]) == 0
+    config = configs.read_model_server_config(str(out / "models.config"))
+    entries = {m.name: (m.base_path, m.model_platform) for m in config.model_config_list.config}
+    assert entries == {
+        "vocab": (str((out / "vocab").resolve()), "lookup"),
+        "word_count": (str((out / "word_count").resolve()), "python"),
+    }
 
 
 def test_mlp_is_deterministic_and_rewritten_cleanly(
@@ -41,8 +60,9 @@ def test_mlp_is_deterministic_and_rewritten_cleanly(
     assert example_script.main([str(out), "--only", "mlp"]) == 0
     assert digest(out / "mlp") == first  # same bytes, nothing stale left
     assert (other / "model.py").exists()  # other models are left alone
-    assert sorted(p.name for p in out.iterdir()) == ["mlp", "someone_elses_model"]
-    assert not (out / "models.config").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["mlp", "models.config", "someone_elses_model"]
+    # The config lists the models the script knows, not other people's directories.
+    assert "someone_elses_model" not in (out / "models.config").read_text()
 
 
 def test_mlp_shape_and_weights(example_script: ModuleType, mlp_version_dir: str) -> None:
