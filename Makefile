@@ -9,6 +9,7 @@ GRPC_PORT ?= 8500
 PYTEST_ARGS ?=
 
 .PHONY: all venv serve test lint unit examples protos bench clean
+MODELS := examples/models/models.config
 
 all: test
 
@@ -22,6 +23,24 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The example model repository (git-ignored), written from code by the script.
+$(MODELS): scripts/make_example_models.py | $(STAMP)
+	$(BIN)/python scripts/make_example_models.py
+
+examples: $(MODELS)
+
+serve: $(STAMP) $(MODELS)
+	@echo "servo: gRPC on port $(GRPC_PORT), REST on port $(REST_PORT). Try:"
+	@echo "  curl -d '{\"instances\": [1.0, 2.0, 5.0]}' localhost:$(REST_PORT)/v1/models/half_plus_two:predict"
+	@echo "  curl -d '{\"instances\": [[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]]}' localhost:$(REST_PORT)/v1/models/mlp:predict"
+	@echo "  curl -d '{\"instances\": [\"servo\", \"unknown\"]}' localhost:$(REST_PORT)/v1/models/vocab:predict"
+	@echo "  curl -d '{\"instances\": [\"a model server\"]}' localhost:$(REST_PORT)/v1/models/word_count:predict"
+	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two"
+	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two/metadata"
+	@echo "  curl localhost:$(REST_PORT)/monitoring/prometheus/metrics"
+	$(BIN)/servo serve --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
+		--model_config_file=$(MODELS) --monitoring_config_file=examples/monitoring.config
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples scripts

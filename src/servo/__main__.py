@@ -1,0 +1,9 @@
+"""`python -m servo`: the same as the `servo` command."""
+
+from __future__ import annotations
+
+import sys
+
+from servo.server.cli import main
+
+sys.exit(main())

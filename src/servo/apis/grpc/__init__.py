@@ -1,0 +1,1 @@
+"""TFS's gRPC API."""

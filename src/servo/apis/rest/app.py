@@ -1,0 +1,317 @@
+"""The TFS REST API (JSON over HTTP/1.1) as an RSGI application.
+
+Routes, as TFS matches them (case-insensitive, whole path):
+
+    POST /v1/models/{m}[/versions/{v} | /labels/{l}]:(predict|classify|regress)
+    GET  /v1/models/{m}[/versions/{v} | /labels/{l}]            model status
+    GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature metadata
+    GET  {prometheus path}                                       metrics, when enabled
+
+Any other `/v1/...` request is 400 "Malformed request: METHOD PATH"; everything else is 404.
+Every answer is JSON; errors are `{"error": message}` with the HTTP status of their code.
+
+The whole request path of the protocol reads top to bottom here, with one error boundary in
+`__rsgi__`; decoding and encoding live in `json_codec`, model calls in `inference.Runner`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import urllib.parse
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from servo.apis import inference
+from servo.apis.inference import Runner, signature_for_rest
+from servo.apis.rest import json_codec
+from servo.core.status import Code, ServoError
+from servo.platforms import servable as model
+from servo.server.metrics import ServerMetrics
+from servo.server.server_core import ServerCore
+
+log = logging.getLogger(__name__)
+
+_PREDICTION = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+_V1 = re.compile(r"/v1/", re.IGNORECASE)
+
+JSON_HEADERS = [("content-type", "application/json")]
+CORS_HEADERS = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "POST, GET"),
+    ("access-control-allow-headers", "Content-Type"),
+]
+METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
+_INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class RestOptions:
+    # --rest_api_timeout_in_ms, in seconds; None (or <= 0 in the flag) means no limit.
+    timeout: float | None = 30.0
+    # --rest_api_enable_cors_support
+    enable_cors: bool = False
+    # The largest request body accepted, after gzip decoding; larger ones get 413.
+    max_body_bytes: int = 64 * 2**20
+    # The Prometheus page's path, or None when metrics are off.
+    metrics_path: str | None = None
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+class RestApi:
+    """Thread-safety: runs on one event loop; the state it reads (core, metrics) is
+    thread-safe."""
+
+    def __init__(
+        self,
+        core: ServerCore,
+        runner: Runner,
+        options: RestOptions | None = None,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.core = core
+        self.runner = runner
+        self.options = options or RestOptions()
+        self.metrics = metrics
+        self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
+        self._inference: dict[str, Callable[..., Awaitable[bytes]]] = {
+            "predict": self._predict,
+            "classify": self._classify,
+            "regress": self._regress,
+        }
+
+    # -- the error boundary ----------------------------------------------------------------
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return
+        method, path = scope.method, scope.path
+        try:
+            if _V1.match(path):
+                status, body = await self._v1(method, path, scope, proto)
+            elif (
+                method == "GET"
+                and self.options.metrics_path is not None
+                and path == self.options.metrics_path
+                and self.metrics is not None
+            ):
+                proto.response_bytes(200, METRICS_HEADERS, self.metrics.render())
+                return
+            elif method == "OPTIONS" and self.options.enable_cors:
+                status, body = 204, b""
+            else:
+                status, body = 404, json_codec.dumps_error(f"Not found: {method} {path}")
+        except ServoError as exc:
+            status, body = json_codec.http_status(exc.code), json_codec.dumps_error(exc.message)
+        except RequestTooLarge as exc:
+            status, body = 413, json_codec.dumps_error(str(exc))
+        except Exception as exc:  # a bug: answer it, log it, keep serving
+            log.exception("REST %s %s failed", method, path)
+            status = 500
+            body = json_codec.dumps_error(f"Internal error: {type(exc).__name__}: {exc}")
+        proto.response_bytes(status, self._headers, body)
+
+    # -- /v1 -------------------------------------------------------------------------------
+
+    async def _v1(self, method: str, path: str, scope: Any, proto: Any) -> tuple[int, bytes]:
+        if method == "OPTIONS" and self.options.enable_cors:
+            return 204, b""
+        malformed = ServoError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
+        if method == "POST":
+            match = _PREDICTION.fullmatch(path)
+            if match is None:
+                raise malformed
+            name, version, label = _model_spec(*match.group(1, 2, 3))
+            body = await self._read_body(scope, proto)
+            api = match.group(4).lower()
+            return 200, await self._timed(
+                api, name, self._inference[api], name, version, label, body
+            )
+        if method == "GET":
+            match = _STATUS.fullmatch(path)
+            if match is None:
+                raise malformed
+            if not match.group(1):
+                raise ServoError(Code.INVALID_ARGUMENT, "Missing model name in request.")
+            name, version, label = _model_spec(*match.group(1, 2, 3))
+            if match.group(4):
+                return 200, self._metadata(name, version, label)
+            return 200, self._status(name, version, label)
+        raise malformed
+
+    async def _timed(self, api: str, name: str, handler: Any, *args: Any) -> bytes:
+        if self.metrics is None:
+            return await handler(*args)
+        started = time.perf_counter()
+        code = Code.OK
+        try:
+            return await handler(*args)
+        except ServoError as exc:
+            code = exc.code
+            raise
+        except Exception:
+            code = Code.INTERNAL
+            raise
+        finally:
+            self.metrics.request_count.inc(name, code.name)
+            self.metrics.request_latency.observe(
+                (time.perf_counter() - started) * 1e6, name, api, "REST"
+            )
+
+    async def _read_body(self, scope: Any, proto: Any) -> bytes:
+        limit = self.options.max_body_bytes
+        length = scope.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise RequestTooLarge(f"Request body of {length} bytes is over the {limit} limit")
+        body = await proto()
+        if len(body) > limit:
+            raise RequestTooLarge(f"Request body of {len(body)} bytes is over the {limit} limit")
+        encoding = (scope.headers.get("content-encoding") or "").strip().lower()
+        if encoding == "gzip":
+            body = _gunzip(body, limit)
+        elif encoding not in ("", "identity"):
+            raise ServoError(
+                Code.UNIMPLEMENTED, f"Unsupported Content-Encoding: {encoding}; use gzip"
+            )
+        return body
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def _predict(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> bytes:
+        doc = json_codec.loads(body)
+        handle = self.core.servable_handle(name, version, label)
+        try:
+            servable = handle.servable
+            request = json_codec.parse_predict(doc, lambda s: signature_for_rest(servable, s))
+            signature = signature_for_rest(servable, request.signature_name)
+            inference.check_inputs(signature, request.inputs)
+        except BaseException:
+            handle.release()
+            raise
+        outputs = await self._run(handle, servable, signature, request.inputs)
+        return json_codec.dumps_predict(outputs, request.row_format)
+
+    async def _run(self, handle: Any, servable: Any, signature: Any, inputs: Any) -> Any:
+        run_async = getattr(servable, "run_async", None)
+        if run_async is not None:
+            return await self.runner.run_async(
+                handle, run_async(signature, inputs), self.options.timeout
+            )
+        return await self.runner.run(
+            handle, lambda: servable.run(signature, inputs), signature.name, self.options.timeout
+        )
+
+    async def _classify(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> bytes:
+        results = await self._examples(name, version, label, body, model.classify)
+        return json_codec.dumps_classify(results)
+
+    async def _regress(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> bytes:
+        results = await self._examples(name, version, label, body, model.regress)
+        return json_codec.dumps_regress(results)
+
+    async def _examples(
+        self, name: str, version: int | None, label: str | None, body: bytes, api: Any
+    ) -> Any:
+        signature_name, examples = json_codec.parse_examples(json_codec.loads(body))
+        handle = self.core.servable_handle(name, version, label)
+        try:
+            servable = handle.servable
+            key = signature_name or model.DEFAULT_SIGNATURE
+            signature = servable.signatures.get(key)
+            if signature is None:
+                raise ServoError(
+                    Code.INVALID_ARGUMENT, f"No signature was found with the name: {key}"
+                )
+        except BaseException:
+            handle.release()
+            raise
+        if self.metrics is not None:
+            self.metrics.request_example_count_total.inc(name, amount=len(examples))
+        return await self.runner.run(
+            handle, lambda: api(servable, signature, examples), key, self.options.timeout
+        )
+
+    # -- status and metadata ---------------------------------------------------------------
+
+    def _status(self, name: str, version: int | None, label: str | None) -> bytes:
+        """TFS's GetModelStatusResponse in proto JSON (int64 as strings, enums by name)."""
+        versions = self.core.model_status(name, version, label)
+        return orjson.dumps(
+            {
+                "model_version_status": [
+                    {
+                        "version": str(v.version),
+                        "state": v.state.name,
+                        "status": {
+                            "error_code": v.status.code.name,
+                            "error_message": v.status.message,
+                        },
+                    }
+                    for v in versions
+                ]
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+    def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
+        """TFS's metadata answer: the model spec and the SignatureDefMap (its key doubled)."""
+        with self.core.servable_handle(name, version, label) as handle:
+            signatures = handle.servable.signatures
+            served = handle.id.version
+        return orjson.dumps(
+            {
+                "model_spec": {"name": name, "signature_name": "", "version": str(served)},
+                "metadata": {"signature_def": model.signature_def_map_json(signatures)},
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+
+def _model_spec(
+    name: str, version: str | None, label: str | None
+) -> tuple[str, int | None, str | None]:
+    """The model name, version and label of a path, decoded as TFS decodes them."""
+    name = urllib.parse.unquote(name)
+    number = None
+    if version:
+        number = int(version)
+        if number > _INT64_MAX:
+            raise ServoError(
+                Code.INVALID_ARGUMENT, f"Failed to convert version: {version} to numeric."
+            )
+    return name, number, urllib.parse.unquote(label) if label else None
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decodes a gzip body, refusing to inflate past `limit` bytes."""
+    decoder = zlib.decompressobj(wbits=31)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ServoError(Code.INVALID_ARGUMENT, f"Invalid gzip body: {exc}") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise RequestTooLarge(f"Request body inflates to more than the {limit} bytes limit")
+    if not decoder.eof:
+        raise ServoError(Code.INVALID_ARGUMENT, "Invalid gzip body: truncated")
+    return out

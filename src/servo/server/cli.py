@@ -1,0 +1,37 @@
+"""`servo`: the command line entry point.
+
+    servo serve --model_name=m --model_base_path=/models/m --rest_api_port=8501
+    servo --model_config_file=/models/models.config      (flags alone mean `serve`)
+    python -m servo serve ...
+
+`servo serve` takes every `tensorflow_model_server` flag (see `servo serve --help`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: servo serve [--flag=value ...]   (see: servo serve --help)
+
+Commands:
+  serve    serve models with TensorFlow Serving's APIs (the default)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    if argv and not argv[0].startswith("-"):
+        command, argv = argv[0], argv[1:]
+        if command != "serve":
+            print(f"servo: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
+            return 2
+    from servo.server.model_server import main as serve
+
+    return serve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

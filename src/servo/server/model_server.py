@@ -1,0 +1,361 @@
+"""The model server process: flags -> server core -> models loaded -> APIs serving -> signals.
+
+Start-up follows TFS: the config's models load first, and the ports open once every model's
+newest version is AVAILABLE; a model that fails makes the process exit non-zero with its error.
+SIGTERM and SIGINT stop the APIs from accepting, let requests in flight finish, unload the
+models and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from servo import __version__
+from servo.apis.inference import Runner
+from servo.apis.rest.app import RestApi, RestOptions
+from servo.core.aspired_versions_manager import AspiredVersionsManagerOptions
+from servo.core.loader import ResourceAllocation
+from servo.core.resource_tracker import ResourceTracker
+from servo.core.status import ServoError
+from servo.platforms.router import PlatformOptions
+from servo.server import config as configs
+from servo.server.flags import build_parser, ineffective_flags_set
+from servo.server.metrics import ServerMetrics
+from servo.server.server_core import ServerCore, ServerCoreOptions
+
+log = logging.getLogger("servo.server")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a bad config file or a model that failed at start
+EXIT_USAGE = 2  # an unknown flag or a bad value (argparse's convention)
+GRACE_SECONDS = 30.0  # how long calls in flight may take to finish at shutdown
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
+
+
+@dataclass
+class Servers:
+    """What `start` brought up, for `stop`."""
+
+    rest: Any = None
+    rest_task: asyncio.Task | None = None
+    grpc: Any = None
+
+
+class ModelServer:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.metrics: ServerMetrics | None = None
+        self.prometheus = configs.PrometheusSettings()
+        self.core: ServerCore | None = None
+        self.runner: Runner | None = None
+        self.servers = Servers()
+        self.health: Any = None
+        self.request_logger: Any = None
+        self._stopping = asyncio.Event()
+        self._config_poller: threading.Thread | None = None
+        self._stop_polling = threading.Event()
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def build_core(self) -> ServerCore:
+        a = self.args
+        tracker = None
+        if a.total_model_memory_bytes > 0:
+            tracker = ResourceTracker(ResourceAllocation(a.total_model_memory_bytes))
+        intra = a.tensorflow_intra_op_parallelism or a.tensorflow_session_parallelism
+        inter = a.tensorflow_inter_op_parallelism or a.tensorflow_session_parallelism
+        options = ServerCoreOptions(
+            file_system_poll_wait_seconds=a.file_system_poll_wait_seconds,
+            allow_version_labels_for_unavailable_models=a.allow_version_labels_for_unavailable_models,
+            manager=AspiredVersionsManagerOptions(
+                num_load_threads=max(0, a.num_load_threads),
+                num_unload_threads=max(0, a.num_unload_threads),
+                max_num_load_retries=max(0, a.max_num_load_retries),
+                load_retry_interval=max(0, a.load_retry_interval_micros) / 1e6,
+                resource_tracker=tracker,
+            ),
+            platform=PlatformOptions(
+                saved_model_tags=tuple(t.strip() for t in a.saved_model_tags.split(",") if t),
+                intra_op_parallelism=max(0, intra),
+                inter_op_parallelism=max(0, inter),
+                extra={
+                    "tflite_num_interpreters": max(1, a.num_tflite_pools)
+                    * max(1, a.num_tflite_interpreters_per_pool),
+                    "prefer_tflite_model": a.prefer_tflite_model,
+                },
+            ),
+        )
+        return ServerCore(options)
+
+    def read_configs(self) -> configs.ModelServerConfig:
+        a = self.args
+        if a.monitoring_config_file:
+            self.prometheus = configs.prometheus_settings(
+                configs.read_monitoring_config(a.monitoring_config_file)
+            )
+        if a.model_config_file:
+            if a.model_base_path:
+                raise configs.ConfigError(
+                    "Use either --model_config_file or --model_base_path, not both"
+                )
+            return configs.read_model_server_config(a.model_config_file)
+        if not a.model_base_path:
+            raise configs.ConfigError(
+                "Nothing to serve: set --model_base_path (with --model_name) or --model_config_file"
+            )
+        return configs.single_model_config(
+            a.model_name, a.model_base_path, a.model_platform or None
+        )
+
+    def load_models(self) -> None:
+        """Reads the configs and loads their models (blocking); raises StartupError."""
+        try:
+            config = self.read_configs()
+        except configs.ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        if self.prometheus.enabled:
+            self.metrics = ServerMetrics()
+        self.core = self.build_core()
+        if self.metrics is not None:
+            self.metrics.watch(self.core.event_bus)
+        try:
+            self.core.reload_config(config)
+        except (configs.ConfigError, ServoError) as exc:
+            raise StartupError(f"Failed to start server. Error: {exc}") from None
+
+    async def start_apis(self) -> None:
+        a = self.args
+        assert self.core is not None
+        threads = min(max(1, a.rest_api_num_threads), 4 * (os.cpu_count() or 1))
+        self.runner = Runner(threads=threads)
+        await self._start_grpc()
+        if a.rest_api_port:
+            if a.rest_api_port == a.port:
+                raise StartupError(
+                    "--rest_api_port cannot be same as --port. Please use a different port "
+                    "for HTTP/REST API."
+                )
+            await self._start_rest()
+
+    async def _start_grpc(self) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from grpc_health.v1.health import aio as health_aio
+
+        from servo.apis.grpc.service import Services, server_options
+
+        a = self.args
+        assert self.core is not None and self.runner is not None
+        try:
+            options = server_options(a.grpc_channel_arguments)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        server = grpc.aio.server(
+            options=options,
+            maximum_concurrent_rpcs=a.grpc_max_threads if a.grpc_max_threads > 0 else None,
+        )
+        services = Services(
+            self.core,
+            self.runner,
+            self.metrics,
+            tensor_content=a.enable_serialization_as_tensor_content,
+            request_logger=self.request_logger,
+        )
+        server.add_generic_rpc_handlers(services.generic_handlers())
+        if a.enable_grpc_healthcheck_service:
+            self.health = health_aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        credentials = self._grpc_credentials()
+        addresses = [f"{a.bind_address}:{a.port}"]
+        if a.grpc_socket_path:
+            addresses.append(f"unix:{a.grpc_socket_path}")
+        for address in addresses:
+            try:
+                bound = (
+                    server.add_secure_port(address, credentials)
+                    if credentials is not None
+                    else server.add_insecure_port(address)
+                )
+            except RuntimeError as exc:
+                raise StartupError(f"Failed to start gRPC server at {address}: {exc}") from None
+            if not bound:
+                raise StartupError(f"Failed to start gRPC server at {address}")
+        await server.start()
+        if self.health is not None:
+            await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.servers.grpc = server
+        log.info("Running gRPC ModelServer at %s ...", " and ".join(addresses))
+
+    def _grpc_credentials(self) -> Any:
+        import grpc
+
+        path = self.args.ssl_config_file
+        if not path:
+            return None
+        try:
+            ssl = configs.read_ssl_config(path)
+        except configs.ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        if not ssl.server_key or not ssl.server_cert:
+            raise StartupError(f"{path}: server_key and server_cert are required")
+        return grpc.ssl_server_credentials(
+            [(ssl.server_key.encode(), ssl.server_cert.encode())],
+            root_certificates=ssl.custom_ca.encode() or None,
+            require_client_auth=ssl.client_verify,
+        )
+
+    async def _start_rest(self) -> None:
+        from granian.constants import Interfaces
+        from granian.server.embed import Server as Granian
+
+        a = self.args
+        assert self.core is not None and self.runner is not None
+        timeout = a.rest_api_timeout_in_ms / 1000 if a.rest_api_timeout_in_ms > 0 else None
+        app = RestApi(
+            self.core,
+            self.runner,
+            RestOptions(
+                timeout=timeout,
+                enable_cors=a.rest_api_enable_cors_support,
+                max_body_bytes=a.rest_api_max_body_bytes,
+                metrics_path=self.prometheus.path if self.prometheus.enabled else None,
+            ),
+            self.metrics,
+        )
+        server = Granian(
+            app,
+            address=a.bind_address,
+            port=a.rest_api_port,
+            interface=Interfaces.RSGI,
+            log_enabled=False,
+            backlog=1024,
+        )
+        bound = asyncio.get_running_loop().create_future()
+        server.on_startup(lambda: bound.done() or bound.set_result(None))
+        task = asyncio.create_task(server.serve())
+        done, _ = await asyncio.wait({task, bound}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            exc = task.exception()
+            raise StartupError(
+                f"Failed to start HTTP Server at {a.bind_address}:{a.rest_api_port}: {exc}"
+            )
+        self.servers.rest, self.servers.rest_task = server, task
+        log.info("Exporting HTTP/REST API at:%s:%d ...", a.bind_address, a.rest_api_port)
+        task.add_done_callback(self._on_rest_exit)
+
+    def _on_rest_exit(self, task: asyncio.Task) -> None:
+        if not self._stopping.is_set():
+            log.error("The HTTP server stopped unexpectedly: %s", task.exception())
+            self._stopping.set()
+
+    # -- config file polling ---------------------------------------------------------------
+
+    def start_config_polling(self) -> None:
+        a = self.args
+        if not a.model_config_file or a.model_config_file_poll_wait_seconds <= 0:
+            return
+        self._config_poller = threading.Thread(
+            target=self._poll_config, name="servo-config-poll", daemon=True
+        )
+        self._config_poller.start()
+
+    def _poll_config(self) -> None:
+        path = self.args.model_config_file
+        while not self._stop_polling.wait(self.args.model_config_file_poll_wait_seconds):
+            try:
+                config = configs.read_model_server_config(path)
+            except configs.ConfigError as exc:
+                log.error("Ignoring the new %s; the running config stays: %s", path, exc)
+                continue
+            assert self.core is not None
+            if config == self.core.config:
+                continue
+            log.info("Reloading the config from %s", path)
+            try:
+                self.core.reload_config(config)
+            except (configs.ConfigError, ServoError) as exc:
+                log.error("Config reload from %s failed: %s", path, exc)
+
+    # -- running and stopping --------------------------------------------------------------
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        await self.start_apis()
+        self.start_config_polling()
+        await self._stopping.wait()
+        await self.stop()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("Received %s: stopping", sig.name)
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._stop_polling.set()
+        if self.health is not None:
+            from grpc_health.v1 import health_pb2
+
+            await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.servers.rest is not None:
+            self.servers.rest.stop()  # stops accepting; requests in flight finish
+        if self.servers.grpc is not None:
+            await self.servers.grpc.stop(grace=GRACE_SECONDS)
+        if self.servers.rest_task is not None:
+            await asyncio.gather(self.servers.rest_task, return_exceptions=True)
+        if self.runner is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.runner.close)
+        if self.core is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.core.stop)
+        log.info("Server stopped")
+
+
+def configure_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise StartupError(f"--log_level: unknown level {level!r}")
+    logging.basicConfig(
+        level=numeric,
+        format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("granian").setLevel(logging.ERROR)  # "embedded is experimental" noise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits with 2 on bad usage
+    if args.version:
+        print(f"servo {__version__} (TensorFlow Serving APIs)")
+        return EXIT_OK
+    try:
+        configure_logging(args.log_level)
+        for name in ineffective_flags_set(args):
+            log.warning("--%s has no effect in servo", name)
+        server = ModelServer(args)
+        server.load_models()
+    except StartupError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    try:
+        import uvloop
+
+        uvloop.run(server.serve())
+    except StartupError as exc:
+        log.error("%s", exc)
+        if server.core is not None:
+            server.core.stop()
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,151 @@
+"""Real servo server processes on free loopback ports, for integration tests.
+
+A server is started as `python -m servo serve ...` with `--bind_address=127.0.0.1`; the test
+waits for the line that says the ports are open (or for the process to exit), never for a
+fixed time. Every process started is stopped (SIGTERM, then SIGKILL after a bound).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.testdata import REPO
+
+READY_TIMEOUT = 120.0  # seconds for models to load and ports to open
+STOP_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.grpc_port = free_port()
+        self.rest_port = free_port()
+        self.args = [
+            sys.executable,
+            "-m",
+            "servo",
+            "serve",
+            f"--port={self.grpc_port}",
+            f"--rest_api_port={self.rest_port}",
+            "--bind_address=127.0.0.1",
+            *args,
+        ]
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self._cond = threading.Condition()
+        self.process = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                if "Exporting HTTP/REST API" in line:
+                    self._ready.set()
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Waits until the REST port is open; fails with the server's output otherwise."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._ready.is_set() or self.process.poll() is not None, timeout
+            )
+        if not self._ready.is_set():
+            raise AssertionError(f"servo did not become ready:\n{self.output}")
+
+    def wait_for_line(self, text: str, timeout: float = READY_TIMEOUT) -> str:
+        """Waits until the server writes a line containing `text`; returns that line."""
+
+        def found() -> str | None:
+            return next((line for line in self.lines if text in line), None)
+
+        with self._cond:
+            self._cond.wait_for(
+                lambda: found() is not None or self.process.poll() is not None, timeout
+            )
+            line = found()
+        if line is None:
+            raise AssertionError(f"servo never wrote {text!r}:\n{self.output}")
+        return line
+
+    def wait_exit(self, timeout: float = READY_TIMEOUT) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def stop(self) -> int:
+        """SIGTERM, and the exit code (SIGKILL if it does not stop in time)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.wait_exit(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"servo did not stop on SIGTERM:\n{self.output}") from None
+        return self.process.returncode
+
+
+@contextmanager
+def running_server(
+    args: Sequence[str], env: dict[str, str] | None = None, *, ready: bool = True
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(args, env)
+    try:
+        if ready:
+            server.wait_ready()
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+            try:
+                server.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+
+
+def model_config(models: Sequence[tuple[str, str | Path, str]], extra: str = "") -> str:
+    """A model config file's text: (name, base_path, platform) per model."""
+    body = "".join(
+        f'  config {{ name: "{n}" base_path: "{p}" model_platform: "{pl}" }}\n'
+        for n, p, pl in models
+    )
+    return f"model_config_list {{\n{body}{extra}}}\n"
