@@ -290,7 +290,8 @@ def _fast_array(value: Any, dtype: DataType) -> np.ndarray | None:
         low, high = _INT_RANGES[dtype]
         if array.size and (array.min() < low or array.max() > high):
             return None
-    return array.astype(to_numpy(dtype), copy=False)
+    with np.errstate(over="ignore"):  # a double beyond float32's range is inf, as in TFS
+        return array.astype(to_numpy(dtype), copy=False)
 
 
 def _tensor(value: Any, dtype: DataType) -> np.ndarray:
@@ -317,7 +318,8 @@ def _tensor(value: Any, dtype: DataType) -> np.ndarray:
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
         return array.reshape(shape)
-    return np.array(flat, dtype=to_numpy(dtype)).reshape(shape)
+    with np.errstate(over="ignore"):
+        return np.array(flat, dtype=to_numpy(dtype)).reshape(shape)
 
 
 def _fill(value: Any, level: int, shape: list[int], dtype: DataType, out: list[Any]) -> None:
@@ -376,14 +378,15 @@ def _scalar(value: Any, dtype: DataType) -> Any:
 def _b64decode(value: Any) -> bytes:
     if not _is_b64(value):
         raise _invalid(f"JSON Value: {_debug(value)} not formatted correctly for base64 data")
-    try:
-        return base64.b64decode(value[_B64], validate=True)
+    text = value[_B64]
+    try:  # the standard alphabet or the URL-safe one; padding may be left out
+        standard = text.translate(_URLSAFE) + "=" * (-len(text) % 4)
+        return base64.b64decode(standard, validate=True)
     except (binascii.Error, ValueError):
-        try:  # TFS also takes the URL-safe alphabet and missing padding
-            text = value[_B64]
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            raise _invalid("Unable to base64 decode") from None
+        raise _invalid("Unable to base64 decode") from None
+
+
+_URLSAFE = str.maketrans("-_", "+/")
 
 
 # -- classify and regress requests -----------------------------------------------------------
