@@ -42,6 +42,11 @@ serve: $(STAMP) $(MODELS)
 	$(BIN)/servo serve --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
 		--model_config_file=$(MODELS) --monitoring_config_file=examples/monitoring.config
 
+# Benchmarks (loopback only, bounded in time); wrk comes from Debian's packages.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python bench/rest_predict.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples scripts
 	$(BIN)/ruff format --check src tests bench examples scripts

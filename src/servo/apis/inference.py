@@ -105,14 +105,34 @@ def output_names(signature: Signature, output_filter: Sequence[str]) -> tuple[st
 DEADLINE_MESSAGE = "Deadline Exceeded"
 
 
+class _Cost:
+    """Where one (servable, signature) runs, from measurements.
+
+    On the pool a call's wall time includes waiting for the interpreter lock while the loop
+    runs, so the pool is judged by the fastest of its recent calls; inline calls hold the lock
+    and are judged by their moving average. The two thresholds differ so that a model near the
+    limit does not flip back and forth.
+    """
+
+    __slots__ = ("average", "best", "inline", "samples")
+
+    def __init__(self) -> None:
+        self.inline = False
+        self.best = float("inf")  # fastest pool call of the current window
+        self.samples = 0  # pool calls in the current window
+        self.average = 0.0  # moving average of inline calls
+
+
 class Runner:
     """Runs signatures where it is cheapest.
 
-    A model call that takes less than `inline_seconds` (measured, as a moving average per
-    servable and signature) runs on the event loop's thread: for small models a thread hop
-    costs more than the model. Longer calls run on a pool of `threads` threads (the model
-    runtimes release the interpreter lock while they compute), so the loop keeps serving and
-    a deadline can answer DEADLINE_EXCEEDED while the run finishes in the background. A
+    A model call that takes less than `inline_seconds` runs on the event loop's thread: for
+    small models a thread hop costs more than the model. Longer calls run on a pool of
+    `threads` threads (the model runtimes release the interpreter lock while they compute), so
+    the loop keeps serving and a deadline can answer DEADLINE_EXCEEDED while the run finishes
+    in the background. Every signature starts on the pool (a first call of unknown cost must
+    not stall the loop) and moves inline once a window of `POOL_WINDOW` pool calls shows one
+    faster than `inline_seconds`; it moves back when its inline average passes twice that. A
     servable with `run_async` (the batching wrapper) is awaited instead.
 
     The handle is released when the run is over, never before, even after a deadline has
@@ -121,15 +141,29 @@ class Runner:
     Thread-safety: `run` is called from the event loop's thread.
     """
 
+    POOL_WINDOW = 16
+
     def __init__(self, threads: int = 0, inline_seconds: float = 0.0002) -> None:
         self._pool = ThreadPoolExecutor(
             threads or max(2, os.cpu_count() or 2), thread_name_prefix="servo-run"
         )
         self._inline_seconds = inline_seconds
-        self._cost: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
+        self._costs: weakref.WeakKeyDictionary[Any, dict[str, _Cost]] = weakref.WeakKeyDictionary()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    def _cost(self, servable: Any, key: str) -> _Cost:
+        costs = self._costs.get(servable)
+        if costs is None:
+            costs = self._costs.setdefault(servable, {})
+        cost = costs.get(key)
+        if cost is None:
+            cost = costs[key] = _Cost()
+        return cost
+
+    def runs_inline(self, servable: Any, key: str) -> bool:
+        return self._cost(servable, key).inline
 
     async def run(
         self,
@@ -140,39 +174,42 @@ class Runner:
     ) -> Any:
         """Runs `call()` (a model call on `handle`'s servable) and releases the handle after.
 
-        `key` names the call for the cost average (usually the signature name); `timeout` in
-        seconds (None: no limit) answers DEADLINE_EXCEEDED when over.
+        `key` names the call for its cost (usually the signature name); `timeout` in seconds
+        (None: no limit) answers DEADLINE_EXCEEDED when over.
         """
-        servable = handle.servable
-        costs = self._cost.get(servable)
-        if costs is None:
-            costs = self._cost.setdefault(servable, {})
-        cost = costs.get(key)
-        if cost is not None and cost < self._inline_seconds:
+        cost = self._cost(handle.servable, key)
+        if cost.inline:
             started = time.perf_counter()
             try:
                 return call()
             finally:
-                costs[key] = 0.9 * cost + 0.1 * (time.perf_counter() - started)
+                cost.average = 0.9 * cost.average + 0.1 * (time.perf_counter() - started)
+                if cost.average > 2 * self._inline_seconds:
+                    cost.inline, cost.best, cost.samples = False, float("inf"), 0
                 handle.release()
-        return await self._run_in_pool(handle, call, costs, key, timeout)
+        return await self._run_in_pool(handle, call, cost, timeout)
 
     async def _run_in_pool(
         self,
         handle: ServableHandle,
         call: Callable[[], Any],
-        costs: dict[str, float],
-        key: str,
+        cost: _Cost,
         timeout: float | None,
     ) -> Any:
+        limit = self._inline_seconds
+
         def timed() -> Any:
             started = time.perf_counter()
             try:
                 return call()
             finally:
                 spent = time.perf_counter() - started
-                old = costs.get(key)
-                costs[key] = spent if old is None else 0.9 * old + 0.1 * spent
+                cost.best = min(cost.best, spent)
+                cost.samples += 1
+                if cost.samples >= self.POOL_WINDOW:
+                    if cost.best < limit:
+                        cost.inline, cost.average = True, cost.best
+                    cost.best, cost.samples = float("inf"), 0
 
         future = self._pool.submit(timed)
         future.add_done_callback(lambda _: handle.release())

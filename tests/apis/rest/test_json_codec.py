@@ -44,7 +44,7 @@ FLOAT_X = sig(x=DataType.DT_FLOAT)
 
 def test_tfs_readme_example_row_form() -> None:
     body = parse('{"instances": [1.0, 2.0, 5.0]}', FLOAT_X)
-    assert body.row_format and body.signature_name == ""
+    assert body.row_format and body.signature is FLOAT_X
     np.testing.assert_array_equal(body.inputs["x"], np.array([1, 2, 5], np.float32))
     assert body.inputs["x"].dtype == np.float32
     out = jc.dumps_predict({"y": np.array([2.5, 3.0, 4.5], np.float32)}, True)
@@ -52,8 +52,16 @@ def test_tfs_readme_example_row_form() -> None:
 
 
 def test_columnar_form_and_signature_name() -> None:
-    body = parse('{"signature_name": "s", "inputs": [[1, 2], [3, 4]]}', FLOAT_X)
-    assert not body.row_format and body.signature_name == "s"
+    asked: list[str] = []
+
+    def lookup(name: str) -> Signature:
+        asked.append(name)
+        return FLOAT_X
+
+    body = jc.parse_predict(
+        jc.loads(b'{"signature_name": "s", "inputs": [[1, 2], [3, 4]]}'), lookup
+    )
+    assert not body.row_format and asked == ["s"]
     assert body.inputs["x"].shape == (2, 2)
     out = jc.dumps_predict({"y": np.array([[1.5]], np.float32)}, False)
     assert out == b'{"outputs":[[1.5]]}'

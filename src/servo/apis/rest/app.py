@@ -200,7 +200,7 @@ class RestApi:
         try:
             servable = handle.servable
             request = json_codec.parse_predict(doc, lambda s: signature_for_rest(servable, s))
-            signature = signature_for_rest(servable, request.signature_name)
+            signature = request.signature
             inference.check_inputs(signature, request.inputs)
         except BaseException:
             handle.release()

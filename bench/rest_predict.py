@@ -1,0 +1,199 @@
+"""REST predict throughput: servo against a bare uvicorn app doing the same work, one run.
+
+Writes the example ONNX MLP (16 float inputs, 64 hidden units, 4 outputs), starts servo on it
+and the bare ASGI app of bench/bare_asgi.py on uvicorn (uvloop + httptools), both on loopback
+ports, and drives each with wrk: 16 connections, one thread, a one-row predict body, a warm-up
+and then a measured run, in turns (servo, bare, servo, bare, ...) so both see the same noise.
+Prints requests/s and p50/p99 latency per round and the median over rounds. Every process it
+starts is stopped. Needs wrk (Debian package `wrk`; `make bench` installs it).
+
+    python bench/rest_predict.py [--seconds 10] [--rounds 3] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BODY = json.dumps({"instances": [[0.1 * i for i in range(16)]]})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            request = urllib.request.Request(url, data=BODY.encode(), method="POST")
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer")
+        time.sleep(0.2)  # polling a process that is starting up; not a measurement
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = '{BODY}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{round(seconds)}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        script.unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="servo-bench-"))
+    try:
+        subprocess.run(
+            [sys.executable, "scripts/make_example_models.py", str(workdir), "--only", "mlp"],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        model = workdir / "mlp" / "1" / "model.onnx"
+        servo_port, bare_port = free_port(), free_port()
+        servo_args = [
+            sys.executable,
+            "-m",
+            "servo",
+            "serve",
+            f"--port={free_port()}",
+            f"--rest_api_port={servo_port}",
+            "--bind_address=127.0.0.1",
+            "--model_name=mlp",
+            f"--model_base_path={workdir / 'mlp'}",
+            "--log_level=warning",
+        ]
+        bare_args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_asgi:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(bare_port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        servo_url = f"http://127.0.0.1:{servo_port}/v1/models/mlp:predict"
+        bare_url = f"http://127.0.0.1:{bare_port}/"
+        results: dict[str, list[dict[str, float]]] = {"servo": [], "bare uvicorn": []}
+        with process(servo_args), process(bare_args, {"SERVO_BENCH_MODEL": str(model)}):
+            wait_http(servo_url)
+            wait_http(bare_url)
+            for url in (servo_url, bare_url):
+                wrk(url, 2, args.connections)  # warm-up
+            for round_ in range(args.rounds):
+                for name, url in (("servo", servo_url), ("bare uvicorn", bare_url)):
+                    result = wrk(url, args.seconds, args.connections)
+                    results[name].append(result)
+                    print(
+                        f"round {round_ + 1} {name:13s} {result['rps']:9.0f} req/s  "
+                        f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                        f"errors {result['errors']:.0f}",
+                        flush=True,
+                    )
+        print(
+            f"\nmedian of {args.rounds} rounds, {args.connections} connections, "
+            f"{args.seconds:g} s each, {os.cpu_count()} CPUs:"
+        )
+        for name, rounds in results.items():
+            print(
+                f"  {name:13s} {statistics.median(r['rps'] for r in rounds):9.0f} req/s  "
+                f"p50 {statistics.median(r['p50_ms'] for r in rounds):.2f} ms  "
+                f"p99 {statistics.median(r['p99_ms'] for r in rounds):.2f} ms"
+            )
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
