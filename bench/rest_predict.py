@@ -150,6 +150,8 @@ def main() -> int:
             "-m",
             "uvicorn",
             "bare_asgi:app",
+            "--app-dir",
+            str(REPO / "bench"),
             "--host",
             "127.0.0.1",
             "--port",
