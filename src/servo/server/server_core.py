@@ -99,6 +99,7 @@ class ServerCore:
         connect_source_to_target(self._source, self._router)
         self._config = ModelServerConfig()
         self._labels: dict[str, dict[str, int]] = {}
+        self._latest: dict[str, ServableRequest] = {}  # requests are immutable: made once
         self._reload_lock = threading.Lock()
 
     def _source_config(self, servables: tuple) -> FileSystemStoragePathSourceConfig:
@@ -279,7 +280,12 @@ class ServerCore:
                     Code.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}"
                 )
             return ServableRequest.specific(name, found)
-        return ServableRequest.latest(name)
+        request = self._latest.get(name)
+        if request is None:
+            if len(self._latest) >= 4096:  # clients may ask for any name: stay bounded
+                self._latest.clear()
+            request = self._latest[name] = ServableRequest.latest(name)
+        return request
 
     def servable_handle(
         self, name: str, version: int | None = None, label: str | None = None

@@ -55,6 +55,7 @@ CORS_HEADERS = [
 ]
 METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 _INT64_MAX = 2**63 - 1
+_ROUTE_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class RestApi:
         self.options = options or RestOptions()
         self.metrics = metrics
         self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
+        self._routes: dict[str, tuple[str, str, int | None, str | None]] = {}
         self._inference: dict[str, Callable[..., Awaitable[bytes]]] = {
             "predict": self._predict,
             "classify": self._classify,
@@ -129,34 +131,43 @@ class RestApi:
     # -- /v1 -------------------------------------------------------------------------------
 
     async def _v1(self, method: str, path: str, scope: Any, proto: Any) -> tuple[int, bytes]:
-        if method == "OPTIONS" and self.options.enable_cors:
-            return 204, b""
-        malformed = ServoError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
         if method == "POST":
-            match = _PREDICTION.fullmatch(path)
-            if match is None:
-                raise malformed
-            name, version, label = _model_spec(*match.group(1, 2, 3))
+            route = self._routes.get(path)
+            if route is None:
+                route = self._route(path)
+            api, name, version, label = route
             body = await self._read_body(scope, proto)
-            api = match.group(4).lower()
-            return 200, await self._timed(
-                api, name, self._inference[api], name, version, label, body
-            )
+            handler = self._inference[api]
+            if self.metrics is None:
+                return 200, await handler(name, version, label, body)
+            return 200, await self._timed(api, name, handler, name, version, label, body)
         if method == "GET":
             match = _STATUS.fullmatch(path)
             if match is None:
-                raise malformed
+                raise _malformed(method, path)
             if not match.group(1):
                 raise ServoError(Code.INVALID_ARGUMENT, "Missing model name in request.")
             name, version, label = _model_spec(*match.group(1, 2, 3))
             if match.group(4):
                 return 200, self._metadata(name, version, label)
             return 200, self._status(name, version, label)
-        raise malformed
+        if method == "OPTIONS" and self.options.enable_cors:
+            return 204, b""
+        raise _malformed(method, path)
+
+    def _route(self, path: str) -> tuple[str, str, int | None, str | None]:
+        """A predict/classify/regress path's parts; remembered, as clients reuse few paths."""
+        match = _PREDICTION.fullmatch(path)
+        if match is None:
+            raise _malformed("POST", path)
+        route = (match.group(4).lower(), *_model_spec(*match.group(1, 2, 3)))
+        if len(self._routes) >= _ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[path] = route
+        return route
 
     async def _timed(self, api: str, name: str, handler: Any, *args: Any) -> bytes:
-        if self.metrics is None:
-            return await handler(*args)
+        assert self.metrics is not None
         started = time.perf_counter()
         code = Code.OK
         try:
@@ -286,6 +297,10 @@ class RestApi:
             },
             option=orjson.OPT_INDENT_2,
         )
+
+
+def _malformed(method: str, path: str) -> ServoError:
+    return ServoError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
 
 
 def _model_spec(
