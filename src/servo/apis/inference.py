@@ -132,8 +132,8 @@ class Runner:
     the loop keeps serving and a deadline can answer DEADLINE_EXCEEDED while the run finishes
     in the background. Every signature starts on the pool (a first call of unknown cost must
     not stall the loop) and moves inline once a window of `POOL_WINDOW` pool calls shows one
-    faster than `inline_seconds`; it moves back when its inline average passes twice that. A
-    servable with `run_async` (the batching wrapper) is awaited instead.
+    faster than `inline_seconds`; it moves back when its inline average passes twice that.
+    `predict` sends calls of a batching servable to its batch queue instead.
 
     The handle is released when the run is over, never before, even after a deadline has
     answered the client: the version stays loaded while its code runs.
@@ -213,26 +213,38 @@ class Runner:
 
         future = self._pool.submit(timed)
         future.add_done_callback(lambda _: handle.release())
-        wrapped = asyncio.wrap_future(future)
-        if timeout is None:
-            return await wrapped
-        try:
-            return await asyncio.wait_for(asyncio.shield(wrapped), timeout)
-        except TimeoutError:
-            raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+        return await self._wait(asyncio.wrap_future(future), timeout)
 
-    async def run_async(
+    async def predict(
         self,
         handle: ServableHandle,
-        awaitable: Any,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None,
         timeout: float | None,
-    ) -> Any:
-        """Awaits a servable's coroutine (the batching path) and releases the handle after."""
-        task = asyncio.ensure_future(awaitable)
-        task.add_done_callback(lambda _: handle.release())
+    ) -> dict[str, np.ndarray]:
+        """Runs a signature on `handle`'s servable: through its batch queue when it has one
+        for this signature (the batching wrapper's `submit`), else through `run`."""
+        servable = handle.servable
+        submit = getattr(servable, "submit", None)
+        if submit is not None:
+            try:
+                future = submit(signature, inputs, output_names)
+            except BaseException:
+                handle.release()
+                raise
+            if future is not None:
+                future.add_done_callback(lambda _: handle.release())
+                return await self._wait(asyncio.wrap_future(future), timeout)
+        return await self.run(
+            handle, lambda: servable.run(signature, inputs, output_names), signature.name, timeout
+        )
+
+    @staticmethod
+    async def _wait(awaitable: Any, timeout: float | None) -> Any:
         if timeout is None:
-            return await task
+            return await awaitable
         try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout)
+            return await asyncio.wait_for(asyncio.shield(awaitable), timeout)
         except TimeoutError:
             raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None

@@ -118,13 +118,16 @@ def disk_size(path: str) -> int:
 
 
 LoadHook = Callable[[ServableId, str, ModelServable], None]
+# Wraps a freshly built servable (batching does); the wrapper's close() closes the inner one.
+ServableWrapper = Callable[[ServableId, str, ModelServable], ModelServable]
 
 
 class ModelLoader(Loader):
     """Loads one version directory with its platform's `load(path, options)`.
 
-    `after_load` hooks run in order once the servable is built and before the version is
-    AVAILABLE (warm-up uses this); a hook that raises fails the load.
+    `wrappers` then wrap the servable in order (batching), and `after_load` hooks run on the
+    result before the version is AVAILABLE (warm-up uses this); a wrapper or hook that raises
+    fails the load.
     """
 
     def __init__(
@@ -134,8 +137,10 @@ class ModelLoader(Loader):
         platform: str,
         options: PlatformOptions | None = None,
         after_load: tuple[LoadHook, ...] = (),
+        wrappers: tuple[ServableWrapper, ...] = (),
     ) -> None:
         self.id = id
+        self._wrappers = wrappers
         self.path = path
         self.platform = platform
         self.options = options or PlatformOptions()
@@ -157,6 +162,8 @@ class ModelLoader(Loader):
             raise ServoError(Code.NOT_FOUND, f"Version directory {self.path} does not exist")
         servable: ModelServable = module.load(self.path, self.options)
         try:
+            for wrap in self._wrappers:
+                servable = wrap(self.id, self.path, servable)
             for hook in self._after_load:
                 hook(self.id, self.path, servable)
         except BaseException:
@@ -186,11 +193,13 @@ class PlatformRouter(UnarySourceAdapter[str, Loader]):
         platforms: Mapping[str, str],
         options: PlatformOptions | None = None,
         after_load: tuple[LoadHook, ...] = (),
+        wrappers: tuple[ServableWrapper, ...] = (),
     ) -> None:
         super().__init__()
         self._platforms = dict(platforms)
         self._options = options or PlatformOptions()
         self._after_load = after_load
+        self._wrappers = wrappers
 
     def set_platforms(self, platforms: Mapping[str, str]) -> None:
         self._platforms = dict(platforms)
@@ -200,4 +209,4 @@ class PlatformRouter(UnarySourceAdapter[str, Loader]):
         if platform is None:
             raise ServoError(Code.NOT_FOUND, f"No model_platform configured for model {id.name}")
         platform_info(platform)
-        return ModelLoader(id, data, platform, self._options, self._after_load)
+        return ModelLoader(id, data, platform, self._options, self._after_load, self._wrappers)

@@ -62,6 +62,7 @@ class ModelServer:
         self.servers = Servers()
         self.health: Any = None
         self.request_logger: Any = None
+        self.batching: Any = None
         self._stopping = asyncio.Event()
         self._config_poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
@@ -96,7 +97,34 @@ class ModelServer:
                 },
             ),
         )
+        if a.enable_batching:
+            options.servable_wrappers = (self._batching_wrapper(),)
+        elif a.batching_parameters_file or a.enable_per_model_batching_parameters:
+            raise StartupError(
+                "--batching_parameters_file and --enable_per_model_batching_parameters need "
+                "--enable_batching"
+            )
         return ServerCore(options)
+
+    def _batching_wrapper(self) -> Any:
+        from servo.batching.batching_servable import BatchingWrapper
+        from servo.batching.parameters import BatchingConfigError, load_config
+
+        try:
+            config = load_config(self.args.batching_parameters_file or None)
+        except BatchingConfigError as exc:
+            raise StartupError(str(exc)) from None
+        self.batching = BatchingWrapper(
+            config,
+            per_model=self.args.enable_per_model_batching_parameters,
+            metrics=self.metrics,
+        )
+        log.info(
+            "Batching enabled: %d threads shared by every model%s",
+            config.num_batch_threads,
+            " (per-model parameters)" if self.args.enable_per_model_batching_parameters else "",
+        )
+        return self.batching
 
     def read_configs(self) -> configs.ModelServerConfig:
         a = self.args
@@ -319,6 +347,8 @@ class ModelServer:
             await asyncio.get_running_loop().run_in_executor(None, self.runner.close)
         if self.core is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.core.stop)
+        if self.batching is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.batching.stop)
         log.info("Server stopped")
 
 

@@ -32,7 +32,7 @@ from servo.core.servable_state import ManagerState, ServableState
 from servo.core.servable_state_monitor import ServableStateMonitor
 from servo.core.source import connect_source_to_target
 from servo.core.status import Code, ServoError, Status
-from servo.platforms.router import LoadHook, PlatformOptions, PlatformRouter
+from servo.platforms.router import LoadHook, PlatformOptions, PlatformRouter, ServableWrapper
 from servo.server.config import (
     ModelServerConfig,
     model_platform,
@@ -70,7 +70,9 @@ class ServerCoreOptions:
     allow_version_labels_for_unavailable_models: bool = False
     manager: AspiredVersionsManagerOptions = field(default_factory=AspiredVersionsManagerOptions)
     platform: PlatformOptions = field(default_factory=PlatformOptions)
-    # Run after a version's servable is built, before it is AVAILABLE (warm-up, batching).
+    # Wrap a version's servable once built (batching), then run on it before it is AVAILABLE
+    # (warm-up).
+    servable_wrappers: tuple[ServableWrapper, ...] = ()
     load_hooks: tuple[LoadHook, ...] = ()
     # Seconds a config (re)load waits for its new models; None waits as long as it takes.
     model_wait_timeout: float | None = None
@@ -93,7 +95,9 @@ class ServerCore:
         options.manager.event_bus = self.event_bus
         self.monitor = ServableStateMonitor(self.event_bus)
         self.manager = AspiredVersionsManager(options.manager)
-        self._router = PlatformRouter({}, options.platform, options.load_hooks)
+        self._router = PlatformRouter(
+            {}, options.platform, options.load_hooks, options.servable_wrappers
+        )
         self._source = FileSystemStoragePathSource(self._source_config(()))
         connect_source_to_target(self._router, self.manager)
         connect_source_to_target(self._source, self._router)

@@ -142,20 +142,13 @@ class Services:
             except BaseException:
                 handle.release()
                 raise
-            run_async = getattr(servable, "run_async", None)
-            if run_async is not None:
-                outputs = await self.runner.run_async(
-                    handle,
-                    run_async(prepared.signature, prepared.inputs, prepared.outputs),
-                    context.time_remaining(),
-                )
-            else:
-                outputs = await self._run(
-                    handle,
-                    lambda: handlers.run_predict(servable, prepared),
-                    prepared.signature.name,
-                    context,
-                )
+            outputs = await self.runner.predict(
+                handle,
+                prepared.signature,
+                prepared.inputs,
+                prepared.outputs,
+                context.time_remaining(),
+            )
             response = handlers.predict_response(
                 request, id, prepared, outputs, self.tensor_content
             )

@@ -216,18 +216,10 @@ class RestApi:
         except BaseException:
             handle.release()
             raise
-        outputs = await self._run(handle, servable, signature, request.inputs)
-        return json_codec.dumps_predict(outputs, request.row_format)
-
-    async def _run(self, handle: Any, servable: Any, signature: Any, inputs: Any) -> Any:
-        run_async = getattr(servable, "run_async", None)
-        if run_async is not None:
-            return await self.runner.run_async(
-                handle, run_async(signature, inputs), self.options.timeout
-            )
-        return await self.runner.run(
-            handle, lambda: servable.run(signature, inputs), signature.name, self.options.timeout
+        outputs = await self.runner.predict(
+            handle, signature, request.inputs, None, self.options.timeout
         )
+        return json_codec.dumps_predict(outputs, request.row_format)
 
     async def _classify(
         self, name: str, version: int | None, label: str | None, body: bytes

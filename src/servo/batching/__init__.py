@@ -1,0 +1,1 @@
+"""Server-side batching: TFS's shared batch scheduler and the servable wrapper."""
