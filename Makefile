@@ -46,6 +46,7 @@ serve: $(STAMP) $(MODELS)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python bench/rest_predict.py
+	$(BIN)/python bench/batching.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples scripts

@@ -39,11 +39,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 120.0) -> None:
+def wait_http(url: str, timeout: float = 120.0, body: str = BODY) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            request = urllib.request.Request(url, data=BODY.encode(), method="POST")
+            request = urllib.request.Request(url, data=body.encode(), method="POST")
             with urllib.request.urlopen(request, timeout=2) as answer:
                 if answer.status == 200:
                     return
@@ -74,11 +74,11 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
             proc.wait()
 
 
-def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
+def wrk(url: str, seconds: float, connections: int, body: str = BODY) -> dict[str, float]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(
         'wrk.method = "POST"\n'
-        f"wrk.body = '{BODY}'\n"
+        f"wrk.body = '{body}'\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
     try:
