@@ -42,10 +42,16 @@ serve: $(STAMP) $(MODELS)
 	$(BIN)/servo serve --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
 		--model_config_file=$(MODELS) --monitoring_config_file=examples/monitoring.config
 
-# Benchmarks (loopback only, bounded in time); wrk comes from Debian's packages.
-bench: $(STAMP)
+# Benchmarks (loopback only, bounded in time); wrk comes from Debian's packages, KServe (the
+# Python server compared against) into a venv of its own, as it is no dependency of servo.
+KSERVE_VENV := .venv-kserve
+$(KSERVE_VENV)/bin/python:
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet kserve onnxruntime numpy
+
+bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(BIN)/python bench/rest_predict.py
+	$(BIN)/python bench/rest_predict.py --kserve-python $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/batching.py
 
 lint: $(STAMP)

@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +43,9 @@ def wait_http(url: str, timeout: float = 120.0, body: str = BODY) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            request = urllib.request.Request(url, data=body.encode(), method="POST")
+            request = urllib.request.Request(
+                url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=2) as answer:
                 if answer.status == 200:
                     return
@@ -119,6 +121,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--kserve-python",
+        help="an interpreter with kserve and onnxruntime installed: adds KServe's Python "
+        "model server (bench/kserve_model.py) to the comparison",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -164,16 +171,35 @@ def main() -> int:
             "warning",
             "--no-access-log",
         ]
-        servo_url = f"http://127.0.0.1:{servo_port}/v1/models/mlp:predict"
-        bare_url = f"http://127.0.0.1:{bare_port}/"
-        results: dict[str, list[dict[str, float]]] = {"servo": [], "bare uvicorn": []}
-        with process(servo_args), process(bare_args, {"SERVO_BENCH_MODEL": str(model)}):
-            wait_http(servo_url)
-            wait_http(bare_url)
-            for url in (servo_url, bare_url):
+        contenders = {
+            "servo": (servo_args, {}, f"http://127.0.0.1:{servo_port}/v1/models/mlp:predict"),
+            "bare uvicorn": (
+                bare_args,
+                {"SERVO_BENCH_MODEL": str(model)},
+                f"http://127.0.0.1:{bare_port}/",
+            ),
+        }
+        if args.kserve_python:
+            kserve_port = free_port()
+            contenders["kserve"] = (
+                [
+                    args.kserve_python,
+                    str(REPO / "bench" / "kserve_model.py"),
+                    str(model),
+                    str(kserve_port),
+                ],
+                {},
+                f"http://127.0.0.1:{kserve_port}/v1/models/mlp:predict",
+            )
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+        with ExitStack() as stack:
+            for command, env, _ in contenders.values():
+                stack.enter_context(process(command, env))
+            for _, _, url in contenders.values():
+                wait_http(url)
                 wrk(url, 2, args.connections)  # warm-up
             for round_ in range(args.rounds):
-                for name, url in (("servo", servo_url), ("bare uvicorn", bare_url)):
+                for name, (_, _, url) in contenders.items():
                     result = wrk(url, args.seconds, args.connections)
                     results[name].append(result)
                     print(
