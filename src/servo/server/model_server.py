@@ -97,6 +97,19 @@ class ModelServer:
                 },
             ),
         )
+        from servo.apis.grpc.handlers import replay
+        from servo.server.request_logger import ServerRequestLogger
+        from servo.server.warmup import WarmupHook
+
+        options.load_hooks = (
+            WarmupHook(
+                replay,
+                enabled=a.enable_model_warmup,
+                iterations=a.num_request_iterations_for_warmup,
+                metrics=self.metrics,
+            ),
+        )
+        self.request_logger = options.request_logger = ServerRequestLogger()
         if a.enable_batching:
             options.servable_wrappers = (self._batching_wrapper(),)
         elif a.batching_parameters_file or a.enable_per_model_batching_parameters:
@@ -260,6 +273,7 @@ class ModelServer:
                 metrics_path=self.prometheus.path if self.prometheus.enabled else None,
             ),
             self.metrics,
+            self.request_logger,
         )
         server = Granian(
             app,
@@ -349,6 +363,8 @@ class ModelServer:
             await asyncio.get_running_loop().run_in_executor(None, self.core.stop)
         if self.batching is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.batching.stop)
+        if self.request_logger is not None:
+            self.request_logger.close()
         log.info("Server stopped")
 
 

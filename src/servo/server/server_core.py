@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from servo.core.aspired_versions_manager import (
     AspiredVersionsManager,
@@ -76,6 +77,8 @@ class ServerCoreOptions:
     load_hooks: tuple[LoadHook, ...] = ()
     # Seconds a config (re)load waits for its new models; None waits as long as it takes.
     model_wait_timeout: float | None = None
+    # Told each config's per-model logging_config (servo.server.request_logger).
+    request_logger: Any = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,14 @@ class ServerCore:
             if config == self._config:
                 log.info("The config is unchanged; nothing to do")
                 return
+            if self.options.request_logger is not None:
+                self.options.request_logger.update(
+                    {
+                        m.name: m.logging_config
+                        for m in config.model_config_list.config
+                        if m.HasField("logging_config")
+                    }
+                )
             old_names = set(self.model_names())
             new_models = [
                 m.name for m in config.model_config_list.config if m.name not in old_names

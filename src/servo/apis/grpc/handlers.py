@@ -102,6 +102,21 @@ def predict_response(
     return response
 
 
+def predict_messages(
+    id: ServableId,
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
+) -> tuple[predict_pb2.PredictRequest, predict_pb2.PredictResponse]:
+    """A REST predict as the messages gRPC would have carried (for request logs)."""
+    request = predict_pb2.PredictRequest()
+    model_spec(request.model_spec, id.name, id.version, signature.name)
+    for alias, array in inputs.items():
+        tensor_codec.from_ndarray(array, into=request.inputs[alias])
+    prepared = PreparedPredict(signature, dict(inputs), None)
+    return request, predict_response(request, id, prepared, outputs, True)
+
+
 def run_predict(servable: ModelServable, prepared: PreparedPredict) -> dict[str, np.ndarray]:
     return servable.run(prepared.signature, prepared.inputs, prepared.outputs)
 

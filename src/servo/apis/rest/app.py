@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from servo.apis import inference
+from servo.apis.grpc.handlers import predict_messages
 from servo.apis.inference import Runner, signature_for_rest
 from servo.apis.rest import json_codec
 from servo.core.status import Code, ServoError
@@ -84,8 +85,10 @@ class RestApi:
         runner: Runner,
         options: RestOptions | None = None,
         metrics: ServerMetrics | None = None,
+        request_logger: Any = None,
     ) -> None:
         self.core = core
+        self.request_logger = request_logger
         self.runner = runner
         self.options = options or RestOptions()
         self.metrics = metrics
@@ -216,9 +219,13 @@ class RestApi:
         except BaseException:
             handle.release()
             raise
+        id = handle.id
         outputs = await self.runner.predict(
             handle, signature, request.inputs, None, self.options.timeout
         )
+        logger = self.request_logger
+        if logger is not None and logger.should_log(name):
+            logger.log_predict(name, *predict_messages(id, signature, request.inputs, outputs))
         return json_codec.dumps_predict(outputs, request.row_format)
 
     async def _classify(
