@@ -43,6 +43,7 @@ class Model:
 """
 
 SLOW_MODEL = """
+import os
 import time
 import numpy as np
 
@@ -52,8 +53,14 @@ class Model:
         "outputs": {"slept": {"dtype": "float32", "shape": [-1]}},
     }}
 
+    def load(self, path):
+        self.path = path
+
     def predict(self, inputs, signature_name):
-        time.sleep(float(inputs["seconds"].max()))
+        seconds = float(inputs["seconds"].max())
+        # A mark that the call has started, for tests that act while it runs.
+        open(os.path.join(self.path, "started-%g" % seconds), "w").close()
+        time.sleep(seconds)
         return {"slept": inputs["seconds"]}
 """
 

@@ -1,0 +1,220 @@
+"""The server process: start-up failures and exit codes, config reloads, version polling,
+failed versions while serving, timeouts, and a graceful stop under load."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import copy_tfs_model, write_python_model
+from tests.support.server import ServerProcess, running_server
+from tests.support.testdata import REPO, tfs_path
+
+pytestmark = pytest.mark.integration
+
+VERSION_MODEL = """
+import os
+import numpy as np
+
+class Model:
+    def load(self, path):
+        self.version = int(os.path.basename(path))
+        if os.path.exists(os.path.join(path, "broken")):
+            raise RuntimeError("version %d is broken" % self.version)
+
+    def predict(self, inputs, signature_name):
+        return inputs["inputs"] * 0 + self.version
+"""
+WAIT = 60.0
+
+
+def wait_until(check, timeout: float = WAIT):
+    """Re-checks a server's state until `check()` gives something true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "the server never reached the expected state"
+        time.sleep(0.1)  # polls a state over HTTP; what is awaited is the state, not the time
+
+
+def servo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "servo", "serve", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def versions(server: ServerProcess, name: str) -> dict[str, str]:
+    answer = httpx.get(f"{server.rest}/v1/models/{name}", timeout=10)
+    if answer.status_code != 200:
+        return {}
+    return {s["version"]: s["state"] for s in answer.json()["model_version_status"]}
+
+
+def predict(server: ServerProcess, name: str, value: float = 1.0) -> httpx.Response:
+    return httpx.post(
+        f"{server.rest}/v1/models/{name}:predict", json={"instances": [value]}, timeout=30
+    )
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_unknown_flag_and_bad_value_exit_2() -> None:
+    result = servo("--no_such_flag=1")
+    assert result.returncode == 2 and "unrecognized arguments: --no_such_flag=1" in result.stderr
+    result = servo("--port=eighty")
+    assert result.returncode == 2 and "--port" in result.stderr
+    result = servo("--enable_batching=maybe")
+    assert result.returncode == 2 and "expected true or false" in result.stderr
+
+
+def test_version_and_help() -> None:
+    result = servo("--version")
+    assert result.returncode == 0 and result.stdout.startswith("servo ")
+    result = servo("--help")
+    assert result.returncode == 0 and "--model_config_file" in result.stdout
+
+
+def test_bad_config_file_at_start_exits_1(tmp_path: Path) -> None:
+    result = servo(f"--model_config_file={tfs_path('bad_model_config.txt')}")
+    assert result.returncode == 1
+    assert "Invalid protobuf file" in result.stderr and "bad_model_config.txt" in result.stderr
+    missing = tmp_path / "nope.config"
+    result = servo(f"--model_config_file={missing}")
+    assert result.returncode == 1 and str(missing) in result.stderr
+    result = servo()
+    assert result.returncode == 1 and "Nothing to serve" in result.stderr
+
+
+def test_a_model_that_fails_at_start_exits_1_with_its_error() -> None:
+    result = servo(
+        "--model_name=bad",
+        f"--model_base_path={tfs_path('bad_half_plus_two')}",
+        "--model_platform=tensorflow",
+        "--max_num_load_retries=0",
+        "--rest_api_port=0",
+        "--port=0",
+    )
+    assert result.returncode == 1
+    assert "Failed to start server" in result.stderr
+    assert "Could not find SavedModel .pb or .pbtxt" in result.stderr
+
+
+# -- reloads and polling ---------------------------------------------------------------------
+
+
+def config_text(models: list[tuple[str, Path, str]]) -> str:
+    body = "".join(
+        f'config {{ name: "{n}" base_path: "{p}" model_platform: "{pl}" }}\n' for n, p, pl in models
+    )
+    return f"model_config_list {{\n{body}}}\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    staging = path.with_suffix(".tmp")
+    staging.write_text(text)
+    os.replace(staging, path)
+
+
+def test_config_reload_adds_and_removes_models_and_rejects_a_bad_file(tmp_path: Path) -> None:
+    a = write_python_model(tmp_path / "a", VERSION_MODEL, version=1)
+    b = write_python_model(tmp_path / "b", VERSION_MODEL, version=7)
+    config = tmp_path / "models.config"
+    write_atomically(config, config_text([("a", a, "python")]))
+    with running_server(
+        [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"]
+    ) as server:
+        assert predict(server, "a").json() == {"predictions": [1.0]}
+        write_atomically(config, config_text([("b", b, "python")]))
+        wait_until(lambda: versions(server, "b").get("7") == "AVAILABLE")
+        wait_until(lambda: versions(server, "a").get("1") == "END")
+        assert predict(server, "b").json() == {"predictions": [7.0]}
+        assert predict(server, "a").status_code == 404
+        # A bad file is rejected and the running config stays.
+        write_atomically(config, "model_config_list { config { name: ")
+        server.wait_for_line("Ignoring the new")
+        write_atomically(config, config_text([("b", b, "python"), ("b", a, "python")]))
+        server.wait_for_line("Illegal to list model b multiple times")
+        assert predict(server, "b").json() == {"predictions": [7.0]}
+        assert server.stop() == 0
+
+
+def test_new_and_failed_versions_found_by_polling(tmp_path: Path) -> None:
+    base = write_python_model(tmp_path / "m", VERSION_MODEL, version=1)
+    with running_server(
+        [
+            "--model_name=m",
+            f"--model_base_path={base}",
+            "--file_system_poll_wait_seconds=1",
+            "--max_num_load_retries=0",
+        ]
+    ) as server:
+        assert predict(server, "m").json() == {"predictions": [1.0]}
+        write_python_model(base, VERSION_MODEL, version=2)
+        wait_until(lambda: versions(server, "m").get("2") == "AVAILABLE")
+        assert predict(server, "m").json() == {"predictions": [2.0]}
+        # A broken version 3: it ends with its error; version 2 keeps serving.
+        staging = tmp_path / "staging"
+        write_python_model(staging, VERSION_MODEL, version=3)
+        (staging / "3" / "broken").write_text("")
+        os.rename(staging / "3", base / "3")
+        wait_until(lambda: versions(server, "m").get("3") == "END")
+        status = httpx.get(f"{server.rest}/v1/models/m/versions/3").json()
+        entry = status["model_version_status"][0]
+        assert entry["status"]["error_code"] == "INTERNAL"
+        assert "version 3 is broken" in entry["status"]["error_message"]
+        assert predict(server, "m").json() == {"predictions": [2.0]}
+        assert versions(server, "m")["2"] == "AVAILABLE"
+
+
+def test_copy_of_tfs_model_is_served_by_single_model_flags(tmp_path: Path) -> None:
+    base = copy_tfs_model("saved_model_half_plus_three", tmp_path)
+    with running_server(["--model_name=h3", f"--model_base_path={base}"]) as server:
+        assert predict(server, "h3").json() == {"predictions": [3.5]}
+
+
+# -- timeouts and stopping -------------------------------------------------------------------
+
+
+def test_timeout_answers_504_and_the_server_keeps_serving(
+    tmp_path: Path, python_models: dict
+) -> None:
+    with running_server(
+        [
+            "--model_name=slow",
+            f"--model_base_path={python_models['slow']}",
+            "--rest_api_timeout_in_ms=300",
+        ]
+    ) as server:
+        answer = predict(server, "slow", 2.0)
+        assert answer.status_code == 504
+        assert answer.json() == {"error": "Deadline Exceeded"}
+        assert predict(server, "slow", 0.0).json() == {"predictions": [0.0]}
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(python_models: dict) -> None:
+    marker = python_models["slow"] / "1" / "started-1.5"
+    marker.unlink(missing_ok=True)
+    with running_server(
+        ["--model_name=slow", f"--model_base_path={python_models['slow']}"]
+    ) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(predict, server, "slow", 1.5)
+        wait_until(marker.exists)  # the model is running the request
+        server.process.send_signal(signal.SIGTERM)
+        assert slow.result(30).json() == {"predictions": [1.5]}
+        assert server.wait_exit(60) == 0
+    assert "Server stopped" in server.output
