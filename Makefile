@@ -52,6 +52,7 @@ $(KSERVE_VENV)/bin/python:
 bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python bench/rest_predict.py --kserve-python $(KSERVE_VENV)/bin/python
+	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/batching.py
 
 lint: $(STAMP)

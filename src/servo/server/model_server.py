@@ -202,10 +202,9 @@ class ModelServer:
             options = server_options(a.grpc_channel_arguments)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        server = grpc.aio.server(
-            options=options,
-            maximum_concurrent_rpcs=a.grpc_max_threads if a.grpc_max_threads > 0 else None,
-        )
+        # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
+        # that queues calls, while grpc.aio's limit would refuse them (RESOURCE_EXHAUSTED).
+        server = grpc.aio.server(options=options)
         services = Services(
             self.core,
             self.runner,
