@@ -1,27 +1,32 @@
-"""Model warm-up: TFS's file, TFS's limits, replayed before the version is AVAILABLE."""
+"""Model warm-up: TFS's file, limits, log types and messages; replayed before AVAILABLE.
+
+Warm-up files are written the way TFS users write them: PredictionLog records built with the
+official `tensorflow_serving.apis` classes, serialized, framed by TensorFlow's own
+TFRecordWriter. The replay function is the test's: it records what the hook asks of it.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import prediction_log_pb2 as tfs_prediction_log_pb2
+from tensorflow_serving.apis import prediction_log_pb2 as tfs_log_pb2
 
-from servo.apis.grpc.handlers import replay
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.platforms.router import ModelLoader
+from servo.platforms.servable import ModelServable
+from servo.protos import prediction_log_pb2
 from servo.server.metrics import ServerMetrics
-from servo.server.warmup import WarmupHook
+from servo.server.warmup import MAX_RECORDS, WarmupHook, read_warmup_file, warmup_file
 
 ID = ServableId("m", 1)
+SERVABLE: Any = object()  # the hook only hands it to replay
 
-COUNTING_MODEL = """
-import numpy as np
-
-CALLS = []
-
+MODEL_PY = """
 class Model:
     signatures = {"serving_default": {
         "inputs": {"x": {"dtype": "float32", "shape": [-1]}},
@@ -29,108 +34,290 @@ class Model:
     }}
 
     def predict(self, inputs, signature_name):
-        CALLS.append(inputs["x"].tolist())
         return {"y": inputs["x"] * 2}
 """
 
 
-def predict_log(value: float, model: str = "m") -> bytes:
-    """A PredictionLog made with TFS's own classes (so the file is what TFS users write)."""
-    log = tfs_prediction_log_pb2.PredictionLog()
+# -- records, as TFS users make them -------------------------------------------------------------
+
+
+def predict(value: float) -> tfs_log_pb2.PredictionLog:
+    log = tfs_log_pb2.PredictionLog()
     request = log.predict_log.request
-    request.model_spec.name = model
+    request.model_spec.name = "m"
+    request.model_spec.signature_name = "serving_default"
     request.inputs["x"].CopyFrom(tf.make_tensor_proto([value], dtype=tf.float32))
-    return log.SerializeToString()
+    return log
 
 
-def write_warmup(version: Path, records: list[bytes]) -> Path:
-    path = version / "assets.extra" / "tf_serving_warmup_requests"
+def classify(value: float) -> tfs_log_pb2.PredictionLog:
+    log = tfs_log_pb2.PredictionLog()
+    example = log.classify_log.request.input.example_list.examples.add()
+    example.features.feature["x"].float_list.value.append(value)
+    return log
+
+
+def regress(value: float) -> tfs_log_pb2.PredictionLog:
+    log = tfs_log_pb2.PredictionLog()
+    example = log.regress_log.request.input.example_list.examples.add()
+    example.features.feature["x"].float_list.value.append(value)
+    return log
+
+
+def multi_inference(value: float) -> tfs_log_pb2.PredictionLog:
+    log = tfs_log_pb2.PredictionLog()
+    request = log.multi_inference_log.request
+    request.tasks.add().model_spec.name = "m"
+    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(value)
+    return log
+
+
+def value_of(log: prediction_log_pb2.PredictionLog) -> float:
+    """The number a record above carries, read back through servo's own classes."""
+    kind = log.WhichOneof("log_type")
+    request = getattr(log, kind).request
+    if kind == "predict_log":
+        return request.inputs["x"].float_val[0]
+    return request.input.example_list.examples[0].features.feature["x"].float_list.value[0]
+
+
+def write_warmup(version: Path, logs: list[Any]) -> Path:
+    """The warm-up file of `version`, written by TensorFlow from `logs` (messages or bytes)."""
+    path = Path(warmup_file(str(version)))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for record in records:
-            writer.write(record)
+        for log in logs:
+            writer.write(log if isinstance(log, bytes) else log.SerializeToString())
     return path
 
 
 class Recording:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
+    """A replay that records (servable, log type, value) and can fail on a chosen call."""
 
-    def __call__(self, servable, id, log) -> None:
-        self.calls.append(log.WhichOneof("log_type"))
+    def __init__(self, fail_at: int | None = None, error: Exception | None = None) -> None:
+        self.calls: list[tuple[Any, str, float]] = []
+        self.fail_at = fail_at
+        self.error = error or ServoError(Code.INVALID_ARGUMENT, "input size does not match")
+
+    def __call__(self, servable: ModelServable, log: prediction_log_pb2.PredictionLog) -> None:
+        assert isinstance(log, prediction_log_pb2.PredictionLog)  # servo's class, not TFS's
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise self.error
+        self.calls.append((servable, log.WhichOneof("log_type"), value_of(log)))
+
+    @property
+    def kinds(self) -> list[tuple[str, float]]:
+        return [(kind, value) for _, kind, value in self.calls]
 
 
-def test_records_replay_in_order_the_given_number_of_times(tmp_path: Path) -> None:
-    write_warmup(tmp_path, [predict_log(1.0), predict_log(2.0)])
+def failure(hook: WarmupHook, version: Path) -> ServoError:
+    with pytest.raises(ServoError) as err:
+        hook(ID, str(version), SERVABLE)
+    return err.value
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def test_every_record_replays_in_order_the_given_number_of_times(tmp_path: Path) -> None:
+    write_warmup(tmp_path, [predict(1), classify(2), regress(3), multi_inference(4), predict(5)])
     recording = Recording()
     metrics = ServerMetrics()
-    WarmupHook(recording, iterations=3, metrics=metrics)(ID, str(tmp_path), object())
-    assert recording.calls == ["predict_log"] * 6
+    WarmupHook(recording, iterations=3, metrics=metrics)(ID, str(tmp_path), SERVABLE)
+    # TFS runs a record all its iterations before it reads the next one.
+    assert recording.kinds == [
+        *[("predict_log", 1.0)] * 3,
+        *[("classify_log", 2.0)] * 3,
+        *[("regress_log", 3.0)] * 3,
+        *[("multi_inference_log", 4.0)] * 3,
+        *[("predict_log", 5.0)] * 3,
+    ]
+    assert all(servable is SERVABLE for servable, _, _ in recording.calls)
     assert metrics.model_warmup_latency.count(str(tmp_path), "OK") == 1
 
 
-def test_recorded_requests_run_before_the_version_is_loaded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("iterations", [1, 0, -3])
+def test_iterations_below_one_mean_once(tmp_path: Path, iterations: int) -> None:
+    write_warmup(tmp_path, [predict(1), predict(2)])
+    recording = Recording()
+    WarmupHook(recording, iterations=iterations)(ID, str(tmp_path), SERVABLE)
+    assert recording.kinds == [("predict_log", 1.0), ("predict_log", 2.0)]
+
+
+def test_records_read_by_servos_classes_equal_tfs_records(tmp_path: Path) -> None:
+    logs = [predict(1.5), classify(2.5), multi_inference(3.5)]
+    path = write_warmup(tmp_path, logs)
+    read = read_warmup_file(str(path))
+    assert [r.SerializeToString(deterministic=True) for r in read] == [
+        log.SerializeToString(deterministic=True) for log in logs
+    ]
+
+
+def test_a_record_with_no_log_type_is_skipped(tmp_path: Path) -> None:
+    empty = tfs_log_pb2.PredictionLog()
+    empty.log_metadata.model_spec.name = "m"
+    write_warmup(tmp_path, [predict(1), empty, predict(2)])
+    recording = Recording()
+    WarmupHook(recording, iterations=2)(ID, str(tmp_path), SERVABLE)
+    assert recording.kinds == [("predict_log", 1.0)] * 2 + [("predict_log", 2.0)] * 2
+
+
+def test_exactly_the_maximum_is_fine(tmp_path: Path) -> None:
+    write_warmup(tmp_path, [predict(float(i)) for i in range(MAX_RECORDS)])
+    recording = Recording()
+    WarmupHook(recording)(ID, str(tmp_path), SERVABLE)
+    assert [value for _, value in recording.kinds] == [float(i) for i in range(MAX_RECORDS)]
+
+
+def test_one_more_than_the_maximum_fails_before_any_replay(tmp_path: Path) -> None:
+    path = write_warmup(tmp_path, [predict(1)] * (MAX_RECORDS + 1))
+    recording = Recording()
+    metrics = ServerMetrics()
+    error = failure(WarmupHook(recording, metrics=metrics), tmp_path)
+    assert error.code == Code.INVALID_ARGUMENT
+    assert error.message == f"Number of warmup records exceeds the maximum (1000) at {path}"
+    assert recording.calls == []
+    assert metrics.model_warmup_latency.count(str(tmp_path), "INVALID_ARGUMENT") == 1
+    assert metrics.model_warmup_latency.count(str(tmp_path), "OK") == 0
+
+
+def test_an_empty_file_is_a_warmup_of_nothing(tmp_path: Path) -> None:
+    write_warmup(tmp_path, [])
+    recording = Recording()
+    metrics = ServerMetrics()
+    WarmupHook(recording, metrics=metrics)(ID, str(tmp_path), SERVABLE)
+    assert recording.calls == []
+    assert metrics.model_warmup_latency.count(str(tmp_path), "OK") == 1
+
+
+# -- no warm-up ----------------------------------------------------------------------------------
+
+
+def test_a_missing_file_is_no_warmup(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    recording = Recording()
+    metrics = ServerMetrics()
+    hook = WarmupHook(recording, metrics=metrics)
+    with caplog.at_level(logging.INFO, logger="servo.server.warmup"):
+        hook(ID, str(tmp_path), SERVABLE)  # no assets.extra at all
+        (tmp_path / "assets.extra").mkdir()
+        hook(ID, str(tmp_path), SERVABLE)  # assets.extra without the file
+    assert recording.calls == []
+    assert metrics.model_warmup_latency.count(str(tmp_path), "OK") == 0
+    assert f"No warmup data file found at {warmup_file(str(tmp_path))}" in caplog.text
+
+
+def test_disabled_warmup_reads_nothing(tmp_path: Path) -> None:
+    path = write_warmup(tmp_path, [predict(1)])
+    path.write_bytes(path.read_bytes()[:-1])  # even a damaged file is not looked at
+    recording = Recording()
+    metrics = ServerMetrics()
+    WarmupHook(recording, enabled=False, metrics=metrics)(ID, str(tmp_path), SERVABLE)
+    assert recording.calls == []
+    assert metrics.model_warmup_latency.count(str(tmp_path), "DATA_LOSS") == 0
+
+
+# -- damaged files -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "fault"), [(-3, "corrupted"), (None, "truncated")])
+def test_a_damaged_file_fails_before_any_replay(
+    tmp_path: Path, where: int | None, fault: str
+) -> None:
+    path = write_warmup(tmp_path, [predict(1), predict(2), predict(3)])
+    blob = bytearray(path.read_bytes())
+    if where is None:
+        del blob[-2:]
+    else:
+        blob[where] ^= 0xFF  # inside the last record's data CRC
+    path.write_bytes(bytes(blob))
+    recording = Recording()
+    metrics = ServerMetrics()
+    error = failure(WarmupHook(recording, metrics=metrics), tmp_path)
+    assert error.code == Code.DATA_LOSS
+    assert error.message.startswith(f"{fault} record at ")
+    assert str(path) in error.message and "(record 2)" in error.message
+    assert error.message.endswith(". Please verify your warmup data is in TFRecord format.")
+    assert recording.calls == []
+    assert metrics.model_warmup_latency.count(str(tmp_path), "DATA_LOSS") == 1
+
+
+def test_a_record_that_is_not_a_prediction_log(tmp_path: Path) -> None:
+    path = write_warmup(tmp_path, [predict(1), b"\xff\xff\xff\xff"])
+    recording = Recording()
+    error = failure(WarmupHook(recording), tmp_path)
+    assert error.code == Code.INVALID_ARGUMENT
+    assert error.message.startswith("Failed to parse warmup record: record 1 ")
+    assert error.message.endswith(f" from {path}")
+    assert recording.calls == []
+
+
+@pytest.mark.parametrize(("kind", "number"), [("session_run_log", 5), ("predict_streamed_log", 7)])
+def test_unsupported_log_types_fail_before_any_replay(
+    tmp_path: Path, kind: str, number: int
+) -> None:
+    unsupported = tfs_log_pb2.PredictionLog()
+    getattr(unsupported, kind).SetInParent()
+    path = write_warmup(tmp_path, [predict(1), unsupported])
+    recording = Recording()
+    error = failure(WarmupHook(recording), tmp_path)
+    assert error.code == Code.UNIMPLEMENTED
+    assert error.message.startswith(f"Unsupported log_type for warmup: {number} ")
+    assert kind in error.message and f"record 1 of {path}" in error.message
+    assert recording.calls == []
+
+
+# -- failing requests --------------------------------------------------------------------------
+
+
+def test_a_failing_request_fails_the_warmup_with_its_code(tmp_path: Path) -> None:
+    path = write_warmup(tmp_path, [predict(1), predict(2), predict(3)])
+    recording = Recording(fail_at=3)  # record 1's second iteration
+    metrics = ServerMetrics()
+    error = failure(WarmupHook(recording, iterations=2, metrics=metrics), tmp_path)
+    assert error.code == Code.INVALID_ARGUMENT
+    assert error.message == f"Warmup record 1 of {path} failed: input size does not match"
+    assert recording.kinds == [("predict_log", 1.0), ("predict_log", 1.0), ("predict_log", 2.0)]
+    assert metrics.model_warmup_latency.count(str(tmp_path), "INVALID_ARGUMENT") == 1
+
+
+def test_an_unexpected_exception_is_unknown(tmp_path: Path) -> None:
+    write_warmup(tmp_path, [predict(1)])
+    error = failure(WarmupHook(Recording(fail_at=0, error=ZeroDivisionError("boom"))), tmp_path)
+    assert error.code == Code.UNKNOWN
+    assert "Warmup record 0" in error.message and "ZeroDivisionError: boom" in error.message
+    assert isinstance(error.__cause__, ZeroDivisionError)
+
+
+# -- in a load -----------------------------------------------------------------------------------
+
+
+def test_warmup_runs_inside_the_load_before_the_servable_is_published(tmp_path: Path) -> None:
     version = tmp_path / "1"
     version.mkdir()
-    (version / "model.py").write_text(COUNTING_MODEL)
-    write_warmup(version, [predict_log(1.0), predict_log(5.0)])
+    (version / "model.py").write_text(MODEL_PY)
+    write_warmup(version, [predict(1), predict(5)])
+    loader: ModelLoader
+    seen: list[Any] = []
+
+    def replay(servable: ModelServable, log: prediction_log_pb2.PredictionLog) -> None:
+        assert loader.servable is None  # not yet published: the version is still loading
+        seen.append((servable, value_of(log)))
+
     loader = ModelLoader(ID, str(version), "python", after_load=(WarmupHook(replay, iterations=2),))
     loader.load()
-    calls = type(loader.servable.model).predict.__globals__["CALLS"]
-    assert calls == [[1.0], [1.0], [5.0], [5.0]]
+    assert [value for _, value in seen] == [1.0, 1.0, 5.0, 5.0]
+    assert all(servable is loader.servable for servable, _ in seen)
     loader.unload()
 
 
-def test_a_failing_record_fails_the_load(tmp_path: Path) -> None:
+def test_a_failed_warmup_fails_the_load(tmp_path: Path) -> None:
     version = tmp_path / "1"
     version.mkdir()
-    (version / "model.py").write_text(COUNTING_MODEL)
-    log = tfs_prediction_log_pb2.PredictionLog()
-    log.predict_log.request.model_spec.name = "m"
-    log.predict_log.request.inputs["z"].CopyFrom(tf.make_tensor_proto([1.0]))
-    write_warmup(version, [log.SerializeToString()])
-    loader = ModelLoader(ID, str(version), "python", after_load=(WarmupHook(replay),))
+    (version / "model.py").write_text(MODEL_PY)
+    write_warmup(version, [predict(1)])
+    hook = WarmupHook(Recording(fail_at=0))
+    loader = ModelLoader(ID, str(version), "python", after_load=(hook,))
     with pytest.raises(ServoError) as err:
         loader.load()
-    assert err.value.code == Code.INVALID_ARGUMENT
-    assert "Warmup record 0" in err.value.message and "input size does not match" in (
-        err.value.message
-    )
+    assert err.value.code == Code.INVALID_ARGUMENT and "Warmup record 0" in err.value.message
     assert loader.servable is None
-
-
-def test_too_many_records(tmp_path: Path) -> None:
-    path = write_warmup(tmp_path, [predict_log(1.0)] * 1001)
-    recording = Recording()
-    with pytest.raises(ServoError) as err:
-        WarmupHook(recording)(ID, str(tmp_path), object())
-    assert err.value.message == f"Number of warmup records exceeds the maximum (1000) at {path}"
-    assert recording.calls == []
-
-
-def test_corrupt_file_fails_before_any_replay(tmp_path: Path) -> None:
-    path = write_warmup(tmp_path, [predict_log(1.0), predict_log(2.0)])
-    data = bytearray(path.read_bytes())
-    data[-3] ^= 0xFF
-    path.write_bytes(bytes(data))
-    recording = Recording()
-    with pytest.raises(ServoError) as err:
-        WarmupHook(recording)(ID, str(tmp_path), object())
-    assert err.value.code == Code.DATA_LOSS
-    assert "Please verify your warmup data is in TFRecord format." in err.value.message
-    assert recording.calls == []
-
-
-def test_missing_file_disabled_hook_and_unsupported_types(tmp_path: Path) -> None:
-    recording = Recording()
-    WarmupHook(recording)(ID, str(tmp_path), object())  # no file: no warm-up
-    write_warmup(tmp_path, [predict_log(1.0)])
-    WarmupHook(recording, enabled=False)(ID, str(tmp_path), object())
-    assert recording.calls == []
-    log = tfs_prediction_log_pb2.PredictionLog()
-    log.session_run_log.SetInParent()
-    write_warmup(tmp_path, [log.SerializeToString()])
-    with pytest.raises(ServoError) as err:
-        WarmupHook(recording)(ID, str(tmp_path), object())
-    assert err.value.code == Code.UNIMPLEMENTED
-    assert "Unsupported log_type for warmup: session_run_log" in err.value.message
