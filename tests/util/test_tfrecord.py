@@ -183,6 +183,11 @@ def test_opening_errors_carry_tensorflows_codes(tmp_path: Path) -> None:
     with pytest.raises(ServoError) as err:
         RecordWriter(str(tmp_path))
     assert err.value.code == Code.FAILED_PRECONDITION
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(ServoError) as err:  # a file where a parent directory should be
+        RecordWriter(str(tmp_path / "file" / "sub" / "log"))
+    assert err.value.code == Code.FAILED_PRECONDITION
+    assert "not a directory" in err.value.message.lower()
 
 
 # -- damage ------------------------------------------------------------------------------------

@@ -205,10 +205,18 @@ class RecordWriter:
         self.autoflush = autoflush
         self.records_written = 0
         self._lock = threading.Lock()
-        try:
-            directory = os.path.dirname(path)
-            if directory:
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            try:
                 os.makedirs(directory, exist_ok=True)
+            except FileExistsError as exc:  # a file where a directory should be
+                raise ServoError(
+                    Code.FAILED_PRECONDITION,
+                    f"Cannot open {path} for writing: {exc.filename} is not a directory",
+                ) from exc
+            except OSError as exc:
+                raise os_error(exc, f"Cannot open {path} for writing") from exc
+        try:
             mode = "ab" if append else "xb" if exclusive else "wb"
             self._file: BinaryIO | None = open(path, mode)  # noqa: SIM115 -- kept open
         except OSError as exc:
