@@ -209,9 +209,12 @@ def test_timeout_answers_504_and_the_server_keeps_serving(
 def test_sigterm_finishes_requests_in_flight_and_exits_0(python_models: dict) -> None:
     marker = python_models["slow"] / "1" / "started-1.5"
     marker.unlink(missing_ok=True)
-    with running_server(
-        ["--model_name=slow", f"--model_base_path={python_models['slow']}"]
-    ) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with (
+        running_server(
+            ["--model_name=slow", f"--model_base_path={python_models['slow']}"]
+        ) as server,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
         slow = pool.submit(predict, server, "slow", 1.5)
         wait_until(marker.exists)  # the model is running the request
         server.process.send_signal(signal.SIGTERM)

@@ -334,18 +334,20 @@ def metadata_response(
 
 # -- warm-up ---------------------------------------------------------------------------------
 
-_REPLAYS: dict[str, Callable[[ModelServable, ServableId, Any], Any]] = {
-    "predict_log": lambda s, i, log: predict(s, i, log.request),
-    "classify_log": lambda s, i, log: classify(s, i, log.request),
-    "regress_log": lambda s, i, log: regress(s, i, log.request),
-    "multi_inference_log": lambda s, i, log: multi_inference(s, i, log.request),
+# Warm-up answers are thrown away, so the version they name does not matter.
+_WARMUP_ID = ServableId("warmup", 0)
+_REPLAYS: dict[str, Callable[[ModelServable, Any], Any]] = {
+    "predict_log": lambda s, log: predict(s, _WARMUP_ID, log.request),
+    "classify_log": lambda s, log: classify(s, _WARMUP_ID, log.request),
+    "regress_log": lambda s, log: regress(s, _WARMUP_ID, log.request),
+    "multi_inference_log": lambda s, log: multi_inference(s, _WARMUP_ID, log.request),
 }
 
 
-def replay(servable: ModelServable, id: ServableId, log: prediction_log_pb2.PredictionLog) -> None:
+def replay(servable: ModelServable, log: prediction_log_pb2.PredictionLog) -> None:
     """Runs a PredictionLog's request on `servable` (model warm-up); raises on failure."""
     kind = log.WhichOneof("log_type")
     run = _REPLAYS.get(kind or "")
     if run is None:
         raise ServoError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
-    run(servable, id, getattr(log, kind))  # type: ignore[arg-type]
+    run(servable, getattr(log, kind))  # type: ignore[arg-type]
