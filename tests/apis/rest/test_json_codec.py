@@ -235,7 +235,7 @@ def test_every_request_dtype(dtype: DataType, text: str, expected: list) -> None
             '{"inputs": [1.0]}',
             sig(x=DataType.DT_HALF),
             Code.UNIMPLEMENTED,
-            "Conversion of JSON Value: [1.0] to type: half",
+            "Conversion of JSON Value: 1.0 to type: half",
         ),
         (
             '{"inputs": [1]}',
