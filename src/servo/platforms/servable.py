@@ -111,6 +111,52 @@ class ModelServable(abc.ABC):
 
 # -- classify and regress, built on run() as TFS builds them on a session --------------------
 
+_method_name_check = False
+
+
+def set_signature_method_name_check(enabled: bool) -> None:
+    """TFS's process-wide `--enable_signature_method_name_check` (off by default): when on,
+    predict refuses signatures whose method is not predict, classify or regress, and classify
+    and regress need their own method. When off, classify and regress check only the shape of
+    a signature, so TF2 models (whose signatures all say predict) can classify and regress."""
+    global _method_name_check
+    _method_name_check = enabled
+
+
+def signature_method_name_check() -> bool:
+    return _method_name_check
+
+
+def verify_predict_signature(signature: Signature) -> None:
+    """TFS's check of a predict request's signature (only with the method-name check on)."""
+    if _method_name_check and signature.method_name not in (
+        PREDICT_METHOD,
+        CLASSIFY_METHOD,
+        REGRESS_METHOD,
+    ):
+        raise ServoError(
+            Code.INTERNAL,
+            f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
+            f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {signature.method_name}",
+        )
+
+
+def debug_string(signature: Signature) -> str:
+    """The signature as TensorFlow's `SignatureDef::DebugString` writes it (text format), for
+    TFS's messages that quote it."""
+    from google.protobuf import json_format, text_format
+
+    from servo.protos import meta_graph_pb2
+
+    message = meta_graph_pb2.SignatureDef()
+    doc = signature.to_json()
+    try:
+        json_format.ParseDict(doc, message)
+    except json_format.ParseError:  # defaults that are not TensorProto JSON
+        doc.pop("defaults")
+        json_format.ParseDict(doc, message)
+    return text_format.MessageToString(message)
+
 
 @dataclass(frozen=True, slots=True)
 class Classification:
@@ -118,17 +164,65 @@ class Classification:
     score: float
 
 
-def _example_input(signature: Signature, method: str, input_key: str) -> None:
-    if signature.method_name != method:
+def _shape(tensor: np.ndarray) -> str:
+    """A shape as TensorFlow's `TensorShape::DebugString` writes it: [2,3]."""
+    return f"[{','.join(str(d) for d in tensor.shape)}]"
+
+
+def check_classify_signature(signature: Signature) -> list[str]:
+    """TFS's PreProcessClassification: the outputs to fetch (`classes`, `scores` or both)."""
+    if _method_name_check and signature.method_name != CLASSIFY_METHOD:
         raise ServoError(
             Code.INVALID_ARGUMENT,
-            f"Expected {method.rsplit('/', 1)[-1]} signature method_name to be {method}. "
+            f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
             f"Was: {signature.method_name}",
         )
-    if input_key not in signature.inputs or len(signature.inputs) != 1:
+    if len(signature.inputs) != 1:
+        raise ServoError(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
+    if len(signature.outputs) not in (1, 2):
         raise ServoError(
             Code.INVALID_ARGUMENT,
-            f"Expected one input Tensor named '{input_key}' in signature {signature.name}",
+            f"Expected one or two output Tensors, found {len(signature.outputs)}",
+        )
+    if CLASSIFY_INPUTS not in signature.inputs:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"No classification inputs found in SignatureDef: {debug_string(signature)}",
+        )
+    wanted = [
+        k for k in (CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES) if k in signature.outputs
+    ]
+    if not wanted:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f'Expected classification signature outputs to contain at least one of "'
+            f'{CLASSIFY_OUTPUT_CLASSES}" or "{CLASSIFY_OUTPUT_SCORES}". Signature was: '
+            f"{debug_string(signature)}",
+        )
+    return wanted
+
+
+def check_regress_signature(signature: Signature) -> None:
+    """TFS's PreProcessRegression."""
+    if _method_name_check and signature.method_name != REGRESS_METHOD:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Expected regression signature method_name to be {REGRESS_METHOD}. "
+            f"Was: {signature.method_name}",
+        )
+    if len(signature.inputs) != 1:
+        raise ServoError(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise ServoError(Code.INVALID_ARGUMENT, "Expected one output Tensor.")
+    if REGRESS_INPUTS not in signature.inputs:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"No regression inputs found in SignatureDef: {debug_string(signature)}",
+        )
+    if REGRESS_OUTPUTS not in signature.outputs:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"No regression outputs found in SignatureDef: {debug_string(signature)}",
         )
 
 
@@ -144,17 +238,10 @@ def classify(
     servable: ModelServable, signature: Signature, examples: Sequence[bytes]
 ) -> list[list[Classification]]:
     """Runs a classify signature on serialized `tf.Example`s: per example, its (label, score)
-    pairs. Without a `classes` output the labels are empty; without `scores`, the scores 0."""
-    _example_input(signature, CLASSIFY_METHOD, CLASSIFY_INPUTS)
-    wanted = [
-        k for k in (CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES) if k in signature.outputs
-    ]
-    if not wanted:
-        raise ServoError(
-            Code.INVALID_ARGUMENT,
-            f"Expected classification signature outputs to contain at least one of "
-            f"'{CLASSIFY_OUTPUT_CLASSES}' or '{CLASSIFY_OUTPUT_SCORES}'",
-        )
+    pairs. Without a `classes` output the labels are empty; without `scores`, the scores 0.
+    Beyond TFS, a 1-D output counts as one class per example, labels may be of any type
+    (written as text) and scores of any real type."""
+    wanted = check_classify_signature(signature)
     batch = len(examples)
     outputs = servable.run(signature, {CLASSIFY_INPUTS: _examples_tensor(examples)}, wanted)
     classes = outputs.get(CLASSIFY_OUTPUT_CLASSES)
@@ -164,21 +251,25 @@ def classify(
             continue
         if tensor.ndim == 1:
             tensor = tensor.reshape(-1, 1)
-        if tensor.ndim != 2 or tensor.shape[0] != batch:
+        if tensor.ndim != 2:
             raise ServoError(
                 Code.INVALID_ARGUMENT,
-                f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}"
-                f" for output '{name}'",
+                f"Expected Tensor shape: [batch_size num_classes] but got {_shape(tensor)}",
+            )
+        if tensor.shape[0] != batch:
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"Expected {name} output batch size of {batch}. Got: {tensor.shape[0]}",
             )
         if name == CLASSIFY_OUTPUT_CLASSES:
             classes = tensor
         else:
             scores = tensor
-    if classes is not None and scores is not None and classes.shape != scores.shape:
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise ServoError(
             Code.INVALID_ARGUMENT,
-            f"Tensors class and score should match in shape: {list(classes.shape)} vs "
-            f"{list(scores.shape)}",
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. "
+            f"{scores.shape[1]}",
         )
     width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
     results: list[list[Classification]] = []
@@ -199,26 +290,24 @@ def regress(
     servable: ModelServable, signature: Signature, examples: Sequence[bytes]
 ) -> list[float]:
     """Runs a regress signature on serialized `tf.Example`s: one value per example."""
-    _example_input(signature, REGRESS_METHOD, REGRESS_INPUTS)
-    if REGRESS_OUTPUTS not in signature.outputs:
-        raise ServoError(
-            Code.INVALID_ARGUMENT,
-            f"No output Tensor named '{REGRESS_OUTPUTS}' in signature {signature.name}",
-        )
+    check_regress_signature(signature)
     batch = len(examples)
     outputs = servable.run(
         signature, {REGRESS_INPUTS: _examples_tensor(examples)}, [REGRESS_OUTPUTS]
     )
     values = outputs[REGRESS_OUTPUTS]
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1 or values.shape[0] != batch:
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise ServoError(
             Code.INVALID_ARGUMENT,
-            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
-            f"got {list(values.shape)}",
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
+            f"got {_shape(values)}",
         )
-    return [float(v) for v in values]
+    if values.shape[0] != batch:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Input batch size did not match output batch size: {batch} vs. {values.shape[0]}",
+        )
+    return [float(v) for v in values.reshape(-1)]
 
 
 def _as_bytes(value: Any) -> bytes:

@@ -26,6 +26,7 @@ from servo.core.loader import ResourceAllocation
 from servo.core.resource_tracker import ResourceTracker
 from servo.core.status import ServoError
 from servo.platforms.router import PlatformOptions
+from servo.platforms.servable import set_signature_method_name_check
 from servo.server import config as configs
 from servo.server.flags import build_parser, ineffective_flags_set
 from servo.server.metrics import ServerMetrics
@@ -71,6 +72,7 @@ class ModelServer:
 
     def build_core(self) -> ServerCore:
         a = self.args
+        set_signature_method_name_check(a.enable_signature_method_name_check)
         tracker = None
         if a.total_model_memory_bytes > 0:
             tracker = ResourceTracker(ResourceAllocation(a.total_model_memory_bytes))

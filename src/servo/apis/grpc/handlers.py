@@ -222,7 +222,8 @@ def regress_response(
 def prepare_multi_inference(
     servable: ModelServable, request: inference_pb2.MultiInferenceRequest
 ) -> list[tuple[inference_pb2.InferenceTask, Signature]]:
-    """TFS's checks: one model, no signature twice, classify or regress tasks only."""
+    """TFS's checks, for every task before any runs: one model, no signature twice, classify
+    or regress tasks only, on signatures of the right shape."""
     name = ""
     seen: set[str] = set()
     tasks = []
@@ -245,7 +246,11 @@ def prepare_multi_inference(
             raise ServoError(
                 Code.INVALID_ARGUMENT, f"Requested signature not found in model graph: {key}"
             )
-        if task.method_name not in (model.CLASSIFY_METHOD, model.REGRESS_METHOD):
+        if task.method_name == model.CLASSIFY_METHOD:
+            model.check_classify_signature(signature)
+        elif task.method_name == model.REGRESS_METHOD:
+            model.check_regress_signature(signature)
+        else:
             raise ServoError(
                 Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}"
             )
