@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +21,12 @@ import numpy as np
 from servo.core.servable_handle import ServableHandle
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, base, to_numpy
-from servo.platforms.servable import DEFAULT_SIGNATURE, ModelServable, Signature
+from servo.platforms.servable import (
+    DEFAULT_SIGNATURE,
+    ModelServable,
+    Signature,
+    verify_predict_signature,
+)
 
 
 def signature_for_rest(servable: ModelServable, name: str) -> Signature:
@@ -44,13 +49,12 @@ def signature_for_grpc(servable: ModelServable, name: str) -> Signature:
     return signature
 
 
-def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
-    """TFS's check that a request sends exactly the signature's inputs, of their dtypes."""
+def check_input_names(signature: Signature, names: Collection[str]) -> None:
+    """TFS's checks that a request's input aliases fit the signature: the count first, then
+    each alias (an input with a default may be left out). Messages are TFS's."""
     expected = signature.inputs
-    if inputs.keys() != expected.keys() and not (
-        signature.defaults and len(inputs) < len(expected) and inputs.keys() <= expected.keys()
-    ):
-        sent, wanted = sorted(inputs), sorted(expected)
+    if len(names) > len(expected) or (len(names) < len(expected) and not signature.defaults):
+        sent, wanted = sorted(names), sorted(expected)
         raise ServoError(
             Code.INVALID_ARGUMENT,
             f"input size does not match signature: {len(sent)}!={len(wanted)} "
@@ -58,7 +62,30 @@ def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None
             f"Sent extra: {{{','.join(sorted(set(sent) - set(wanted)))}}}. "
             f"Missing but required: {{{','.join(sorted(set(wanted) - set(sent)))}}}.",
         )
-    for index, (alias, spec) in enumerate(expected.items()):
+    used = 0
+    for alias, spec in expected.items():
+        if alias in names:
+            used += 1
+        elif alias not in signature.defaults:
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"Signature input alias: {alias}(feed name: {spec.tensor_name}) not found in "
+                f"request and no default value provided. Inputs expected to be in the request "
+                f"{{{','.join(sorted(names))}}}, or default input alias set: "
+                f"{','.join(sorted(signature.defaults))}",
+            )
+    if names and used != len(names):
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"Inputs contains invalid name. Used request inputs: "
+            f"{','.join(sorted(set(names) & expected.keys()))}, request input: "
+            f"{','.join(sorted(names))}",
+        )
+
+
+def check_input_dtypes(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """TensorFlow's check that each input has its signature's dtype (TFS's message)."""
+    for index, (alias, spec) in enumerate(signature.inputs.items()):
         array = inputs.get(alias)
         if array is None:
             continue
@@ -66,9 +93,17 @@ def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None
         if array.dtype != want and not (want.kind == "O" and array.dtype.kind in "SUO"):
             raise ServoError(
                 Code.INVALID_ARGUMENT,
-                f"Expects arg[{index}] ({alias}) to be {_type_name(spec.dtype)} but "
+                f"Expects arg[{index}] to be {_type_name(spec.dtype)} but "
                 f"{_numpy_type_name(array.dtype)} is provided",
             )
+
+
+def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """TFS's checks of a predict request: the signature's method (with the method-name check
+    on), exactly the signature's inputs, of their dtypes."""
+    verify_predict_signature(signature)
+    check_input_names(signature, inputs.keys())
+    check_input_dtypes(signature, inputs)
 
 
 def _type_name(dtype: DataType) -> str:

@@ -77,12 +77,28 @@ class PreparedPredict:
 def prepare_predict(
     servable: ModelServable, request: predict_pb2.PredictRequest
 ) -> PreparedPredict:
+    """TFS's order: the signature, its method, the input aliases, each tensor, the output
+    filter, then (TensorFlow's feed check) the input dtypes."""
     signature = inference.signature_for_grpc(servable, request.model_spec.signature_name)
-    inputs = {alias: tensor_codec.to_ndarray(t) for alias, t in request.inputs.items()}
-    inference.check_inputs(signature, inputs)
-    return PreparedPredict(
-        signature, inputs, inference.output_names(signature, request.output_filter)
-    )
+    model.verify_predict_signature(signature)
+    inference.check_input_names(signature, request.inputs.keys())
+    inputs = {alias: _decode(alias, t) for alias, t in request.inputs.items()}
+    outputs = inference.output_names(signature, request.output_filter)
+    inference.check_input_dtypes(signature, inputs)
+    return PreparedPredict(signature, inputs, outputs)
+
+
+def _decode(alias: str, tensor: Any) -> np.ndarray:
+    """A request tensor as an array; a malformed one is TFS's "tensor parsing error", with
+    servo's reason after it."""
+    try:
+        return tensor_codec.to_ndarray(tensor)
+    except ServoError as exc:
+        if exc.code != Code.INVALID_ARGUMENT:
+            raise
+        raise ServoError(
+            Code.INVALID_ARGUMENT, f"tensor parsing error: {alias} ({exc.message})"
+        ) from None
 
 
 def predict_response(
