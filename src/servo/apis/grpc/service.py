@@ -33,6 +33,7 @@ from servo.protos import (
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
+    model_pb2,
     predict_pb2,
     regression_pb2,
     status_pb2,
@@ -216,9 +217,9 @@ class Services:
         name = request.tasks[0].model_spec.name if request.tasks else ""
 
         async def work() -> inference_pb2.MultiInferenceResponse:
-            if not request.tasks:
-                raise ServoError(Code.INVALID_ARGUMENT, "Tasks are empty.")
-            handle = self._handle(request.tasks[0].model_spec)
+            # Without tasks TFS looks up an empty ModelSpec: "ModelSpec has no name specified."
+            spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+            handle = self._handle(spec)
             try:
                 servable, id = handle.servable, handle.id
                 tasks = handlers.prepare_multi_inference(servable, request)
