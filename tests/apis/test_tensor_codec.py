@@ -273,6 +273,15 @@ def test_string_tensor_content_matches_tensorflow_cpp(tf, items: list[bytes]) ->
         assert_same(decoded, parse_in_cpp(tf, proto))
 
 
+@FAST
+@given(items=st.lists(st.binary(max_size=300), min_size=1, max_size=6))
+def test_strings_as_content_are_tensorflows_encoding(tf, items: list[bytes]) -> None:
+    proto = from_ndarray(np.array(items, dtype=object), strings_as_content=True)
+    assert not proto.string_val
+    assert proto.tensor_content == _string_content(items)
+    assert_same(to_ndarray(proto), parse_in_cpp(tf, proto))
+
+
 @pytest.mark.parametrize("content", [b"\x02\x00\x03abxy", b"\x02\x00\x03abxyzz", b"\xff\xff"])
 def test_malformed_string_tensor_content_is_invalid(content: bytes) -> None:
     proto = TensorProto(dtype=DataType.DT_STRING, tensor_content=content)

@@ -249,15 +249,18 @@ def from_ndarray(
     dtype: DataType | int | None = None,
     *,
     use_tensor_content: bool = True,
+    strings_as_content: bool = False,
     into: TensorProto | None = None,
 ) -> TensorProto:
     """A TensorProto holding `array` (anything `np.asarray` takes).
 
     `dtype` forces the tensor's type (values are converted by numpy's rules); by default it comes
     from the array, with numpy byte and unicode strings becoming DT_STRING (unicode as UTF-8).
-    Numbers go into `tensor_content` unless `use_tensor_content` is false; strings always go
-    into `string_val`. `into` is filled in place instead of a new message, for map entries such
-    as `response.outputs["y"]`.
+    Numbers go into `tensor_content` unless `use_tensor_content` is false; strings go into
+    `string_val` (as `tf.make_tensor_proto` puts them), or with `strings_as_content` into
+    `tensor_content` in TensorFlow's encoding (as `Tensor::AsProtoTensorContent` does: every
+    length as a varint, then the bytes). `into` is filled in place instead of a new message,
+    for map entries such as `response.outputs["y"]`.
     """
     arr, codec = _as_array(array, dtype)
     proto = TensorProto() if into is None else into
@@ -268,7 +271,10 @@ def from_ndarray(
     for size in arr.shape:
         dim.add().size = size
     if codec is _STRING:
-        proto.string_val.extend(_as_bytes(arr))
+        if strings_as_content:
+            proto.tensor_content = _encode_string_content(_as_bytes(arr))
+        else:
+            proto.string_val.extend(_as_bytes(arr))
     elif use_tensor_content:
         proto.tensor_content = arr.astype(codec.wire, copy=False).tobytes()
     else:
@@ -279,6 +285,20 @@ def from_ndarray(
             flat = flat.view(np.uint16)
         getattr(proto, codec.field).extend(flat.tolist())
     return proto
+
+
+def _encode_string_content(values: list[bytes]) -> bytes:
+    """TensorFlow's EncodeStringList: every length as a varint, then every string's bytes."""
+    out = bytearray()
+    for value in values:
+        length = len(value)
+        while length >= 0x80:
+            out.append((length & 0x7F) | 0x80)
+            length >>= 7
+        out.append(length)
+    for value in values:
+        out += value
+    return bytes(out)
 
 
 def _as_array(array: Any, dtype: DataType | int | None) -> tuple[np.ndarray, _Codec]:

@@ -107,13 +107,21 @@ def predict_response(
     prepared: PreparedPredict,
     outputs: Mapping[str, np.ndarray],
     tensor_content: bool = False,
+    strings_as_content: bool | None = None,
 ) -> predict_pb2.PredictResponse:
+    """The response; with `tensor_content` every output is packed bytes, strings included
+    unless `strings_as_content` is false (TensorFlow's AsProtoTensorContent)."""
+    if strings_as_content is None:
+        strings_as_content = tensor_content
     response = predict_pb2.PredictResponse()
     model_spec(response.model_spec, request.model_spec.name, id.version, prepared.signature.name)
     wanted = prepared.outputs or prepared.signature.outputs
     for alias in wanted:
         tensor_codec.from_ndarray(
-            outputs[alias], use_tensor_content=tensor_content, into=response.outputs[alias]
+            outputs[alias],
+            use_tensor_content=tensor_content,
+            strings_as_content=strings_as_content,
+            into=response.outputs[alias],
         )
     return response
 
@@ -130,7 +138,7 @@ def predict_messages(
     for alias, array in inputs.items():
         tensor_codec.from_ndarray(array, into=request.inputs[alias])
     prepared = PreparedPredict(signature, dict(inputs), None)
-    return request, predict_response(request, id, prepared, outputs, True)
+    return request, predict_response(request, id, prepared, outputs, True, False)
 
 
 def run_predict(servable: ModelServable, prepared: PreparedPredict) -> dict[str, np.ndarray]:
