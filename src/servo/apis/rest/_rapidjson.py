@@ -194,6 +194,12 @@ _STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 def parse_error(python_message: str, text: str, position: int) -> str:
     """rapidjson's message for the fault Python's parser reported at `position` in `text`."""
     if python_message == "Expecting ',' delimiter":
+        # Python's parser takes `1.` and `1e` for the number 1 followed by junk.
+        after_digit = 0 < position < len(text) and text[position - 1].isdigit()
+        if after_digit and text[position] == ".":
+            return "Miss fraction part in number."
+        if after_digit and text[position] in "eE":
+            return "Miss exponent in number."
         return (
             "Missing a comma or ']' after an array element."
             if _innermost_container(text, position) == "["
