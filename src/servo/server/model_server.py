@@ -235,7 +235,9 @@ class ModelServer:
                 raise StartupError(f"Failed to start gRPC server at {address}")
         await server.start()
         if self.health is not None:
-            await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+            # The server as a whole and, as TFS names them, its two services.
+            for service in ("", "ModelService", "PredictionService"):
+                await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.servers.grpc = server
         log.info("Running gRPC ModelServer at %s ...", " and ".join(addresses))
 
@@ -349,9 +351,7 @@ class ModelServer:
         self._stopping.set()
         self._stop_polling.set()
         if self.health is not None:
-            from grpc_health.v1 import health_pb2
-
-            await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.health.enter_graceful_shutdown()  # every service NOT_SERVING
         if self.servers.rest is not None:
             self.servers.rest.stop()  # stops accepting; requests in flight finish
         if self.servers.grpc is not None:
