@@ -96,10 +96,18 @@ def _scalar(value: Any) -> str | None:
     if isinstance(value, int):
         if _INT64_MIN <= value <= _UINT64_MAX:
             return str(value)
-        value = float(value)  # rapidjson holds integers beyond 64 bits as doubles
+        try:
+            value = float(value)  # rapidjson holds integers beyond 64 bits as doubles
+        except OverflowError:  # beyond a double too: rapidjson's parser refuses it
+            return None
     if isinstance(value, float):
         return format_double(value) if math.isfinite(value) else None
     return _quote(str(value))  # not a JSON value (a caller's own object): show its text
+
+
+def _size(token: str) -> int:
+    """Bytes in the UTF-8 text (a lone surrogate, from a document no parser made, counts 3)."""
+    return len(token) if token.isascii() else len(token.encode("utf-8", "surrogatepass"))
 
 
 def debug_string(value: Any, limit: int = DEBUG_LIMIT) -> str:
@@ -143,12 +151,12 @@ def debug_string(value: Any, limit: int = DEBUG_LIMIT) -> str:
             else:
                 token = ("\n" + " " * (_INDENT * len(levels)) if count else "") + "}"
             out.append(token)
-            size += len(token.encode())
+            size += _size(token)
             continue
         if key is not None:
             token = prefix() + _quote(key if isinstance(key, str) else str(key))
             out.append(token)
-            size += len(token.encode())
+            size += _size(token)
             if size >= limit:
                 break
         if isinstance(item, list):
@@ -167,7 +175,7 @@ def debug_string(value: Any, limit: int = DEBUG_LIMIT) -> str:
                 break
             token = lead + text
         out.append(token)
-        size += len(token.encode())
+        size += _size(token)
     return "".join(out)
 
 
