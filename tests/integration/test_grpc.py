@@ -303,6 +303,13 @@ def test_output_filter(stub) -> None:
         "output tensor alias not found in signature: nope Outputs expected to be in the set "
         "{chars,words}.",
     )
+    # Messages longer than 1024 characters are cut as TFS cuts them.
+    request.output_filter[:] = ["z" * 2000]
+    message = f"output tensor alias not found in signature: {'z' * 2000} Outputs expected"
+    assert status_of(rpc_error(stub.Predict, request)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        message[:1024] + "...TRUNCATED",
+    )
 
 
 def test_state_through_signatures(stub) -> None:

@@ -15,13 +15,16 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 from tests.integration.conftest import copy_tfs_model, write_python_model
 from tests.integration.test_grpc import (
@@ -60,9 +63,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(
-    base: Path, python_models: dict, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+def config_path(base: Path, python_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("flags_config")
     custom = write_python_model(work / "custom", CUSTOM_METHOD_MODEL)
     config = work / "models.config"
@@ -75,9 +76,14 @@ def server(
             ]
         )
     )
+    return config
+
+
+@pytest.fixture(scope="module")
+def server(config_path: Path) -> Iterator[ServerProcess]:
     with running_server(
         [
-            f"--model_config_file={config}",
+            f"--model_config_file={config_path}",
             "--enable_serialization_as_tensor_content",
             "--enable_signature_method_name_check",
             "--file_system_poll_wait_seconds=1",
@@ -165,3 +171,23 @@ def test_a_version_that_fails_to_load_ends_with_its_error(
     request.model_spec.version.value = 124
     (entry,) = models.GetModelStatus(request, timeout=RPC_TIMEOUT).model_version_status
     assert (entry.state, entry.status.error_code) == (END, code)
+
+
+def test_a_reload_whose_new_model_fails_answers_its_error(models, config_path: Path) -> None:
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(config_path.read_text(), config)
+    bad = config.model_config_list.config.add()
+    bad.name, bad.base_path = "bad", tfs_path("bad_half_plus_two")
+    bad.model_platform = "tensorflow"
+    request = model_management_pb2.ReloadConfigRequest(config=config)
+    code, message = status_of(rpc_error(models.HandleReloadConfigRequest, request))
+    assert code == grpc.StatusCode.UNKNOWN
+    # TFS's braces: the list's, the entry's, and the servable id's own.
+    assert message == (
+        "1 model(s) did not become available: {{{name: bad version: 123} due to error: "
+        "NOT_FOUND: Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
+        f"{bad.base_path}/00000123. Check that the directory exists and that you have the right "
+        "permissions for accessing it.}, }"
+    )
+    assert model_status(models, "bad")[123][:2] == (END, grpc.StatusCode.NOT_FOUND.value[0])
+    assert model_status(models, "half")[123] == (AVAILABLE, 0, "")
