@@ -51,8 +51,9 @@ async def bare_server(model: str, port: int) -> None:
     from servo.apis.tensor_codec import from_ndarray, to_ndarray
     from servo.protos import predict_pb2
 
+    # The session options servo uses by default (ONNX Runtime's own defaults).
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     async def predict(request: predict_pb2.PredictRequest, context: object) -> bytes:
@@ -168,7 +169,11 @@ def main() -> int:
     if args.bare:
         asyncio.run(bare_server(args.bare[0], int(args.bare[1])))
         return 0
-    workdir = Path(tempfile.mkdtemp(prefix="servo-bench-"))
+    with tempfile.TemporaryDirectory(prefix="servo-bench-") as tmp:
+        return bench(Path(tmp), args)
+
+
+def bench(workdir: Path, args: argparse.Namespace) -> int:
     subprocess.run(
         [sys.executable, "scripts/make_example_models.py", str(workdir), "--only", "mlp"],
         cwd=REPO,
