@@ -175,7 +175,7 @@ def test_rate_zero_logs_nothing(tmp_path: Path) -> None:
 
 
 def test_rate_half_samples_about_half_of_2000_draws(tmp_path: Path) -> None:
-    logger = ServerRequestLogger(random=random.Random(20240607).random)
+    logger = ServerRequestLogger(random.Random(20240607).random)
     logger.update({"m": config(tmp_path / "m", 0.5)})
     sampled = sum(logger.should_log("m") for _ in range(2000))
     # A seeded source gives the same count on every run; the bound is the binomial's 4.5 sigma,

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2 as tfs_log_pb2
 
+from servo.apis.grpc import handlers
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.platforms.router import ModelLoader
@@ -33,7 +34,11 @@ class Model:
         "outputs": {"y": {"dtype": "float32", "shape": [-1]}},
     }}
 
+    def __init__(self):
+        self.seen = []  # the x of every predict call, in order
+
     def predict(self, inputs, signature_name):
+        self.seen.append(inputs["x"].tolist())
         return {"y": inputs["x"] * 2}
 """
 
@@ -321,3 +326,43 @@ def test_a_failed_warmup_fails_the_load(tmp_path: Path) -> None:
         loader.load()
     assert err.value.code == Code.INVALID_ARGUMENT and "Warmup record 0" in err.value.message
     assert loader.servable is None
+
+
+def python_version(tmp_path: Path, logs: list[Any]) -> Path:
+    """A python-platform version directory with MODEL_PY and a warm-up file of `logs`."""
+    version = tmp_path / "1"
+    version.mkdir()
+    (version / "model.py").write_text(MODEL_PY)
+    write_warmup(version, logs)
+    return version
+
+
+def test_the_data_planes_replay_runs_the_records_on_the_model_during_load(
+    tmp_path: Path,
+) -> None:
+    # The server's own wiring: the gRPC handlers' replay, a real servable. When load()
+    # returns, the model has already answered every recorded request, each twice, in order.
+    version = python_version(tmp_path, [predict(1), predict(5), predict(-2)])
+    metrics = ServerMetrics()
+    hook = WarmupHook(handlers.replay, iterations=2, metrics=metrics)
+    loader = ModelLoader(ID, str(version), "python", after_load=(hook,))
+    loader.load()
+    servable: Any = loader.servable
+    assert servable.model.seen == [[1.0], [1.0], [5.0], [5.0], [-2.0], [-2.0]]
+    assert metrics.model_warmup_latency.count(str(version), "OK") == 1
+    loader.unload()
+
+
+def test_a_request_the_model_rejects_fails_the_load_in_its_words(tmp_path: Path) -> None:
+    wrong = predict(1)
+    wrong.predict_log.request.inputs["z"].CopyFrom(wrong.predict_log.request.inputs.pop("x"))
+    version = python_version(tmp_path, [predict(1), wrong])
+    metrics = ServerMetrics()
+    hook = WarmupHook(handlers.replay, metrics=metrics)
+    loader = ModelLoader(ID, str(version), "python", after_load=(hook,))
+    with pytest.raises(ServoError) as err:
+        loader.load()
+    assert err.value.code == Code.INVALID_ARGUMENT
+    assert err.value.message.startswith(f"Warmup record 1 of {warmup_file(str(version))} failed: ")
+    assert loader.servable is None
+    assert metrics.model_warmup_latency.count(str(version), "INVALID_ARGUMENT") == 1

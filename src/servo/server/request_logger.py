@@ -129,8 +129,8 @@ class ServerRequestLogger:
 
     def __init__(
         self,
-        *,
         random: Callable[[], float] = _random.random,
+        *,
         saved_model_tags: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
