@@ -863,20 +863,19 @@ def _with_tokens(value: np.ndarray | np.floating) -> Any:
     for non-finite values, TFS's bare tokens."""
     if value.ndim == 0:
         return _token(value)
-    flat = value.ravel()
-    cells = np.empty(flat.size, dtype=object)
-    cells[:] = list(flat)  # numpy scalars stay numpy scalars in an object array
-    for index in np.flatnonzero(~np.isfinite(flat)):
-        cells[index] = _token(flat[index])
+    cells = np.empty(value.size, dtype=object)
+    cells[:] = [_token(x) for x in value.ravel()]  # iterating an array yields numpy scalars
     return cells.reshape(value.shape).tolist()
 
 
 def _token(value: Any) -> Any:
-    if np.isfinite(value):
+    """A numpy float as itself, or TFS's token when it is not finite."""
+    number = float(value)  # math's tests on a float cost a tenth of numpy's on a scalar
+    if math.isfinite(number):
         return value
-    if np.isnan(value):
+    if math.isnan(number):
         return _NAN
-    return _INFINITY if value > 0 else _NEGATIVE_INFINITY
+    return _INFINITY if number > 0 else _NEGATIVE_INFINITY
 
 
 def dumps_classify(results: Sequence[Sequence[Classification]]) -> bytes:
