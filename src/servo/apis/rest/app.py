@@ -9,6 +9,10 @@ Routes, as TFS matches them (case-insensitive, whole path):
 
 Any other `/v1/...` request is 400 "Malformed request: METHOD PATH"; everything else is 404.
 Every answer is JSON; errors are `{"error": message}` with the HTTP status of their code.
+An `OPTIONS` request (a CORS preflight) to a `/v1/...` path is 200 when it has an `Origin`
+header, as in TFS, with or without `--rest_api_enable_cors_support` (which adds the CORS
+headers to every `/v1` answer). With metrics on, every `/v1` request is counted by model name
+and status, and the latency of those that succeed is recorded, as TFS's HTTP server does.
 
 The whole request path of the protocol reads top to bottom here, with one error boundary in
 `__rsgi__`; decoding and encoding live in `json_codec`, model calls in `inference.Runner`.
@@ -16,6 +20,7 @@ The whole request path of the protocol reads top to bottom here, with one error 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -47,6 +52,7 @@ _STATUS = re.compile(
     re.IGNORECASE,
 )
 _V1 = re.compile(r"/v1/", re.IGNORECASE)
+_ORIGIN = re.compile(r"https?://")
 
 JSON_HEADERS = [("content-type", "application/json")]
 CORS_HEADERS = [
@@ -108,7 +114,10 @@ class RestApi:
         method, path = scope.method, scope.path
         try:
             if _V1.match(path):
-                status, body = await self._v1(method, path, scope, proto)
+                if self.metrics is None:
+                    status, body = await self._v1(method, path, scope, proto, None)
+                else:
+                    status, body = await self._v1_counted(method, path, scope, proto)
             elif (
                 method == "GET"
                 and self.options.metrics_path is not None
@@ -117,8 +126,6 @@ class RestApi:
             ):
                 proto.response_bytes(200, METRICS_HEADERS, self.metrics.render())
                 return
-            elif method == "OPTIONS" and self.options.enable_cors:
-                status, body = 204, b""
             else:
                 status, body = 404, json_codec.dumps_error(f"Not found: {method} {path}")
         except ServoError as exc:
@@ -131,19 +138,53 @@ class RestApi:
             body = json_codec.dumps_error(f"Internal error: {type(exc).__name__}: {exc}")
         proto.response_bytes(status, self._headers, body)
 
+    async def _v1_counted(
+        self, method: str, path: str, scope: Any, proto: Any
+    ) -> tuple[int, bytes]:
+        """`_v1` with TFS's REST metrics: the request counted by model name ("" when the path
+        names none) and status; when it succeeds, its latency by model name and API
+        ("predict", "classify", "regress"; "" for status, metadata and preflights)."""
+        assert self.metrics is not None
+        started = time.perf_counter()
+        seen = ["", ""]  # the model name and the API, once the path is parsed
+        code = Code.OK
+        try:
+            return await self._v1(method, path, scope, proto, seen)
+        except ServoError as exc:
+            code = exc.code
+            raise
+        except RequestTooLarge:
+            code = Code.RESOURCE_EXHAUSTED
+            raise
+        except asyncio.CancelledError:
+            code = Code.CANCELLED
+            raise
+        except Exception:
+            code = Code.INTERNAL
+            raise
+        finally:
+            name, api = seen
+            self.metrics.request_count.inc(name, code.name)
+            if code is Code.OK:
+                self.metrics.request_latency.observe(
+                    (time.perf_counter() - started) * 1e6, name, api, "REST"
+                )
+
     # -- /v1 -------------------------------------------------------------------------------
 
-    async def _v1(self, method: str, path: str, scope: Any, proto: Any) -> tuple[int, bytes]:
+    async def _v1(
+        self, method: str, path: str, scope: Any, proto: Any, seen: list[str] | None
+    ) -> tuple[int, bytes]:
+        """Answers a /v1 request; fills `seen` (when given) with its model name and API."""
         if method == "POST":
             route = self._routes.get(path)
             if route is None:
                 route = self._route(path)
             api, name, version, label = route
+            if seen is not None:
+                seen[0], seen[1] = name, api
             body = await self._read_body(scope, proto)
-            handler = self._inference[api]
-            if self.metrics is None:
-                return 200, await handler(name, version, label, body)
-            return 200, await self._timed(api, name, handler, name, version, label, body)
+            return 200, await self._inference[api](name, version, label, body)
         if method == "GET":
             match = _STATUS.fullmatch(path)
             if match is None:
@@ -151,11 +192,15 @@ class RestApi:
             if not match.group(1):
                 raise ServoError(Code.INVALID_ARGUMENT, "Missing model name in request.")
             name, version, label = _model_spec(*match.group(1, 2, 3))
+            if seen is not None:
+                seen[0] = name
             if match.group(4):
                 return 200, self._metadata(name, version, label)
             return 200, self._status(name, version, label)
-        if method == "OPTIONS" and self.options.enable_cors:
-            return 204, b""
+        if method == "OPTIONS":
+            if _ORIGIN.search(scope.headers.get("origin") or ""):
+                return 200, b""
+            raise ServoError(Code.FAILED_PRECONDITION, "Origin header is missing in CORS preflight")
         raise _malformed(method, path)
 
     def _route(self, path: str) -> tuple[str, str, int | None, str | None]:
@@ -169,32 +214,25 @@ class RestApi:
         self._routes[path] = route
         return route
 
-    async def _timed(self, api: str, name: str, handler: Any, *args: Any) -> bytes:
-        assert self.metrics is not None
-        started = time.perf_counter()
-        code = Code.OK
-        try:
-            return await handler(*args)
-        except ServoError as exc:
-            code = exc.code
-            raise
-        except Exception:
-            code = Code.INTERNAL
-            raise
-        finally:
-            self.metrics.request_count.inc(name, code.name)
-            self.metrics.request_latency.observe(
-                (time.perf_counter() - started) * 1e6, name, api, "REST"
-            )
-
     async def _read_body(self, scope: Any, proto: Any) -> bytes:
         limit = self.options.max_body_bytes
         length = scope.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body of {length} bytes is over the {limit} limit")
-        body = await proto()
-        if len(body) > limit:
-            raise RequestTooLarge(f"Request body of {len(body)} bytes is over the {limit} limit")
+        if length is not None:
+            body = await proto()
+            if len(body) > limit:
+                raise RequestTooLarge(
+                    f"Request body of {len(body)} bytes is over the {limit} limit"
+                )
+        else:  # chunked: read piece by piece, so that a body over the limit is never held
+            chunks, size = [], 0
+            async for chunk in proto:
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"Request body is over the {limit} limit")
+                chunks.append(chunk)
+            body = b"".join(chunks)
         encoding = (scope.headers.get("content-encoding") or "").strip().lower()
         if encoding == "gzip":
             body = _gunzip(body, limit)
