@@ -325,7 +325,7 @@ def test_metadata_equals_tfs_samples(http: httpx.Client) -> None:
             "/v1/models/two_io:predict",
             {"signature_name": "halves", "inputs": [1.0]},
             501,
-            "Conversion of JSON Value: [1.0] to type: half",
+            "Conversion of JSON Value: 1.0 to type: half",
         ),
         (
             "POST",
@@ -395,9 +395,18 @@ def test_cors_headers_and_preflight(http: httpx.Client) -> None:
     answer = post(http, "/v1/models/half_plus_two:predict", {"instances": [1.0]})
     assert answer.headers["access-control-allow-origin"] == "*"
     assert answer.headers["access-control-allow-methods"] == "POST, GET"
-    preflight = http.options("/v1/models/half_plus_two:predict")
-    assert preflight.status_code == 204
+    assert answer.headers["access-control-allow-headers"] == "Content-Type"
+    assert http.get("/v1/models/nope").headers["access-control-allow-origin"] == "*"
+    # TFS answers a preflight with an Origin 200, without one 400.
+    preflight = http.options(
+        "/v1/models/half_plus_two:predict", headers={"Origin": "https://example.com"}
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-methods"] == "POST, GET"
     assert preflight.headers["access-control-allow-headers"] == "Content-Type"
+    answer = http.options("/v1/models/half_plus_two:predict")
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "Origin header is missing in CORS preflight"}
 
 
 def test_metrics_page_counts_requests(http: httpx.Client) -> None:
