@@ -28,10 +28,11 @@ Where servo differs from TFS, on purpose:
 - A string answer that is not valid UTF-8 has its bad bytes replaced by U+FFFD; TFS copies
   them, which makes the whole answer invalid JSON. (`*_bytes` outputs are base64, as in TFS.)
 - Floats are written shortest (`1e-7`, `123456.7`) where TFS writes `%g` or `%.9g` (`1e-07`,
-  `123456.703`): the same float32 values.
+  `123456.703`): the same float32 values. Answers are compact; TFS pretty-prints them.
 - A body must be UTF-8 and nested less than ~1000 deep; a duplicated key keeps its last value
   (rapidjson does not check the encoding, has no depth limit, and finds the first).
-- Reference dtypes (`DT_FLOAT_REF`) are read as the type they refer to.
+- Reference dtypes (`DT_FLOAT_REF`) are read as the type they refer to; a tensor of more
+  than 64 dimensions (numpy's limit) is refused.
 """
 
 from __future__ import annotations
