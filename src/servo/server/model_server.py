@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -265,6 +267,13 @@ class ModelServer:
 
         a = self.args
         assert self.core is not None and self.runner is not None
+        # granian listens with SO_REUSEPORT, so a second server on a busy port would start
+        # and share its connections; TFS's HTTP server fails to start instead.
+        busy = _port_in_use(a.bind_address, a.rest_api_port)
+        if busy is not None:
+            raise StartupError(
+                f"Failed to start HTTP Server at {a.bind_address}:{a.rest_api_port}: {busy}"
+            )
         timeout = a.rest_api_timeout_in_ms / 1000 if a.rest_api_timeout_in_ms > 0 else None
         app = RestApi(
             self.core,
@@ -367,6 +376,23 @@ class ModelServer:
         if self.request_logger is not None:
             self.request_logger.close()
         log.info("Server stopped")
+
+
+def _port_in_use(address: str, port: int) -> OSError | None:
+    """The error of binding (address, port) when something listens there already."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return None  # the server's own bind reports it
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no use
+        try:
+            probe.bind(where)
+        except OSError as exc:
+            return exc if exc.errno == errno.EADDRINUSE else None
+    return None
 
 
 def configure_logging(level: str) -> None:
