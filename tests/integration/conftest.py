@@ -1,4 +1,5 @@
-"""Shared pieces of the integration tests: example models and model directories."""
+"""Shared pieces of the integration tests: example models, model directories, and the REST
+server the REST tests share."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import importlib.util
 import shutil
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.support.server import ServerProcess, running_server
 from tests.support.testdata import REPO, tfs_path
 
 TWO_IO_MODEL = """
@@ -31,13 +35,17 @@ class Model:
             "inputs": {"h": {"dtype": "float16", "shape": [-1]}},
             "outputs": {"h": {"dtype": "float16", "shape": [-1]}},
         },
+        "complexes": {
+            "inputs": {"c": {"dtype": "complex64", "shape": [-1]}},
+            "outputs": {"c": {"dtype": "complex64", "shape": [-1]}},
+        },
     }
 
     def predict(self, inputs, signature_name):
         if signature_name == "echo":
             return {"x": inputs["x"]}
-        if signature_name == "halves":
-            return {"h": inputs["h"]}
+        if signature_name in ("halves", "complexes"):
+            return dict(inputs)
         return {"sum": inputs["a"].sum(axis=1),
                 "tag_bytes": np.array([t[::-1] for t in inputs["tag"]], dtype=object)}
 """
@@ -113,3 +121,70 @@ def copy_tfs_model(name: str, dest: Path) -> Path:
     target = dest / name
     shutil.copytree(tfs_path(name), target)
     return target
+
+
+METRICS_PATH = "/monitoring/prometheus/metrics"  # as TFS's monitoring_config.txt sets it
+REST_MAX_BODY_BYTES = 100_000
+
+
+@pytest.fixture(scope="session")
+def rest_server(
+    tmp_path_factory: pytest.TempPathFactory, example_models: Path, python_models: dict
+) -> Iterator[ServerProcess]:
+    """One server for the REST tests that leave it as they found it: TFS's test models (the
+    two-version one with labels given at start), the example models and the Python ones;
+    CORS on, Prometheus metrics from TFS's own monitoring config file, a small body limit."""
+    work = tmp_path_factory.mktemp("rest")
+    config = work / "models.config"
+    config.write_text(
+        f"""
+        model_config_list {{
+          config {{ name: "half_plus_two" base_path: "{tfs_path("saved_model_half_plus_two_cpu")}"
+                   model_platform: "tensorflow" }}
+          config {{ name: "half_plus_three"
+                   base_path: "{tfs_path("saved_model_half_plus_three")}"
+                   model_platform: "tensorflow" }}
+          config {{ name: "two_versions"
+                   base_path: "{tfs_path("saved_model_half_plus_two_2_versions")}"
+                   model_platform: "tensorflow"
+                   model_version_policy {{ all {{}} }}
+                   version_labels {{ key: "stable" value: 123 }}
+                   version_labels {{ key: "canary" value: 124 }} }}
+          config {{ name: "mlp" base_path: "{example_models / "mlp"}" model_platform: "onnx" }}
+          config {{ name: "vocab" base_path: "{example_models / "vocab"}"
+                   model_platform: "lookup" }}
+          config {{ name: "word_count" base_path: "{example_models / "word_count"}"
+                   model_platform: "python" }}
+          config {{ name: "two_io" base_path: "{python_models["two_io"]}"
+                   model_platform: "python" }}
+        }}
+        """
+    )
+    with running_server(
+        [
+            f"--model_config_file={config}",
+            f"--monitoring_config_file={tfs_path('monitoring_config.txt')}",
+            "--rest_api_enable_cors_support",
+            f"--rest_api_max_body_bytes={REST_MAX_BODY_BYTES}",
+        ]
+    ) as process:
+        yield process
+
+
+def _every_rest_answer_is_json(response: httpx.Response) -> None:
+    if response.request.url.path != METRICS_PATH:
+        assert response.headers["content-type"] == "application/json", (
+            f"{response.request.method} {response.request.url}: {response.headers}"
+        )
+
+
+@pytest.fixture(scope="session")
+def rest(rest_server: ServerProcess) -> Iterator[httpx.Client]:
+    """A client of `rest_server` that fails any answer (but the metrics page) that is not
+    application/json."""
+    with httpx.Client(
+        base_url=rest_server.rest,
+        timeout=30,
+        event_hooks={"response": [_every_rest_answer_is_json]},
+    ) as client:
+        yield client

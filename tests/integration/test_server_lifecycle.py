@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import copy_tfs_model, write_python_model
-from tests.support.server import ServerProcess, running_server
+from tests.support.server import ServerProcess, model_config, running_server
 from tests.support.testdata import REPO, tfs_path
 
 pytestmark = pytest.mark.integration
@@ -100,18 +101,40 @@ def test_bad_config_file_at_start_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Nothing to serve" in result.stderr
 
 
-def test_a_model_that_fails_at_start_exits_1_with_its_error() -> None:
+def test_a_model_that_fails_at_start_exits_1_with_its_error(tmp_path: Path) -> None:
+    config = tmp_path / "models.config"
+    config.write_text(
+        model_config(
+            [
+                ("half_plus_two", tfs_path("saved_model_half_plus_two_cpu"), "tensorflow"),
+                ("bad", tfs_path("bad_half_plus_two"), "tensorflow"),
+            ]
+        )
+    )
     result = servo(
-        "--model_name=bad",
-        f"--model_base_path={tfs_path('bad_half_plus_two')}",
-        "--model_platform=tensorflow",
+        f"--model_config_file={config}",
         "--max_num_load_retries=0",
         "--rest_api_port=0",
         "--port=0",
     )
     assert result.returncode == 1
     assert "Failed to start server" in result.stderr
+    assert "{name: bad version: 123}" in result.stderr
     assert "Could not find SavedModel .pb or .pbtxt" in result.stderr
+
+
+def test_a_rest_port_in_use_exits_1(python_models: dict) -> None:
+    flags = ["--model_name=two_io", f"--model_base_path={python_models['two_io']}"]
+    with running_server(flags) as first:
+        result = servo(
+            *flags, f"--rest_api_port={first.rest_port}", "--port=0", "--bind_address=127.0.0.1"
+        )
+        assert result.returncode == 1
+        assert (
+            f"Failed to start HTTP Server at 127.0.0.1:{first.rest_port}: [Errno 98] Address "
+            "already in use" in result.stderr
+        )
+        assert httpx.get(f"{first.rest}/v1/models/two_io").status_code == 200
 
 
 # -- reloads and polling ---------------------------------------------------------------------
@@ -146,7 +169,8 @@ def test_config_reload_adds_and_removes_models_and_rejects_a_bad_file(tmp_path: 
         assert predict(server, "a").status_code == 404
         # A bad file is rejected and the running config stays.
         write_atomically(config, "model_config_list { config { name: ")
-        server.wait_for_line("Ignoring the new")
+        line = server.wait_for_line("Ignoring the new")
+        assert f"{config}; the running config stays: Invalid protobuf file" in line
         write_atomically(config, config_text([("b", b, "python"), ("b", a, "python")]))
         server.wait_for_line("Illegal to list model b multiple times")
         assert predict(server, "b").json() == {"predictions": [7.0]}
@@ -154,6 +178,47 @@ def test_config_reload_adds_and_removes_models_and_rejects_a_bad_file(tmp_path: 
 
 
 def test_new_and_failed_versions_found_by_polling(tmp_path: Path) -> None:
+    base = tmp_path / "h2"
+    shutil.copytree(tfs_path("saved_model_half_plus_two_cpu"), base)
+    with running_server(
+        [
+            "--model_name=h2",
+            f"--model_base_path={base}",
+            "--file_system_poll_wait_seconds=1",
+            "--max_num_load_retries=0",
+        ]
+    ) as server:
+        assert served_version(server, "h2") == "123"
+        # A new version, written aside and moved in whole.
+        shutil.copytree(
+            Path(tfs_path("saved_model_half_plus_two_2_versions")) / "00000124",
+            tmp_path / "staging" / "00000124",
+        )
+        os.rename(tmp_path / "staging" / "00000124", base / "00000124")
+        wait_until(lambda: versions(server, "h2") == {"124": "AVAILABLE", "123": "END"})
+        assert served_version(server, "h2") == "124"
+        # A broken version 125: it ends with its error; version 124 keeps serving.
+        shutil.copytree(
+            Path(tfs_path("bad_half_plus_two")) / "00000123", tmp_path / "staging" / "00000125"
+        )
+        os.rename(tmp_path / "staging" / "00000125", base / "00000125")
+        wait_until(lambda: versions(server, "h2").get("125") == "END")
+        status = httpx.get(f"{server.rest}/v1/models/h2/versions/125").json()
+        [entry] = status["model_version_status"]
+        assert entry["version"] == "125" and entry["state"] == "END"
+        assert entry["status"]["error_code"] == "NOT_FOUND"
+        assert "Could not find SavedModel .pb or .pbtxt" in entry["status"]["error_message"]
+        assert versions(server, "h2")["124"] == "AVAILABLE"
+        assert served_version(server, "h2") == "124"
+        assert predict(server, "h2", 3.0).json() == {"predictions": [3.5]}
+
+
+def served_version(server: ServerProcess, name: str) -> str:
+    answer = httpx.get(f"{server.rest}/v1/models/{name}/metadata", timeout=10)
+    return answer.json()["model_spec"]["version"]
+
+
+def test_a_python_version_that_fails_to_load_ends_with_its_error(tmp_path: Path) -> None:
     base = write_python_model(tmp_path / "m", VERSION_MODEL, version=1)
     with running_server(
         [
@@ -164,27 +229,35 @@ def test_new_and_failed_versions_found_by_polling(tmp_path: Path) -> None:
         ]
     ) as server:
         assert predict(server, "m").json() == {"predictions": [1.0]}
-        write_python_model(base, VERSION_MODEL, version=2)
-        wait_until(lambda: versions(server, "m").get("2") == "AVAILABLE")
-        assert predict(server, "m").json() == {"predictions": [2.0]}
-        # A broken version 3: it ends with its error; version 2 keeps serving.
         staging = tmp_path / "staging"
-        write_python_model(staging, VERSION_MODEL, version=3)
-        (staging / "3" / "broken").write_text("")
-        os.rename(staging / "3", base / "3")
-        wait_until(lambda: versions(server, "m").get("3") == "END")
-        status = httpx.get(f"{server.rest}/v1/models/m/versions/3").json()
+        write_python_model(staging, VERSION_MODEL, version=2)
+        (staging / "2" / "broken").write_text("")
+        os.rename(staging / "2", base / "2")
+        wait_until(lambda: versions(server, "m").get("2") == "END")
+        status = httpx.get(f"{server.rest}/v1/models/m/versions/2").json()
         entry = status["model_version_status"][0]
         assert entry["status"]["error_code"] == "INTERNAL"
-        assert "version 3 is broken" in entry["status"]["error_message"]
-        assert predict(server, "m").json() == {"predictions": [2.0]}
-        assert versions(server, "m")["2"] == "AVAILABLE"
+        assert "version 2 is broken" in entry["status"]["error_message"]
+        assert predict(server, "m").json() == {"predictions": [1.0]}
 
 
-def test_copy_of_tfs_model_is_served_by_single_model_flags(tmp_path: Path) -> None:
+def test_single_model_flags_serve_a_tfs_model_and_no_cors_headers_without_the_flag(
+    tmp_path: Path,
+) -> None:
     base = copy_tfs_model("saved_model_half_plus_three", tmp_path)
     with running_server(["--model_name=h3", f"--model_base_path={base}"]) as server:
-        assert predict(server, "h3").json() == {"predictions": [3.5]}
+        answer = predict(server, "h3")
+        assert answer.json() == {"predictions": [3.5]}
+        assert "access-control-allow-origin" not in answer.headers
+        # A preflight is answered all the same, as TFS does.
+        preflight = httpx.options(
+            f"{server.rest}/v1/models/h3:predict", headers={"Origin": "http://example.com"}
+        )
+        assert preflight.status_code == 200
+        assert "access-control-allow-origin" not in preflight.headers
+        # Without --monitoring_config_file there is no metrics page.
+        answer = httpx.get(f"{server.rest}/monitoring/prometheus/metrics")
+        assert answer.status_code == 404
 
 
 # -- timeouts and stopping -------------------------------------------------------------------
