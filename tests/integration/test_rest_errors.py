@@ -286,6 +286,66 @@ def test_tensorflow_errors_of_example_parsing(rest: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("CANCELLED", 499),
+        ("UNKNOWN", 500),
+        ("INVALID_ARGUMENT", 400),
+        ("DEADLINE_EXCEEDED", 504),
+        ("NOT_FOUND", 404),
+        ("ALREADY_EXISTS", 409),
+        ("PERMISSION_DENIED", 403),
+        ("RESOURCE_EXHAUSTED", 429),
+        ("FAILED_PRECONDITION", 400),
+        ("ABORTED", 409),
+        ("OUT_OF_RANGE", 400),
+        ("UNIMPLEMENTED", 501),
+        ("INTERNAL", 500),
+        ("UNAVAILABLE", 503),
+        ("DATA_LOSS", 500),
+        ("UNAUTHENTICATED", 401),
+    ],
+)
+def test_every_error_code_has_tfs_http_status(rest: httpx.Client, code: str, status: int) -> None:
+    number = ERROR_CODES.index(code) + 1
+    answer = rest.post(
+        "/v1/models/two_io:predict", json={"signature_name": "fail", "instances": [number]}
+    )
+    assert answer.status_code == status
+    assert error_of(answer) == f"failed with {code}"
+
+
+ERROR_CODES = [
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+]  # error::Code's numbering, from 1
+
+
+def test_an_exception_in_a_model_is_500_and_the_server_keeps_serving(rest: httpx.Client) -> None:
+    answer = rest.post(
+        "/v1/models/two_io:predict", json={"signature_name": "fail", "instances": [-1]}
+    )
+    assert answer.status_code == 500
+    assert error_of(answer) == "Model.predict raised ValueError: a bug in the model"
+    answer = rest.post("/v1/models/two_io:predict", json={"signature_name": "echo", "inputs": [1]})
+    assert answer.json() == {"outputs": [1.0]}
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         # TFS's handler test's bodies.
