@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -140,6 +140,12 @@ def output_names(signature: Signature, output_filter: Sequence[str]) -> tuple[st
 DEADLINE_MESSAGE = "Deadline Exceeded"
 
 
+def size_class(inputs: Mapping[str, np.ndarray]) -> int:
+    """A request's size as a class of cost: the bit length of its inputs' bytes, so that
+    requests within a factor of two of each other share their measurements."""
+    return sum(array.nbytes for array in inputs.values()).bit_length()
+
+
 class _Cost:
     """Where one (servable, signature) runs, from measurements.
 
@@ -165,10 +171,14 @@ class Runner:
     small models a thread hop costs more than the model. Longer calls run on a pool of
     `threads` threads (the model runtimes release the interpreter lock while they compute), so
     the loop keeps serving and a deadline can answer DEADLINE_EXCEEDED while the run finishes
-    in the background. Every signature starts on the pool (a first call of unknown cost must
-    not stall the loop) and moves inline once a window of `POOL_WINDOW` pool calls shows one
+    in the background. Every key starts on the pool (a first call of unknown cost must not
+    stall the loop) and moves inline once a window of `POOL_WINDOW` pool calls shows one
     faster than `inline_seconds`; it moves back when its inline average passes twice that.
-    `predict` sends calls of a batching servable to its batch queue instead.
+    `predict` keys calls by signature and request size (`size_class`), so a request much
+    larger than those measured, a big batch, is measured on the pool before it may run inline.
+    An inline call cannot be interrupted: one that outlasts its deadline answers
+    DEADLINE_EXCEEDED all the same when it ends. `predict` sends calls of a batching servable
+    to its batch queue instead.
 
     The handle is released when the run is over, never before, even after a deadline has
     answered the client: the version stays loaded while its code runs.
@@ -188,7 +198,7 @@ class Runner:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _cost(self, servable: Any, key: str) -> _Cost:
+    def _cost(self, servable: Any, key: Hashable) -> _Cost:
         costs = self._costs.get(servable)
         if costs is None:
             costs = self._costs.setdefault(servable, {})
@@ -197,31 +207,36 @@ class Runner:
             cost = costs[key] = _Cost()
         return cost
 
-    def runs_inline(self, servable: Any, key: str) -> bool:
+    def runs_inline(self, servable: Any, key: Hashable) -> bool:
         return self._cost(servable, key).inline
 
     async def run(
         self,
         handle: ServableHandle,
         call: Callable[[], Any],
-        key: str,
+        key: Hashable,
         timeout: float | None,
     ) -> Any:
         """Runs `call()` (a model call on `handle`'s servable) and releases the handle after.
 
-        `key` names the call for its cost (usually the signature name); `timeout` in seconds
-        (None: no limit) answers DEADLINE_EXCEEDED when over.
+        `key` names the call for its cost (the signature name, with the request's size class
+        where the cost depends on it); `timeout` in seconds (None: no limit) answers
+        DEADLINE_EXCEEDED when over.
         """
         cost = self._cost(handle.servable, key)
         if cost.inline:
             started = time.perf_counter()
             try:
-                return call()
+                result = call()
             finally:
-                cost.average = 0.9 * cost.average + 0.1 * (time.perf_counter() - started)
+                spent = time.perf_counter() - started
+                cost.average = 0.9 * cost.average + 0.1 * spent
                 if cost.average > 2 * self._inline_seconds:
                     cost.inline, cost.best, cost.samples = False, float("inf"), 0
                 handle.release()
+            if timeout is not None and spent > timeout:
+                raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+            return result
         return await self._run_in_pool(handle, call, cost, timeout)
 
     async def _run_in_pool(
@@ -272,7 +287,10 @@ class Runner:
                 future.add_done_callback(lambda _: handle.release())
                 return await self._wait(asyncio.wrap_future(future), timeout)
         return await self.run(
-            handle, lambda: servable.run(signature, inputs, output_names), signature.name, timeout
+            handle,
+            lambda: servable.run(signature, inputs, output_names),
+            (signature.name, size_class(inputs)),
+            timeout,
         )
 
     @staticmethod

@@ -296,8 +296,9 @@ class RestApi:
             raise
         if self.metrics is not None:
             self.metrics.request_example_count_total.inc(name, amount=len(examples))
+        size = sum(map(len, examples)).bit_length()  # the cost grows with the examples
         return await self.runner.run(
-            handle, lambda: api(servable, signature, examples), key, self.options.timeout
+            handle, lambda: api(servable, signature, examples), (key, size), self.options.timeout
         )
 
     # -- status and metadata ---------------------------------------------------------------
