@@ -1,0 +1,110 @@
+"""inference.Runner: where model calls run, and deadlines on the pool and inline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from servo.apis.inference import Runner, size_class
+from servo.core.status import Code, ServoError
+
+
+class Handle:
+    def __init__(self, servable: Any) -> None:
+        self.servable = servable
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+class Servable:
+    """Answers with the name of the thread it ran on, after sleeping as long as asked."""
+
+    def run(self, signature: Any, inputs: dict, output_names: Any) -> dict:
+        time.sleep(float(inputs.get("sleep", np.zeros(1)).max()))
+        return {"thread": threading.current_thread().name}
+
+
+SIGNATURE = SimpleNamespace(name="serving_default")
+
+
+@pytest.fixture
+def runner() -> Iterator[Runner]:
+    # Every call under 10 ms counts as fast, so that a loaded machine does not change where
+    # the calls run.
+    runner = Runner(threads=2, inline_seconds=0.01)
+    yield runner
+    runner.close()
+
+
+def thread_of(runner: Runner, servable: Any, inputs: dict, timeout: float | None = None) -> str:
+    async def go() -> str:
+        out = await runner.predict(Handle(servable), SIGNATURE, inputs, None, timeout)
+        return out["thread"]
+
+    return asyncio.run(go())
+
+
+def test_calls_start_on_the_pool_and_move_inline_after_a_window_of_fast_ones(
+    runner: Runner,
+) -> None:
+    servable, inputs = Servable(), {"x": np.zeros(4)}
+    threads = [thread_of(runner, servable, inputs) for _ in range(Runner.POOL_WINDOW)]
+    assert all(name.startswith("servo-run") for name in threads)
+    assert thread_of(runner, servable, inputs) == threading.current_thread().name
+
+
+def test_a_much_larger_request_is_measured_on_the_pool_before_it_runs_inline(
+    runner: Runner,
+) -> None:
+    servable, small = Servable(), {"x": np.zeros(4)}
+    for _ in range(Runner.POOL_WINDOW):
+        thread_of(runner, servable, small)
+    assert thread_of(runner, servable, small) == threading.current_thread().name
+    big = {"x": np.zeros(4000)}
+    assert size_class(big) > size_class(small)
+    assert thread_of(runner, servable, big).startswith("servo-run")
+    assert size_class({"x": np.zeros(5)}) == size_class(small)  # within a factor of two
+
+
+def test_a_pool_call_over_its_deadline_answers_at_the_deadline(runner: Runner) -> None:
+    handle = Handle(Servable())
+
+    async def go() -> None:
+        await runner.predict(handle, SIGNATURE, {"sleep": np.array([0.5])}, None, 0.05)
+
+    started = time.perf_counter()
+    with pytest.raises(ServoError) as error:
+        asyncio.run(go())
+    assert time.perf_counter() - started < 0.4
+    assert error.value.code == Code.DEADLINE_EXCEEDED
+    assert not handle.released.is_set()  # the call still runs, so its version stays loaded
+    assert handle.released.wait(5)
+
+
+def test_an_inline_call_over_its_deadline_answers_deadline_exceeded_and_leaves_the_loop(
+    runner: Runner,
+) -> None:
+    servable, fast = Servable(), {"sleep": np.zeros(1)}
+    for _ in range(Runner.POOL_WINDOW):
+        thread_of(runner, servable, fast)
+    assert runner.runs_inline(servable, (SIGNATURE.name, size_class(fast)))
+    handle = Handle(servable)
+
+    async def go() -> None:
+        await runner.predict(handle, SIGNATURE, {"sleep": np.array([0.3])}, None, 0.02)
+
+    with pytest.raises(ServoError) as error:
+        asyncio.run(go())
+    assert error.value.code == Code.DEADLINE_EXCEEDED
+    assert handle.released.is_set()
+    # Its cost (0.3 s in an average of 10 calls) sends the key back to the pool.
+    assert thread_of(runner, servable, fast).startswith("servo-run")
