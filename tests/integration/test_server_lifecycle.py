@@ -78,9 +78,14 @@ def test_unknown_flag_and_bad_value_exit_2() -> None:
     result = servo("--no_such_flag=1")
     assert result.returncode == 2 and "unrecognized arguments: --no_such_flag=1" in result.stderr
     result = servo("--port=eighty")
-    assert result.returncode == 2 and "--port" in result.stderr
+    assert result.returncode == 2
+    assert "argument --port: expected an integer, got 'eighty'" in result.stderr
+    result = servo("--rest_api_port=70000")
+    assert result.returncode == 2
+    assert "argument --rest_api_port: a port is 0..65535, got 70000" in result.stderr
     result = servo("--enable_batching=maybe")
-    assert result.returncode == 2 and "expected true or false" in result.stderr
+    assert result.returncode == 2
+    assert "argument --enable_batching: expected true or false, got 'maybe'" in result.stderr
 
 
 def test_version_and_help() -> None:
@@ -93,10 +98,16 @@ def test_version_and_help() -> None:
 def test_bad_config_file_at_start_exits_1(tmp_path: Path) -> None:
     result = servo(f"--model_config_file={tfs_path('bad_model_config.txt')}")
     assert result.returncode == 1
-    assert "Invalid protobuf file" in result.stderr and "bad_model_config.txt" in result.stderr
+    path = tfs_path("bad_model_config.txt")
+    assert f"Invalid protobuf file: '{path}': 1:1 : " in result.stderr
+    assert 'has no field named "improperly"' in result.stderr  # the problem, and where
     missing = tmp_path / "nope.config"
     result = servo(f"--model_config_file={missing}")
     assert result.returncode == 1 and str(missing) in result.stderr
+    unknown_platform = tmp_path / "platform.config"
+    unknown_platform.write_text(model_config([("m", tmp_path, "caffe")]))
+    result = servo(f"--model_config_file={unknown_platform}")
+    assert result.returncode == 1 and "caffe" in result.stderr
     result = servo()
     assert result.returncode == 1 and "Nothing to serve" in result.stderr
 
