@@ -8,6 +8,7 @@ and p50/p99 latency per round and the medians. Every process it starts is stoppe
 (`make bench` installs it).
 
     python bench/batching.py [--seconds 10] [--rounds 2] [--connections 64]
+                             [--parameters FILE] [--server-flag=--flag=value ...]
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--parameters",
+        type=Path,
+        help="a BatchingParameters text file to measure instead of the built-in one",
+    )
+    parser.add_argument(
+        "--server-flag",
+        action="append",
+        default=[],
+        help="an extra servo flag for both servers, "
+        "e.g. --server-flag=--tensorflow_intra_op_parallelism=1",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -54,7 +67,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         params = workdir / "batching.config"
-        params.write_text(BATCHING_PARAMETERS)
+        params.write_text(args.parameters.read_text() if args.parameters else BATCHING_PARAMETERS)
         modes = {
             "batching off": [],
             "batching on": ["--enable_batching", f"--batching_parameters_file={params}"],
@@ -74,6 +87,7 @@ def main() -> int:
                     "--model_name=mlp_large",
                     f"--model_base_path={workdir / 'mlp_large'}",
                     "--log_level=warning",
+                    *args.server_flag,
                     *flags,
                 ]
                 url = f"http://127.0.0.1:{port}/v1/models/mlp_large:predict"
