@@ -306,5 +306,6 @@ def test_parameter_defaults_and_tfs_sample() -> None:
     sample = bp.load_config(tfs_path("batching_config.txt"))
     assert (sample.queue.max_batch_size, sample.queue.max_enqueued_batches) == (128, 1000000)
     assert sample.num_batch_threads == 8
-    with pytest.raises(bp.BatchingConfigError, match="Invalid protobuf file"):
+    with pytest.raises(bp.BatchingConfigError, match="Invalid protobuf file") as err:
         bp.load_config(tfs_path("bad_model_config.txt"))
+    assert '"tensorflow.serving.BatchingParameters" has no field named' in str(err.value)

@@ -37,6 +37,8 @@ def test_tfs_bad_sample_is_a_clear_error() -> None:
     assert "Invalid protobuf file" in str(err.value)
     assert "bad_model_config.txt" in str(err.value)
     assert "improperly" in str(err.value)
+    # TFS's message name, not the package servo's copy of it lives in
+    assert '"tensorflow.serving.ModelServerConfig" has no field named' in str(err.value)
 
 
 def test_monitoring_and_batching_samples_parse() -> None:

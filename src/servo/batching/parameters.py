@@ -11,7 +11,7 @@ import itertools
 import os
 from dataclasses import dataclass
 
-from servo.protos import batching_parameters_pb2
+from servo.protos import batching_parameters_pb2, tfs_names
 
 PER_MODEL_FILE = "batching_params.pbtxt"
 DEFAULT_MAX_BATCH_SIZE = 1000
@@ -162,7 +162,9 @@ def read_file(path: str) -> batching_parameters_pb2.BatchingParameters:
     try:
         return text_format.Parse(text, batching_parameters_pb2.BatchingParameters())
     except text_format.ParseError as exc:
-        raise BatchingConfigError(f"Invalid protobuf file: '{path}': {exc}") from None
+        raise BatchingConfigError(
+            f"Invalid protobuf file: '{path}': {tfs_names(str(exc))}"
+        ) from None
 
 
 def load_config(path: str | None) -> BatchingConfig:

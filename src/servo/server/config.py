@@ -24,6 +24,7 @@ from servo.protos import (
     model_server_config_pb2,
     monitoring_config_pb2,
     ssl_config_pb2,
+    tfs_names,
 )
 from servo.sources.file_system import (
     AllVersions,
@@ -57,7 +58,7 @@ def parse_text(text: str, message: M, source: str) -> M:
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
-        raise ConfigError(f"Invalid protobuf file: '{source}': {exc}") from None
+        raise ConfigError(f"Invalid protobuf file: '{source}': {tfs_names(str(exc))}") from None
     return message
 
 
