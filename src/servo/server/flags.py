@@ -159,7 +159,8 @@ TFS_FLAGS: tuple[Flag, ...] = (
         "enable_signature_method_name_check",
         B,
         False,
-        "Refuse predict on signatures whose method is not predict, classify or regress.",
+        "Check signatures' method names: predict needs predict, classify or regress; classify "
+        "and regress need their own.",
     ),
     Flag("xla_cpu_compilation_enabled", B, False, "TFS-only; no effect.", effective=False),
     Flag("xla_gpu_compilation_enabled", B, False, "GPU-only; no effect.", effective=False),
