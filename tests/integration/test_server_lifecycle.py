@@ -148,6 +148,17 @@ def test_a_rest_port_in_use_exits_1(python_models: dict) -> None:
         assert httpx.get(f"{first.rest}/v1/models/two_io").status_code == 200
 
 
+def test_a_grpc_port_in_use_exits_1(python_models: dict) -> None:
+    flags = ["--model_name=two_io", f"--model_base_path={python_models['two_io']}"]
+    with running_server(flags) as first:
+        result = servo(
+            *flags, f"--port={first.grpc_port}", "--rest_api_port=0", "--bind_address=127.0.0.1"
+        )
+        assert result.returncode == 1
+        assert f"Failed to start gRPC server at 127.0.0.1:{first.grpc_port}" in result.stderr
+        assert httpx.get(f"{first.rest}/v1/models/two_io").status_code == 200
+
+
 # -- reloads and polling ---------------------------------------------------------------------
 
 

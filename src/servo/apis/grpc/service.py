@@ -388,8 +388,14 @@ def channel_arguments(text: str) -> list[tuple[str, Any]]:
 
 
 def server_options(channel_args: str) -> list[tuple[str, Any]]:
+    """The server's channel arguments; `--grpc_channel_arguments` come last, so they win.
+
+    SO_REUSEPORT is off: with it (grpc's default) a second server started on a busy port
+    would start and silently share the port's calls with the first; without it, it fails to
+    start and says so. `--grpc_channel_arguments=grpc.so_reuseport=1` turns it back on."""
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
         *channel_arguments(channel_args),
     ]
