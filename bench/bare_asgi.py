@@ -1,7 +1,8 @@
-"""The baseline of bench/rest_predict.py: a bare ASGI app that does the same work as servo's
-REST predict route (parse the JSON body, run the ONNX model, write the JSON answer), with the
-same libraries (orjson, numpy, ONNX Runtime) and nothing else: no routing, no model manager,
-no checks. Run with uvicorn (uvloop, httptools); the model path is in SERVO_BENCH_MODEL."""
+"""The baselines of bench/rest_predict.py: a bare app that does the same work as servo's REST
+predict route (parse the JSON body, run the ONNX model, write the JSON answer), with the same
+libraries (orjson, numpy, ONNX Runtime) and nothing else: no routing, no model manager, no
+checks. `app` is the ASGI form, run with uvicorn (uvloop, httptools); `rsgi_app` the RSGI form,
+run with granian (uvloop), servo's own HTTP stack. The model path is in SERVO_BENCH_MODEL."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ _session = ort.InferenceSession(
 _INPUT = _session.get_inputs()[0].name
 _OUTPUTS = [o.name for o in _session.get_outputs()]
 _HEADERS = [(b"content-type", b"application/json")]
+_RSGI_HEADERS = [("content-type", "application/json")]
+
+
+def _predict(body: bytes) -> bytes:
+    x = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
+    y = _session.run(_OUTPUTS, {_INPUT: x})[0]
+    return orjson.dumps({"predictions": y}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 async def app(scope, receive, send):
@@ -30,8 +38,16 @@ async def app(scope, receive, send):
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    x = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
-    y = _session.run(_OUTPUTS, {_INPUT: x})[0]
-    answer = orjson.dumps({"predictions": y}, option=orjson.OPT_SERIALIZE_NUMPY)
+    answer = _predict(body)
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": answer})
+
+
+class _RsgiApp:
+    async def __rsgi__(self, scope, proto):
+        if scope.proto != "http":
+            return
+        proto.response_bytes(200, _RSGI_HEADERS, _predict(await proto()))
+
+
+rsgi_app = _RsgiApp()

@@ -1,9 +1,10 @@
-"""REST predict throughput: servo against a bare uvicorn app doing the same work, one run.
+"""REST predict throughput: servo against bare apps doing the same work, one run.
 
-Writes the example ONNX MLP (16 float inputs, 64 hidden units, 4 outputs), starts servo on it
-and the bare ASGI app of bench/bare_asgi.py on uvicorn (uvloop + httptools), both on loopback
+Writes the example ONNX MLP (16 float inputs, 64 hidden units, 4 outputs), starts servo on it,
+the bare app of bench/bare_asgi.py on uvicorn (ASGI; uvloop + httptools) and on granian (RSGI;
+uvloop; servo's HTTP stack), and, with --kserve-python, KServe's Python server, all on loopback
 ports, and drives each with wrk: 16 connections, one thread, a one-row predict body, a warm-up
-and then a measured run, in turns (servo, bare, servo, bare, ...) so both see the same noise.
+and then a measured run, in turns (servo, bare, servo, bare, ...) so all see the same noise.
 Prints requests/s and p50/p99 latency per round and the median over rounds. Every process it
 starts is stopped. Needs wrk (Debian package `wrk`; `make bench` installs it).
 
@@ -139,7 +140,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         model = workdir / "mlp" / "1" / "model.onnx"
-        servo_port, bare_port = free_port(), free_port()
+        servo_port, bare_port, granian_port = free_port(), free_port(), free_port()
         servo_args = [
             sys.executable,
             "-m",
@@ -171,12 +172,36 @@ def main() -> int:
             "warning",
             "--no-access-log",
         ]
+        granian_args = [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "rsgi",
+            "--loop",
+            "uvloop",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(granian_port),
+            "--workers",
+            "1",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "bare_asgi:rsgi_app",
+        ]
         contenders = {
             "servo": (servo_args, {}, f"http://127.0.0.1:{servo_port}/v1/models/mlp:predict"),
             "bare uvicorn": (
                 bare_args,
                 {"SERVO_BENCH_MODEL": str(model)},
                 f"http://127.0.0.1:{bare_port}/",
+            ),
+            "bare granian": (
+                granian_args,
+                {"SERVO_BENCH_MODEL": str(model), "PYTHONPATH": str(REPO / "bench")},
+                f"http://127.0.0.1:{granian_port}/",
             ),
         }
         if args.kserve_python:
