@@ -205,3 +205,72 @@ def test_predict_errors_become_request_errors(tmp_path: Path) -> None:
         with pytest.raises(ServoError) as err:
             servable.run(sig, {"inputs": np.zeros(size, np.float32)})
         assert (err.value.code, err.value.message) == (code, message)
+
+
+HELPED = """
+from helper import VALUE
+
+class Model:
+    def predict(self, inputs, signature_name):
+        return inputs["inputs"] * 0 + VALUE
+"""
+
+
+def test_each_version_imports_its_own_helpers(tmp_path: Path) -> None:
+    one = write_model(tmp_path / "m" / "1", HELPED, **{"helper.py": "VALUE = 1\n"})
+    two = write_model(tmp_path / "m" / "2", HELPED, **{"helper.py": "VALUE = 2\n"})
+    first = python_platform.load(one, PlatformOptions())
+    second = python_platform.load(two, PlatformOptions())
+    try:
+        sig = first.signatures["serving_default"]
+        x = {"inputs": np.zeros(1, np.float32)}
+        assert first.run(sig, x)["outputs"].tolist() == [1.0]
+        assert second.run(sig, x)["outputs"].tolist() == [2.0]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_model_module_is_importable_by_name_while_loaded(tmp_path: Path) -> None:
+    import sys
+
+    # dataclasses look the defining module up in sys.modules (here, for the annotations)
+    source = """
+    from __future__ import annotations
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Settings:
+        scale: float = 3.0
+
+    class Model:
+        def predict(self, inputs, signature_name):
+            return inputs["inputs"] * Settings().scale
+    """
+    path = write_model(tmp_path / "1", source, **{"helper.py": "X = 1\n"})
+    before = set(sys.modules)
+    servable = python_platform.load(path, PlatformOptions())
+    added = set(sys.modules) - before
+    assert len(added) == 1 and sys.modules[added.pop()].Settings().scale == 3.0
+    out = servable.run(servable.signatures["serving_default"], {"inputs": np.ones(2, np.float32)})
+    assert out["outputs"].tolist() == [3.0, 3.0]
+    servable.close()
+    assert set(sys.modules) - before == set()
+
+
+def test_failed_load_leaves_no_module_behind(tmp_path: Path) -> None:
+    import sys
+
+    source = """
+    class Model:
+        def load(self, path):
+            raise OSError("weights missing")
+
+        def predict(self, inputs, signature_name):
+            return inputs["inputs"]
+    """
+    path = write_model(tmp_path / "1", source)
+    before = set(sys.modules)
+    with pytest.raises(ServoError, match="weights missing"):
+        python_platform.load(path, PlatformOptions())
+    assert set(sys.modules) - before == set()

@@ -3,8 +3,10 @@
 **This runs the model directory's code inside the server.** Serve only model directories you
 trust as much as the server itself.
 
-A version directory holds `model.py` (and any helper modules or data it needs). `model.py`
-defines a class `Model`, made with no arguments, with this interface:
+A version directory holds `model.py` (and any helper modules or data it needs). Helper modules
+are importable while `model.py` is imported (import them at its top level) and each version
+gets its own: two versions' `helper.py` never mix. `model.py` defines a class `Model`, made
+with no arguments, with this interface:
 
     class Model:
         # Optional: the signatures, as a dict (or a method returning one). Without it, the
@@ -131,17 +133,33 @@ def _import_model_module(path: str) -> Any:
         spec = importlib.util.spec_from_file_location(name, module_path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        before = set(sys.modules)
+        # Registered under its name while loaded, as dataclasses, pickle and typing expect.
+        sys.modules[name] = module
         sys.path.insert(0, path)  # so model.py can import the helpers next to it
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
+            sys.modules.pop(name, None)
             raise ServoError(
                 Code.INVALID_ARGUMENT,
                 f"{module_path} failed to import: {type(exc).__name__}: {exc}",
             ) from exc
         finally:
             sys.path.remove(path)
+            _forget_helpers(path, before, keep=name)
     return module
+
+
+def _forget_helpers(path: str, before: set[str], keep: str) -> None:
+    """Takes the modules an import loaded from `path` (the helpers next to model.py) out of
+    `sys.modules`, so that another version's `import helper` reads its own helper.py; the
+    model module keeps its references to them."""
+    root = os.path.join(os.path.abspath(path), "")
+    for key in set(sys.modules) - before:
+        file = getattr(sys.modules.get(key), "__file__", None)
+        if key != keep and file and os.path.abspath(file).startswith(root):
+            del sys.modules[key]
 
 
 class PythonServable(ModelServable):
@@ -153,8 +171,11 @@ class PythonServable(ModelServable):
 
     platform = "python"
 
-    def __init__(self, model: Any, signatures: dict[str, Signature]) -> None:
+    def __init__(
+        self, model: Any, signatures: dict[str, Signature], module_name: str | None = None
+    ) -> None:
         self._model = model
+        self._module_name = module_name  # model.py's entry in sys.modules, dropped at close
         self._predict = model.predict
         self._signatures = signatures
         self._lock = None if getattr(model, "thread_safe", True) else threading.Lock()
@@ -203,9 +224,13 @@ class PythonServable(ModelServable):
         return outputs
 
     def close(self) -> None:
-        unload = getattr(self._model, "unload", None)
-        if callable(unload):
-            unload()
+        try:
+            unload = getattr(self._model, "unload", None)
+            if callable(unload):
+                unload()
+        finally:
+            if self._module_name is not None:
+                sys.modules.pop(self._module_name, None)
 
 
 def _as_array(value: Any, dtype: DataType) -> np.ndarray:
@@ -220,6 +245,14 @@ def _as_array(value: Any, dtype: DataType) -> np.ndarray:
 def load(path: str, options: PlatformOptions) -> ModelServable:
     """Imports `model.py` from version directory `path`, makes its `Model` and loads it."""
     module = _import_model_module(path)
+    try:
+        return _make(module, path)
+    except BaseException:
+        sys.modules.pop(module.__name__, None)
+        raise
+
+
+def _make(module: Any, path: str) -> PythonServable:
     cls = getattr(module, CLASS_NAME, None)
     if not isinstance(cls, type):
         raise ServoError(
@@ -240,13 +273,13 @@ def load(path: str, options: PlatformOptions) -> ModelServable:
         raise ServoError(
             Code.INTERNAL, f"{where} failed to load: {type(exc).__name__}: {exc}"
         ) from exc
-    servable = PythonServable(model, _DEFAULT_SIGNATURES)
+    servable = PythonServable(model, _DEFAULT_SIGNATURES, module.__name__)
     try:
         raw = getattr(model, "signatures", None)
         if callable(raw):
             raw = raw()
         if raw is not None:
-            servable = PythonServable(model, parse_signatures(raw, where))
+            servable = PythonServable(model, parse_signatures(raw, where), module.__name__)
     except BaseException:
         servable.close()  # load() succeeded: give back what it took
         raise
