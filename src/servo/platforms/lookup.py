@@ -77,13 +77,13 @@ class VocabTable(ModelServable):
         self._signatures = {
             DEFAULT_SIGNATURE: Signature(
                 DEFAULT_SIGNATURE,
-                {"keys": TensorSpec(DataType.DT_STRING, (-1,), "keys")},
-                {"ids": TensorSpec(DataType.DT_INT64, (-1,), "ids")},
+                {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
+                {"ids": TensorSpec(DataType.DT_INT64, None, "ids")},
             ),
             REVERSE_SIGNATURE: Signature(
                 REVERSE_SIGNATURE,
-                {"ids": TensorSpec(DataType.DT_INT64, (-1,), "ids")},
-                {"keys": TensorSpec(DataType.DT_STRING, (-1,), "keys")},
+                {"ids": TensorSpec(DataType.DT_INT64, None, "ids")},
+                {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
             ),
         }
 
@@ -128,8 +128,8 @@ class EmbeddingTable(ModelServable):
         self._signatures = {
             DEFAULT_SIGNATURE: Signature(
                 DEFAULT_SIGNATURE,
-                {"keys": TensorSpec(DataType.DT_STRING, (-1,), "keys")},
-                {"values": TensorSpec(DataType.DT_FLOAT, (-1, self.dim), "values")},
+                {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
+                {"values": TensorSpec(DataType.DT_FLOAT, None, "values")},
             )
         }
 
@@ -157,11 +157,16 @@ class EmbeddingTable(ModelServable):
 def _read_lines(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
+            # Lines end at "\n", "\r\n" or "\r" (the file's universal newlines), not where
+            # str.splitlines would also cut (\x85, \u2028, ...: characters a key may hold).
+            lines = f.read().split("\n")
     except UnicodeDecodeError as exc:
         raise _bad(path, f"not UTF-8 text: {exc}") from None
     except OSError as exc:
         raise ServoError(Code.UNAVAILABLE, f"{path}: cannot read: {exc}") from None
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return lines
 
 
 def _unique_keys(path: str, keys: list[str]) -> list[bytes]:
