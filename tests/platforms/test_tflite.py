@@ -210,3 +210,30 @@ def test_closed_servable_refuses_to_run(tmp_path: Path) -> None:
     with pytest.raises(ServoError) as err:
         servable.run(sig, {"x": column(1.0)})
     assert err.value.code == Code.FAILED_PRECONDITION
+
+
+def test_string_inputs_keep_every_byte(tmp_path: Path) -> None:
+    class Strings(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="s"),
+                tf.TensorSpec([None], tf.int32, name="order"),
+            ]
+        )
+        def pick(self, s: tf.Tensor, order: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"picked": tf.gather(s, order)}
+
+    model = Strings()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [model.pick.get_concrete_function()], model
+    )
+    (tmp_path / "model.tflite").write_bytes(converter.convert())
+    servable = tflite.load(str(tmp_path), OPTIONS)
+    try:
+        sig = servable.signatures["serving_default"]
+        strings = np.empty(3, dtype=object)
+        strings[:] = [b"ab\x00\x00", b"\x00", b"\xff\x00z"]  # NULs inside and at the end
+        out = servable.run(sig, {"s": strings, "order": np.array([2, 1, 0], np.int32)})
+        assert out["picked"].tolist() == [b"\xff\x00z", b"\x00", b"ab\x00\x00"]
+    finally:
+        servable.close()

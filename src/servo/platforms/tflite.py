@@ -406,8 +406,8 @@ class TfLiteServable(ModelServable):
                     Code.INVALID_ARGUMENT,
                     f"Missing input {alias!r} of signature {signature.name}",
                 ) from None
-            if value.dtype == object:
-                value = np.array(list(value.flat), dtype=np.bytes_).reshape(value.shape)
+            # Strings stay object arrays of bytes: TF Lite takes them as they are, while
+            # numpy's fixed-width bytes would drop a string's trailing NUL bytes.
             feeds[alias] = value
         slot = self._pool.acquire()
         try:
