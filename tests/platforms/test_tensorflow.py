@@ -184,6 +184,16 @@ def test_half_plus_three_predict_and_regress(half_plus_three: tfp.TensorFlowServ
     assert sig.inputs["inputs"].shape is None
 
 
+def test_metadata_leaves_out_shapes_the_model_does_not_record(
+    half_plus_three: tfp.TensorFlowServable,
+) -> None:
+    # This export's TensorInfos have no tensor_shape; TFS's JSON leaves the unset field out
+    # (and says unknown_rank only where the model says it).
+    sig = signature_def_map_json(half_plus_three.signatures)["signature_def"]["serving_default"]
+    assert sig["inputs"]["x"] == {"dtype": "DT_FLOAT", "name": "x:0"}
+    assert sig["outputs"]["y"] == {"dtype": "DT_FLOAT", "name": "y:0"}
+
+
 @pytest.mark.parametrize("version", ["00000123", "00000124"])
 def test_two_versions_both_answer_and_match_tfs_metadata(version: str) -> None:
     servable = load(tfs_path("saved_model_half_plus_two_2_versions", version))

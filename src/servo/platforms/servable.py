@@ -34,11 +34,14 @@ REGRESS_OUTPUTS = "outputs"
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """One input or output of a signature. `shape` is None when the rank is unknown; a dim of
-    -1 is unknown. `tensor_name` is the name inside the model (`x:0` for TensorFlow)."""
+    -1 is unknown. `tensor_name` is the name inside the model (`x:0` for TensorFlow).
+    `shape_recorded` is False when the model records no shape at all (an old SavedModel's
+    TensorInfo without `tensor_shape`): the metadata then has none, as TFS's has none."""
 
     dtype: DataType
     shape: tuple[int, ...] | None
     tensor_name: str = ""
+    shape_recorded: bool = True
 
     @property
     def has_batch_dim(self) -> bool:
@@ -66,6 +69,8 @@ class Signature:
 
 
 def _tensor_info_json(spec: TensorSpec) -> dict[str, Any]:
+    if not spec.shape_recorded:  # an unset message field: TFS's JSON leaves it out
+        return {"dtype": spec.dtype.name, "name": spec.tensor_name}
     if spec.shape is None:
         shape: dict[str, Any] = {"dim": [], "unknown_rank": True}
     else:

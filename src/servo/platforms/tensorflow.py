@@ -143,7 +143,7 @@ def _tensor_spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
         shape = tuple(int(d.size) for d in info.tensor_shape.dim)
     # Sparse and composite tensors have no single name; they stay listed (TFS lists them in
     # metadata) and fail when run.
-    return TensorSpec(_dtype(info.dtype), shape, info.name)
+    return TensorSpec(_dtype(info.dtype), shape, info.name, info.HasField("tensor_shape"))
 
 
 def _signatures(meta_graph: meta_graph_pb2.MetaGraphDef) -> dict[str, Signature]:
