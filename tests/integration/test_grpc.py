@@ -394,6 +394,15 @@ def test_classify_regress_and_multi_inference_errors(stub) -> None:
     )
     error = rpc_error(stub.Classify, classify_request("half_plus_two", "classify_x_to_y"))
     assert status_of(error) == (invalid, "Input is empty.")
+    # No model_spec at all: TFS's own message, not the empty name's
+    assert status_of(rpc_error(stub.Classify, classification_pb2.ClassificationRequest())) == (
+        invalid,
+        "Missing ModelSpec",
+    )
+    assert status_of(rpc_error(stub.Regress, regression_pb2.RegressionRequest())) == (
+        invalid,
+        "Missing ModelSpec",
+    )
 
     request = multi_request("half_plus_two", [(REGRESS, "regress_x_to_y")] * 2, 1.0)
     assert status_of(rpc_error(stub.MultiInference, request)) == (
@@ -547,6 +556,7 @@ PREDICT_ERRORS = [
         INVALID,
         "ModelSpec has no name specified.",
     ),
+    ("no model spec", predict_pb2.PredictRequest, INVALID, "Missing ModelSpec"),
     (
         "no inputs",
         lambda: predict_request("half_plus_two"),
@@ -659,6 +669,11 @@ def test_model_status(models) -> None:
     assert status_of(rpc_error(models.GetModelStatus, request)) == (
         grpc.StatusCode.NOT_FOUND,
         "Could not find any versions of model nope",
+    )
+    request.model_spec.name = ""  # TFS looks the empty name up like any other
+    assert status_of(rpc_error(models.GetModelStatus, request)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Could not find any versions of model ",
     )
     assert status_of(
         rpc_error(models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest())

@@ -313,9 +313,9 @@ class ServerCore:
     def model_status(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> list[VersionStatus]:
-        """TFS's GetModelStatus: every version the monitor has seen, newest first; or one."""
-        if not name:
-            raise ServoError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
+        """TFS's GetModelStatus: every version the monitor has seen, newest first; or one.
+        (An empty name is a model with no versions, as in TFS; a label, which TFS ignores
+        here, picks its version.)"""
         if version is None and label is not None:
             version = self.servable_request(name, None, label).version
         states = self.monitor.get_version_states(name)

@@ -116,7 +116,13 @@ class Services:
                     (time.perf_counter() - started) * 1e6, name, api, "GRPC"
                 )
 
-    def _handle(self, spec: Any) -> ServableHandle:
+    def _handle(self, request: Any) -> ServableHandle:
+        """The handle for `request.model_spec`, with TFS's error for a missing spec."""
+        if not request.HasField("model_spec"):
+            raise ServoError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+        return self._spec_handle(request.model_spec)
+
+    def _spec_handle(self, spec: Any) -> ServableHandle:
         if not spec.name:
             raise ServoError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
         return self.core.servable_handle(*handlers.spec_fields(spec))
@@ -136,7 +142,7 @@ class Services:
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
         async def work() -> predict_pb2.PredictResponse:
-            handle = self._handle(request.model_spec)
+            handle = self._handle(request)
             try:
                 servable, id = handle.servable, handle.id
                 prepared = handlers.prepare_predict(servable, request)
@@ -163,7 +169,7 @@ class Services:
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
         async def work() -> classification_pb2.ClassificationResponse:
-            handle = self._handle(request.model_spec)
+            handle = self._handle(request)
             try:
                 servable, id = handle.servable, handle.id
                 signature = handlers.example_signature(servable, request.model_spec.signature_name)
@@ -189,7 +195,7 @@ class Services:
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
         async def work() -> regression_pb2.RegressionResponse:
-            handle = self._handle(request.model_spec)
+            handle = self._handle(request)
             try:
                 servable, id = handle.servable, handle.id
                 signature = handlers.example_signature(servable, request.model_spec.signature_name)
@@ -219,7 +225,7 @@ class Services:
         async def work() -> inference_pb2.MultiInferenceResponse:
             # Without tasks TFS looks up an empty ModelSpec: "ModelSpec has no name specified."
             spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-            handle = self._handle(spec)
+            handle = self._spec_handle(spec)
             try:
                 servable, id = handle.servable, handle.id
                 tasks = handlers.prepare_multi_inference(servable, request)
@@ -250,7 +256,7 @@ class Services:
             if not request.HasField("model_spec"):
                 raise ServoError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
             handlers.check_metadata_request(request)
-            with self._handle(request.model_spec) as handle:
+            with self._handle(request) as handle:
                 return handlers.metadata_response(handle.servable, handle.id)
 
         return await self._call("GetModelMetadata", request.model_spec.name, context, work)
