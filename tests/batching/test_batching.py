@@ -215,6 +215,65 @@ def test_variable_length_inputs(scheduler) -> None:
     np.testing.assert_array_equal(b.result(10)["y"], expected(request(2, 1, width=3))["y"])
 
 
+def test_a_split_request_whose_pieces_disagree_fails_alone(scheduler) -> None:
+    servable, _ = wrapped(
+        scheduler,
+        max_batch_size=20,
+        enable_large_batch_splitting=True,
+        max_execution_batch_size=4,
+        pad_variable_length_inputs=True,
+    )
+    busy = Busy(scheduler)
+    wide = servable.submit(BATCHED, request(1, 0, width=5))  # opens a batch 5 wide
+    # 3 rows join it (padded to 5 wide), 2 go to a new batch (2 wide): outputs that differ
+    split = servable.submit(BATCHED, request(5, 1, width=2))
+    busy.release()
+    np.testing.assert_array_equal(wide.result(10)["y"], expected(request(1, 0, width=5))["y"])
+    with pytest.raises(ServoError) as err:
+        split.result(10)
+    assert err.value.code == Code.FAILED_PRECONDITION
+    assert "pieces of a split request have outputs of different shapes" in err.value.message
+
+
+class Meeting(Recorder):
+    """Runs only when `parties` calls are inside run() at once (or fails after 10 s)."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def run(self, signature, inputs, output_names=None):  # type: ignore[no-untyped-def]
+        self.barrier.wait()
+        return super().run(signature, inputs, output_names)
+
+
+def test_the_pieces_of_a_split_request_run_on_every_free_thread() -> None:
+    scheduler = BatchScheduler(2)
+    try:
+        inner = Meeting(2)
+        options = QueueOptions(
+            max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=4
+        )
+        servable = BatchingServable(inner, scheduler, options, "m")
+        # Two batches from one request: both threads must take one, or the barrier breaks.
+        out = servable.run(BATCHED, request(8, 0))
+        assert out["k2"].tolist() == list(range(1, 9))
+        assert inner.sizes == [4, 4]
+    finally:
+        scheduler.stop()
+
+
+def test_a_model_error_in_a_batch_is_internal_with_its_message(scheduler) -> None:
+    class Failing(Recorder):
+        def run(self, signature, inputs, output_names=None):  # type: ignore[no-untyped-def]
+            raise RuntimeError("kernel exploded")
+
+    servable = BatchingServable(Failing(), scheduler, QueueOptions(max_batch_size=8), "m")
+    with pytest.raises(ServoError) as err:
+        servable.run(BATCHED, request(2, 0))
+    assert (err.value.code, err.value.message) == (Code.INTERNAL, "RuntimeError: kernel exploded")
+
+
 def test_batch_timeout_gathers_requests(scheduler) -> None:
     servable, inner = wrapped(scheduler, max_batch_size=3, batch_timeout_micros=60_000_000)
     # The open batch waits (a minute, at most) until it is full: three requests, one batch.

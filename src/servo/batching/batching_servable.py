@@ -169,14 +169,17 @@ class BatchingServable(ModelServable):
                         f"dimension sizes of the input tensors (output {alias})",
                     )
         except BaseException as exc:
-            error = exc if isinstance(exc, ServoError) else ServoError.from_exception(exc)
+            error = exc if isinstance(exc, ServoError) else _internal(exc)
             for piece in pieces:
                 piece.request.fail(error)
             return
         offset = 0
         for piece in pieces:
             end = offset + piece.size
-            piece.request.deliver(piece.index, {k: v[offset:end] for k, v in outputs.items()})
+            try:
+                piece.request.deliver(piece.index, {k: v[offset:end] for k, v in outputs.items()})
+            except BaseException as exc:  # that request's failure, not its batch-mates'
+                piece.request.fail(exc if isinstance(exc, ServoError) else _internal(exc))
             offset = end
 
     def _merge(self, name: str, arrays: list[np.ndarray], padding: int) -> np.ndarray:
@@ -265,3 +268,7 @@ class BatchingWrapper:
 
     def stop(self) -> None:
         self.scheduler.stop()
+
+
+def _internal(exc: BaseException) -> ServoError:
+    return ServoError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 import numpy as np
 
@@ -30,9 +30,21 @@ QUEUE_FULL = "The batch scheduling queue to which this task was submitted is ful
 
 
 class Request:
-    """One caller's inputs (all sharing dim 0 = `size`) and the future of its outputs."""
+    """One caller's inputs (all sharing dim 0 = `size`) and the future of its outputs.
 
-    __slots__ = ("_lock", "_parts", "_remaining", "enqueued_at", "future", "inputs", "size")
+    The future is settled exactly once: by the last piece's `deliver`, or by the first `fail`
+    (whichever comes first; later calls do nothing)."""
+
+    __slots__ = (
+        "_lock",
+        "_parts",
+        "_remaining",
+        "_settled",
+        "enqueued_at",
+        "future",
+        "inputs",
+        "size",
+    )
 
     def __init__(self, inputs: dict[str, np.ndarray], size: int) -> None:
         self.inputs = inputs
@@ -41,6 +53,7 @@ class Request:
         self.enqueued_at = 0.0
         self._parts: list[dict[str, np.ndarray] | None] = []
         self._remaining = 0
+        self._settled = False
         self._lock = threading.Lock()
 
     def _expect(self, pieces: int) -> None:
@@ -50,24 +63,53 @@ class Request:
     def deliver(self, index: int, outputs: dict[str, np.ndarray]) -> None:
         """The outputs of piece `index`; the future resolves when every piece has come."""
         with self._lock:
-            if self.future.done():
+            if self._settled:
                 return
             self._parts[index] = outputs
             self._remaining -= 1
             if self._remaining:
                 return
+            self._settled = True
             parts = self._parts
         if len(parts) == 1:
-            result = parts[0]
-        else:  # pieces of a split request, back in order
+            _settle(self.future, parts[0])
+            return
+        try:  # pieces of a split request, back in order
             result = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # type: ignore[index]
-        self.future.set_result(result)  # type: ignore[arg-type]
+        except ValueError as exc:
+            _settle(
+                self.future,
+                error=ServoError(
+                    Code.FAILED_PRECONDITION,
+                    "The pieces of a split request have outputs of different shapes (with "
+                    "pad_variable_length_inputs each batch pads to its own longest input); "
+                    f"send at most max_execution_batch_size rows per request: {exc}",
+                ),
+            )
+            return
+        _settle(self.future, result)
 
     def fail(self, error: BaseException) -> None:
         with self._lock:
-            if self.future.done():
+            if self._settled:
                 return
-        self.future.set_exception(error)
+            self._settled = True
+        _settle(self.future, error=error)
+
+
+def _settle(
+    future: Future[dict[str, np.ndarray]],
+    result: dict[str, np.ndarray] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Sets the future's result or error, unless its waiter has cancelled it meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass
 
 
 class Piece:
@@ -164,7 +206,14 @@ class BatchQueue:
                 start += size
                 if batch.size >= limit:
                     batch.closed = True
-            self.scheduler.cond.notify()
+            # One thread per piece: a split request may have made several batches ready.
+            self.scheduler.cond.notify(len(sizes))
+
+    def _has_ready_batch(self, now: float) -> bool:
+        if not self.batches:
+            return False
+        batch = self.batches[0]
+        return batch.closed or now >= batch.opened_at + self.options.batch_timeout_micros / 1e6
 
     def _ready_batch(self, now: float) -> tuple[Batch | None, float | None]:
         """The queue's first batch when it is ready (taken off the queue), else when it will be."""
@@ -260,6 +309,11 @@ class BatchScheduler:
                     if isinstance(taken, tuple):
                         break
                     self.cond.wait(taken)
+                # Another batch ready too: wake a thread for it rather than leave it waiting
+                # for this one (or for the next request) while threads sit idle.
+                now = time.monotonic()
+                if any(q._has_ready_batch(now) for q in self._queues):
+                    self.cond.notify()
             queue, batch = taken
             try:
                 queue.process(batch)
