@@ -147,6 +147,24 @@ def test_a_new_model_that_fails_fails_the_reload(core, tmp_path: Path) -> None:
     assert "this version is broken" in err.value.message
 
 
+def test_labels_move_even_when_a_model_added_with_them_fails(core, tmp_path: Path) -> None:
+    good = make_model(tmp_path / "m", 1, 2)
+    every = "model_version_policy { all {} } "
+    core.reload_config(config(("m", good, every + 'version_labels { key: "stable" value: 1 }')))
+    bad = make_model(tmp_path / "bad", 3, broken=(3,))
+    with pytest.raises(ServoError, match="did not become available"):
+        core.reload_config(
+            config(
+                ("m", good, every + 'version_labels { key: "stable" value: 2 }'),
+                ("bad", bad, ""),
+            )
+        )
+    # The config stands (a poll would not apply it again): its label move must have applied.
+    assert core.labels("m") == {"stable": 2}
+    with core.servable_handle("m", label="stable") as h:
+        assert h.id == ServableId("m", 2)
+
+
 def test_status_errors(core, tmp_path: Path) -> None:
     core.reload_config(config(("m", make_model(tmp_path / "m", 1), "")))
     with pytest.raises(ServoError) as err:

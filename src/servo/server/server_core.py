@@ -129,8 +129,9 @@ class ServerCore:
 
     def reload_config(self, config: ModelServerConfig) -> None:
         """Applies `config` (see the module docstring). Raises `ConfigError` for an invalid
-        config (nothing changes) and `ServoError` when a new model fails to load or a label
-        cannot be applied (the models are applied, the old labels stay)."""
+        config (nothing changes) and `ServoError` when a new model fails to load (the config
+        and its labels are applied all the same) or a label cannot be applied (the models
+        are applied, the old labels stay)."""
         with self._reload_lock:
             validate_model_server_config(config)
             validate_transition(self._config, config)
@@ -175,7 +176,16 @@ class ServerCore:
                 self._source.update_config(self._source_config(servables_to_monitor(config)))
                 self._router.set_platforms(platforms)
                 self._config = config
-                self._wait_for_models(config, new_models, fresh)
+                try:
+                    self._wait_for_models(config, new_models, fresh)
+                except ServoError:
+                    # The config stands (it is not retried), so its labels must apply now
+                    # to the models that did load; a label that cannot apply is logged.
+                    try:
+                        self._labels = self._label_map(config)
+                    except ServoError as exc:
+                        log.error("Version labels not applied: %s", exc.message)
+                    raise
             finally:
                 fresh.close()
             self._labels = self._label_map(config)
