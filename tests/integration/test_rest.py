@@ -136,6 +136,12 @@ def test_paths_are_case_insensitive_and_names_url_decoded(rest: httpx.Client) ->
     assert answer.json() == {"predictions": [2.5]}
     answer = post(rest, "/v1/Models/two_versions/Labels/st%61ble:predict", {"instances": [1.0]})
     assert answer.json() == {"predictions": [2.5]}
+    # Decoded once: %255F is "%5F", not "_"
+    answer = rest.get("/v1/models/half%255Fplus%255Ftwo")
+    assert (answer.status_code, answer.json()) == (
+        404,
+        {"error": "Could not find any versions of model half%5Fplus%5Ftwo"},
+    )
 
 
 # -- classify and regress --------------------------------------------------------------------

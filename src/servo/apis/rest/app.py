@@ -24,7 +24,6 @@ import asyncio
 import logging
 import re
 import time
-import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -344,8 +343,9 @@ def _malformed(method: str, path: str) -> ServoError:
 def _model_spec(
     name: str, version: str | None, label: str | None
 ) -> tuple[str, int | None, str | None]:
-    """The model name, version and label of a path, decoded as TFS decodes them."""
-    name = urllib.parse.unquote(name)
+    """The model name, version and label of a path. The HTTP server has URL-decoded the path
+    once already, as TFS decodes names and labels once: decoding again would turn a name's
+    `%2532` into `2`."""
     number = None
     if version:
         number = int(version)
@@ -353,7 +353,7 @@ def _model_spec(
             raise ServoError(
                 Code.INVALID_ARGUMENT, f"Failed to convert version: {version} to numeric."
             )
-    return name, number, urllib.parse.unquote(label) if label else None
+    return name, number, label or None
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
