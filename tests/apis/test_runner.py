@@ -62,6 +62,22 @@ def test_calls_start_on_the_pool_and_move_inline_after_a_window_of_fast_ones(
     assert thread_of(runner, servable, inputs) == threading.current_thread().name
 
 
+def test_servables_that_may_block_never_run_inline(runner: Runner) -> None:
+    class UserCode(Servable):
+        may_run_inline = False
+
+    servable, inputs = UserCode(), {"x": np.zeros(4)}
+    threads = [thread_of(runner, servable, inputs) for _ in range(3 * Runner.POOL_WINDOW)]
+    assert all(name.startswith("servo-run") for name in threads)
+
+
+def test_python_models_may_not_run_inline() -> None:
+    from servo.platforms.python import PythonServable
+    from servo.platforms.servable import ModelServable
+
+    assert ModelServable.may_run_inline and not PythonServable.may_run_inline
+
+
 def test_a_much_larger_request_is_measured_on_the_pool_before_it_runs_inline(
     runner: Runner,
 ) -> None:

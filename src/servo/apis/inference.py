@@ -174,6 +174,7 @@ class Runner:
     in the background. Every key starts on the pool (a first call of unknown cost must not
     stall the loop) and moves inline once a window of `POOL_WINDOW` pool calls shows one
     faster than `inline_seconds`; it moves back when its inline average passes twice that.
+    Servables that say `may_run_inline = False` (user code, which may block) stay on the pool.
     `predict` keys calls by signature and request size (`size_class`), so a request much
     larger than those measured, a big batch, is measured on the pool before it may run inline.
     An inline call cannot be interrupted: one that outlasts its deadline answers
@@ -246,7 +247,7 @@ class Runner:
         cost: _Cost,
         timeout: float | None,
     ) -> Any:
-        limit = self._inline_seconds
+        limit = self._inline_seconds if getattr(handle.servable, "may_run_inline", True) else 0.0
 
         def timed() -> Any:
             started = time.perf_counter()

@@ -59,6 +59,7 @@ class BatchingServable(ModelServable):
     ) -> None:
         self.inner = inner
         self.platform = inner.platform
+        self.may_run_inline = inner.may_run_inline
         self._scheduler = scheduler
         self._options = options
         self._model_name = model_name

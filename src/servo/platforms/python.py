@@ -170,6 +170,7 @@ class PythonServable(ModelServable):
     """
 
     platform = "python"
+    may_run_inline = False  # user code: it may block, so it never runs on the event loop
 
     def __init__(
         self, model: Any, signatures: dict[str, Signature], module_name: str | None = None

@@ -94,6 +94,9 @@ class ModelServable(abc.ABC):
     """
 
     platform: str = ""
+    # False for servables whose calls may block for long whatever their past cost (user
+    # code that may sleep or do I/O): the server never runs them on its event loop's thread.
+    may_run_inline: bool = True
 
     @property
     @abc.abstractmethod
