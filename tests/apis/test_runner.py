@@ -124,3 +124,27 @@ def test_an_inline_call_over_its_deadline_answers_deadline_exceeded_and_leaves_t
     assert handle.released.is_set()
     # Its cost (0.3 s in an average of 10 calls) sends the key back to the pool.
     assert thread_of(runner, servable, fast).startswith("servo-run")
+
+
+def test_runtime_latency_is_recorded_per_model_api_and_runtime() -> None:
+    from servo.core.servable_id import ServableId
+    from servo.server.metrics import ServerMetrics
+
+    class Onnx(Servable):
+        platform = "onnx"
+
+    metrics = ServerMetrics()
+    runner = Runner(threads=2, inline_seconds=0.01, metrics=metrics)
+    try:
+        handle = Handle(Onnx())
+        handle.id = ServableId("m", 1)  # type: ignore[attr-defined]
+
+        async def go() -> None:
+            for _ in range(Runner.POOL_WINDOW + 2):  # on the pool, then inline
+                await runner.predict(handle, SIGNATURE, {"x": np.zeros(2)}, None, None)
+            await runner.run(handle, lambda: {}, "other", None)  # no API: not recorded
+
+        asyncio.run(go())
+        assert metrics.runtime_latency.count("m", "Predict", "onnx") == Runner.POOL_WINDOW + 2
+    finally:
+        runner.close()

@@ -335,6 +335,19 @@ def test_metrics_count_requests_by_model_and_status_and_time_the_good_ones(
         == 1
     )
     assert not any(name == "never_served" for name, _ in latencies)  # only successes are timed
+
+    def runtime_counts(families: dict) -> dict[tuple[str, str, str], float]:
+        return {
+            (s.labels["model_name"], s.labels["API"], s.labels["runtime"]): s.value
+            for s in families[":tensorflow:serving:runtime_latency"].samples
+            if s.name.endswith("_count")
+        }
+
+    runtimes, old_runtimes = runtime_counts(after), runtime_counts(before)
+    # The model runs themselves (the bad request never ran), with TFS's name for TF's runtime
+    for api, runs in (("Predict", 3), ("Regress", 1)):
+        key = ("half_plus_three", api, "TF1")
+        assert runtimes[key] - old_runtimes.get(key, 0) == runs
     buckets = [
         s
         for s in after[":tensorflow:serving:request_latency"].samples

@@ -14,11 +14,14 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from servo.core.servable_handle import ServableHandle
+
+if TYPE_CHECKING:
+    from servo.server.metrics import ServerMetrics
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, base, to_numpy
 from servo.platforms.servable import (
@@ -189,11 +192,19 @@ class Runner:
 
     POOL_WINDOW = 16
 
-    def __init__(self, threads: int = 0, inline_seconds: float = 0.0002) -> None:
+    def __init__(
+        self,
+        threads: int = 0,
+        inline_seconds: float = 0.0002,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self._pool = ThreadPoolExecutor(
             threads or max(2, os.cpu_count() or 2), thread_name_prefix="servo-run"
         )
         self._inline_seconds = inline_seconds
+        # TFS's runtime latency: the model call's own time (a batched call's includes its
+        # wait in the batch queue, as TFS's batching session's does), by model, API, runtime.
+        self._runtime_latency = metrics.runtime_latency if metrics is not None else None
         self._costs: weakref.WeakKeyDictionary[Any, dict[str, _Cost]] = weakref.WeakKeyDictionary()
 
     def close(self) -> None:
@@ -208,6 +219,13 @@ class Runner:
             cost = costs[key] = _Cost()
         return cost
 
+    def _observe(self, handle: ServableHandle, api: str, seconds: float) -> None:
+        histogram = self._runtime_latency
+        if histogram is not None and api:
+            platform = handle.servable.platform
+            runtime = "TF1" if platform == "tensorflow" else platform  # TFS's name for TF's
+            histogram.observe(seconds * 1e6, handle.id.name, api, runtime)
+
     def runs_inline(self, servable: Any, key: Hashable) -> bool:
         return self._cost(servable, key).inline
 
@@ -217,12 +235,14 @@ class Runner:
         call: Callable[[], Any],
         key: Hashable,
         timeout: float | None,
+        api: str = "",
     ) -> Any:
         """Runs `call()` (a model call on `handle`'s servable) and releases the handle after.
 
         `key` names the call for its cost (the signature name, with the request's size class
         where the cost depends on it); `timeout` in seconds (None: no limit) answers
-        DEADLINE_EXCEEDED when over.
+        DEADLINE_EXCEEDED when over; `api` ("Predict", "Classify", ...) labels the call's
+        runtime latency (none recorded without it).
         """
         cost = self._cost(handle.servable, key)
         if cost.inline:
@@ -234,11 +254,12 @@ class Runner:
                 cost.average = 0.9 * cost.average + 0.1 * spent
                 if cost.average > 2 * self._inline_seconds:
                     cost.inline, cost.best, cost.samples = False, float("inf"), 0
+                self._observe(handle, api, spent)
                 handle.release()
             if timeout is not None and spent > timeout:
                 raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
             return result
-        return await self._run_in_pool(handle, call, cost, timeout)
+        return await self._run_in_pool(handle, call, cost, timeout, api)
 
     async def _run_in_pool(
         self,
@@ -246,6 +267,7 @@ class Runner:
         call: Callable[[], Any],
         cost: _Cost,
         timeout: float | None,
+        api: str,
     ) -> Any:
         limit = self._inline_seconds if getattr(handle.servable, "may_run_inline", True) else 0.0
 
@@ -255,6 +277,7 @@ class Runner:
                 return call()
             finally:
                 spent = time.perf_counter() - started
+                self._observe(handle, api, spent)
                 cost.best = min(cost.best, spent)
                 cost.samples += 1
                 if cost.samples >= self.POOL_WINDOW:
@@ -279,19 +302,26 @@ class Runner:
         servable = handle.servable
         submit = getattr(servable, "submit", None)
         if submit is not None:
+            started = time.perf_counter()
             try:
                 future = submit(signature, inputs, output_names)
             except BaseException:
                 handle.release()
                 raise
             if future is not None:
-                future.add_done_callback(lambda _: handle.release())
+
+                def done(_: Any) -> None:
+                    self._observe(handle, "Predict", time.perf_counter() - started)
+                    handle.release()
+
+                future.add_done_callback(done)
                 return await self._wait(asyncio.wrap_future(future), timeout)
         return await self.run(
             handle,
             lambda: servable.run(signature, inputs, output_names),
             (signature.name, size_class(inputs)),
             timeout,
+            "Predict",
         )
 
     @staticmethod

@@ -183,7 +183,7 @@ class ModelServer:
         a = self.args
         assert self.core is not None
         threads = min(max(1, a.rest_api_num_threads), 4 * (os.cpu_count() or 1))
-        self.runner = Runner(threads=threads)
+        self.runner = Runner(threads=threads, metrics=self.metrics)
         await self._start_grpc()
         if a.rest_api_port:
             if a.rest_api_port == a.port:

@@ -133,8 +133,9 @@ class Services:
         call: Callable[[], Any],
         key: str,
         context: grpc.aio.ServicerContext,
+        api: str,
     ) -> Any:
-        return await self.runner.run(handle, call, key, context.time_remaining())
+        return await self.runner.run(handle, call, key, context.time_remaining(), api)
 
     # -- PredictionService -----------------------------------------------------------------
 
@@ -183,6 +184,7 @@ class Services:
                 lambda: model.classify(servable, signature, examples),
                 signature.name,
                 context,
+                "Classify",
             )
             response = handlers.classify_response(request, id, results)
             if self.request_logger is not None and self.request_logger.should_log(id.name):
@@ -209,6 +211,7 @@ class Services:
                 lambda: model.regress(servable, signature, examples),
                 signature.name,
                 context,
+                "Regress",
             )
             response = handlers.regress_response(request, id, values)
             if self.request_logger is not None and self.request_logger.should_log(id.name):
@@ -239,6 +242,7 @@ class Services:
                 lambda: handlers.run_multi_inference(servable, tasks, examples),
                 "MultiInference",
                 context,
+                "MultiInference",
             )
             response = handlers.multi_inference_response(id, tasks, results)
             if self.request_logger is not None and self.request_logger.should_log(id.name):

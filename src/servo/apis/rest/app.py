@@ -268,17 +268,23 @@ class RestApi:
     async def _classify(
         self, name: str, version: int | None, label: str | None, body: bytes
     ) -> bytes:
-        results = await self._examples(name, version, label, body, model.classify)
+        results = await self._examples(name, version, label, body, model.classify, "Classify")
         return json_codec.dumps_classify(results)
 
     async def _regress(
         self, name: str, version: int | None, label: str | None, body: bytes
     ) -> bytes:
-        results = await self._examples(name, version, label, body, model.regress)
+        results = await self._examples(name, version, label, body, model.regress, "Regress")
         return json_codec.dumps_regress(results)
 
     async def _examples(
-        self, name: str, version: int | None, label: str | None, body: bytes, api: Any
+        self,
+        name: str,
+        version: int | None,
+        label: str | None,
+        body: bytes,
+        api: Any,
+        api_name: str,
     ) -> Any:
         signature_name, examples = json_codec.parse_examples(json_codec.loads(body))
         handle = self.core.servable_handle(name, version, label)
@@ -297,7 +303,11 @@ class RestApi:
             self.metrics.request_example_count_total.inc(name, amount=len(examples))
         size = sum(map(len, examples)).bit_length()  # the cost grows with the examples
         return await self.runner.run(
-            handle, lambda: api(servable, signature, examples), (key, size), self.options.timeout
+            handle,
+            lambda: api(servable, signature, examples),
+            (key, size),
+            self.options.timeout,
+            api_name,
         )
 
     # -- status and metadata ---------------------------------------------------------------
