@@ -37,7 +37,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from servo.protos import predict_pb2 as servo_predict_pb2
-from tests.integration.conftest import write_python_model
+from tests.integration.conftest import METRICS_PATH, write_python_model
 from tests.support.server import ServerProcess, running_server
 from tests.support.testdata import tfs_path
 
@@ -113,7 +113,11 @@ def config_path(work: Path, example_models: Path, python_models: dict) -> Path:
 @pytest.fixture(scope="module")
 def server(config_path: Path) -> Iterator[ServerProcess]:
     with running_server(
-        [f"--model_config_file={config_path}", "--enable_grpc_healthcheck_service"]
+        [
+            f"--model_config_file={config_path}",
+            "--enable_grpc_healthcheck_service",
+            f"--monitoring_config_file={tfs_path('monitoring_config.txt')}",
+        ]
     ) as process:
         yield process
 
@@ -808,3 +812,34 @@ def test_servo_and_tensorflow_messages_in_one_process(channel, stub) -> None:
     answer = call(ours, timeout=RPC_TIMEOUT)
     assert isinstance(answer, servo_predict_pb2.PredictResponse)
     assert (answer.outputs["y"].float_val, answer.model_spec.version.value) == ([2.5], 123)
+
+
+def test_metrics_count_every_grpc_call_and_time_the_good_ones(server: ServerProcess, stub) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def families() -> dict:
+        page = httpx.get(f"{server.rest}{METRICS_PATH}", timeout=10).text
+        return {f.name: f for f in text_string_to_metric_families(page)}
+
+    def sample(families: dict, metric: str, suffix: str, **labels: str) -> float:
+        return sum(
+            s.value
+            for s in families[metric].samples
+            if s.name.endswith(suffix) and labels.items() <= s.labels.items()
+        )
+
+    count, latency = ":tensorflow:serving:request_count", ":tensorflow:serving:request_latency"
+    before = families()
+    for _ in range(2):
+        stub.Predict(predict_request("half_plus_two", [1.0]), timeout=RPC_TIMEOUT)
+    rpc_error(stub.Predict, predict_request("half_plus_two", [1.0], alias="not_an_input"))
+    after = families()
+
+    def added(metric: str, suffix: str, **labels: str) -> float:
+        return sample(after, metric, suffix, **labels) - sample(before, metric, suffix, **labels)
+
+    assert added(count, "", model_name="half_plus_two", status="OK") == 2
+    assert added(count, "", model_name="half_plus_two", status="INVALID_ARGUMENT") == 1
+    # only the two good calls are timed
+    timed = {"model_name": "half_plus_two", "API": "Predict", "entrypoint": "GRPC"}
+    assert added(latency, "_count", **timed) == 2

@@ -112,9 +112,10 @@ class Services:
         finally:
             if self.metrics is not None and api in _INFERENCE_APIS:
                 self.metrics.request_count.inc(name, code.name)
-                self.metrics.request_latency.observe(
-                    (time.perf_counter() - started) * 1e6, name, api, "GRPC"
-                )
+                if code is Code.OK:  # as TFS (and servo's REST side): successes are timed
+                    self.metrics.request_latency.observe(
+                        (time.perf_counter() - started) * 1e6, name, api, "GRPC"
+                    )
 
     def _handle(self, request: Any) -> ServableHandle:
         """The handle for `request.model_spec`, with TFS's error for a missing spec."""
