@@ -51,6 +51,38 @@ def parse_port(text: str) -> int:
     return value
 
 
+def parse_byte_count(text: str) -> int:
+    value = parse_int64(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {value}")
+    return value
+
+
+def parse_budget(text: str) -> int:
+    value = parse_int64(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (unlimited) or more bytes, got {value}")
+    return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def parse_log_level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return value
+
+
+def parse_platform(text: str) -> str:
+    if text and text not in PLATFORMS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(sorted(PLATFORMS))}, got {text!r}"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str
@@ -180,7 +212,7 @@ TFS_FLAGS: tuple[Flag, ...] = (
 SERVO_FLAGS: tuple[Flag, ...] = (
     Flag(
         "model_platform",
-        S,
+        parse_platform,
         "",
         f"Platform of --model_base_path's model ({', '.join(sorted(PLATFORMS))}); found "
         "from the version directory's files when empty.",
@@ -188,18 +220,18 @@ SERVO_FLAGS: tuple[Flag, ...] = (
     Flag("bind_address", S, "0.0.0.0", "Address the gRPC and REST ports listen on."),
     Flag(
         "rest_api_max_body_bytes",
-        I64,
+        parse_byte_count,
         64 * 2**20,
         "Largest REST request body accepted (after gzip decoding); larger ones get 413.",
     ),
     Flag(
         "total_model_memory_bytes",
-        I64,
+        parse_budget,
         0,
         "RAM budget for loaded models (TFS's estimate: 1.2 x size on disk); 0 = unlimited. "
         "A version that does not fit ends with RESOURCE_EXHAUSTED.",
     ),
-    Flag("log_level", S, "info", "debug, info, warning or error."),
+    Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
 )
 
 

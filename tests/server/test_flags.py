@@ -1,0 +1,42 @@
+"""The command line's values: each bad one is refused by the parser (exit code 2) with what is
+wrong, before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from servo.server.flags import build_parser
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--log_level=loud", "argument --log_level: expected one of debug, info, warning"),
+        ("--rest_api_max_body_bytes=-1", "expected a positive number of bytes, got -1"),
+        ("--rest_api_max_body_bytes=0", "expected a positive number of bytes, got 0"),
+        ("--total_model_memory_bytes=-5", "expected 0 (unlimited) or more bytes, got -5"),
+        ("--model_platform=bogus", "argument --model_platform: expected one of lookup, onnx"),
+        ("--port=-1", "a port is 0..65535, got -1"),
+        ("--file_system_poll_wait_seconds=soon", "expected an integer, got 'soon'"),
+    ],
+)
+def test_bad_values_exit_2_with_the_reason(flag: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([flag])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_good_values() -> None:
+    args = build_parser().parse_args(
+        [
+            "--log_level=WARNING",
+            "--rest_api_max_body_bytes=1024",
+            "--total_model_memory_bytes=0",
+            "--model_platform=onnx",
+        ]
+    )
+    assert (args.log_level, args.rest_api_max_body_bytes) == ("warning", 1024)
+    assert (args.total_model_memory_bytes, args.model_platform) == (0, "onnx")
+    defaults = build_parser().parse_args([])
+    assert (defaults.log_level, defaults.model_platform) == ("info", "")
