@@ -19,9 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from servo.core.servable_handle import ServableHandle
-
-if TYPE_CHECKING:
-    from servo.server.metrics import ServerMetrics
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, base, to_numpy
 from servo.platforms.servable import (
@@ -30,6 +27,9 @@ from servo.platforms.servable import (
     Signature,
     verify_predict_signature,
 )
+
+if TYPE_CHECKING:
+    from servo.server.metrics import ServerMetrics
 
 
 def signature_for_rest(servable: ModelServable, name: str) -> Signature:
