@@ -169,6 +169,41 @@ def test_version_over_the_ram_budget_is_refused_and_the_rest_keep_serving() -> N
         assert tracker.used == ResourceAllocation(0)
 
 
+def test_a_refused_load_waits_for_loads_in_flight_that_may_give_room_back() -> None:
+    journal = Journal()
+    tracker = ResourceTracker(ResourceAllocation(ram_bytes=1000))
+    gate = threading.Event()
+    with running_manager(resource_tracker=tracker) as (manager, monitor):
+        doomed = FakeLoader(sid(1, "a"), journal, ram=800, gate=gate, fail=True)
+        manager.set_aspired_versions("a", [item(doomed)])
+        wait_state(monitor, sid(1, "a"), ManagerState.LOADING)
+        # b does not fit beside a's reservation; a's load is still running, so b waits (its
+        # START is published by the very pass that first tried to reserve for it).
+        manager.set_aspired_versions("b", [item(FakeLoader(sid(1, "b"), journal, ram=500))])
+        wait_state(monitor, sid(1, "b"), ManagerState.START)
+        gate.set()  # a fails and gives its 800 bytes back: b fits
+        wait_state(monitor, sid(1, "a"), END)
+        wait_state(monitor, sid(1, "b"), A)
+        assert tracker.used == ResourceAllocation(500)
+    assert journal.violations == []
+
+
+def test_a_loader_with_a_bad_estimate_fails_alone() -> None:
+    class BadEstimate(FakeLoader):
+        def estimate_resources(self) -> ResourceAllocation:
+            return 5  # type: ignore[return-value]  # not a ResourceAllocation
+
+    journal = Journal()
+    tracker = ResourceTracker(ResourceAllocation(ram_bytes=1000))
+    with running_manager(resource_tracker=tracker) as (manager, monitor):
+        manager.set_aspired_versions("b", [item(BadEstimate(sid(1, "b"), journal))])
+        manager.set_aspired_versions("a", [item(FakeLoader(sid(1, "a"), journal, ram=100))])
+        wait_state(monitor, sid(1, "b"), END)
+        assert "AttributeError" in monitor.get_state(sid(1, "b")).health.message
+        wait_state(monitor, sid(1, "a"), A)
+    assert journal.violations == []
+
+
 def test_error_item_from_a_source_ends_the_version_with_that_error() -> None:
     with running_manager() as (manager, monitor):
         status = Status(Code.NOT_FOUND, "no such model")

@@ -238,7 +238,10 @@ class AspiredVersionsManager(Target[Loader]):
                 self._flush(events)
                 self._take_pending(events)
                 for name in list(self._streams):
-                    self._act_on_stream(name, events, loads, unloads)
+                    try:
+                        self._act_on_stream(name, events, loads, unloads)
+                    except Exception:  # a bug around one stream must not stall the others
+                        log.exception("Managing the versions of %s failed", name)
                 for stream in self._streams.values():
                     for h in stream.values():
                         if h.state == LoaderState.QUIESCING and h.drained:
@@ -338,17 +341,21 @@ class AspiredVersionsManager(Target[Loader]):
         assert h.loader is not None
         try:
             estimate = h.loader.estimate_resources()
-        except Exception as exc:
+            reserved = self._tracker.reserve(h.id, estimate)
+        except Exception as exc:  # a loader's bad estimate fails its own version only
             return Status.from_exception(exc)
-        if self._tracker.reserve(h.id, estimate):
+        if reserved:
             h.reserved = estimate
             return OK
-        unloading = any(
-            other.state in (LoaderState.QUIESCING, LoaderState.UNLOADING)
+        # Loads and unloads in flight may give resources back (a failed load, an unload):
+        # wait for them before refusing, as TFS does.
+        busy = any(
+            other.state in (LoaderState.LOADING, LoaderState.QUIESCING, LoaderState.UNLOADING)
             for stream in self._streams.values()
             for other in stream.values()
+            if other is not h
         )
-        if unloading:
+        if busy:
             return None
         return Status(
             Code.RESOURCE_EXHAUSTED,
