@@ -145,6 +145,38 @@ def test_versions_always_present(tmp_path: Path) -> None:
     assert rec.versions() == {1}  # kept: the empty directory is not taken as "unload all"
 
 
+def test_versions_always_present_counts_the_versions_the_policy_picks(tmp_path: Path) -> None:
+    mkversions(tmp_path, "1")
+    with pytest.raises(ServoError) as err:  # a version exists, but not the one asked for
+        make_source(
+            tmp_path, SpecificVersions(frozenset({2})), servable_versions_always_present=True
+        )
+    assert err.value.code == Code.NOT_FOUND
+    mkversions(tmp_path, "2")
+    source, rec = make_source(
+        tmp_path, SpecificVersions(frozenset({2})), servable_versions_always_present=True
+    )
+    assert rec.versions() == {2}
+    os.rmdir(tmp_path / "2")  # version 1 is still there, but the policy does not pick it
+    source.poll_once()
+    assert rec.versions() == {2}  # kept, not "unload all"
+
+
+def test_specific_versions_appear_and_disappear(tmp_path: Path) -> None:
+    mkversions(tmp_path, "1", "2", "3")
+    source, rec = make_source(tmp_path, SpecificVersions(frozenset({1, 3})))
+    assert rec.versions() == {1, 3}
+    os.rmdir(tmp_path / "3")
+    source.poll_once()
+    assert rec.versions() == {1}
+    os.rmdir(tmp_path / "1")
+    source.poll_once()
+    assert rec.last() == {}  # without always-present, none left means unload them all
+    mkversions(tmp_path, "3")
+    source.poll_once()
+    assert rec.versions() == {3}
+
+
 def test_update_config_adds_and_removes_servables(tmp_path: Path) -> None:
     mkversions(tmp_path / "a", "1")
     mkversions(tmp_path / "b", "2")

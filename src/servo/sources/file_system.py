@@ -8,9 +8,9 @@ versions (version -> directory path) whenever they change.
 
 - Base path missing: that poll is an error for the servable; it emits nothing, so nothing is
   unloaded.
-- Base path with no numeric child: a warning, and an empty aspired list (every version
-  unloads), unless `servable_versions_always_present` is set, in which case it emits nothing
-  (and startup fails with NOT_FOUND when no version exists).
+- Base path with no numeric child, or none the version policy picks: an empty aspired list
+  (every version unloads), unless `servable_versions_always_present` is set, in which case it
+  emits nothing (and startup fails with NOT_FOUND when no such version exists).
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ class FileSystemStoragePathSource(Source[str]):
             self._thread.join()
 
     def _poll_loop(self) -> None:
-        while not self._stop.wait(self._config.file_system_poll_wait_seconds):
+        wait = self._config.file_system_poll_wait_seconds  # fixed for the loop's life
+        while not self._stop.wait(wait):
             try:
                 self.poll_once()
             except Exception:
@@ -258,6 +259,13 @@ class FileSystemStoragePathSource(Source[str]):
             )
         else:
             self._warned.pop(name, None)
+        if not aspired and always_present:
+            self._warn_once(
+                name,
+                f"Refusing to unload all versions of servable {name}: none of the versions "
+                f"found matches its version policy and servable_versions_always_present is set",
+            )
+            return None
         self._set_status(name, OK, None)
         return aspired
 
@@ -274,9 +282,11 @@ class FileSystemStoragePathSource(Source[str]):
 
 
 def check_versions_present(servables: Iterable[ServableToMonitor]) -> None:
-    """Raises NOT_FOUND unless every servable has at least one version directory."""
+    """Raises NOT_FOUND unless every servable has at least one version directory that its
+    version policy aspires."""
     for servable in servables:
-        if not find_versions(servable.base_path):
+        aspired, _ = select_versions(find_versions(servable.base_path), servable.version_policy)
+        if not aspired:
             raise ServoError(
                 Code.NOT_FOUND,
                 f"Unable to find a numerical version path for servable {servable.name} at: "
