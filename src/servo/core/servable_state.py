@@ -6,7 +6,10 @@
 
 A version may reach END from any state: a failed load ends there with an error in its health,
 a version dropped before it loaded ends there with OK. AVAILABLE is published only once the
-servable can serve; UNLOADING is published before it stops serving new requests.
+servable can serve; UNLOADING is published once it has stopped taking new requests (those in
+flight finish before it unloads). (TFS publishes UNLOADING a moment earlier, just before the
+version leaves its serving map; either way a request that named that version alone gets
+NOT_FOUND from then on.)
 """
 
 from __future__ import annotations
