@@ -15,6 +15,7 @@ from servo.core.servable_request import ServableRequest
 from servo.core.servable_state import ManagerState
 from servo.core.source import connect_source_to_target
 from servo.core.status import ServoError
+from servo.core.version_policy import ResourcePreservingPolicy
 from servo.platforms.router import PlatformRouter
 from servo.sources.file_system import (
     FileSystemStoragePathSource,
@@ -108,6 +109,32 @@ def test_worked_example_versions_swap_without_a_gap(tmp_path: Path) -> None:
                 ManagerState.UNLOADING,
                 ManagerState.END,
             ]
+        finally:
+            source.stop()
+
+
+def test_worked_example_with_the_resource_preserving_policy(tmp_path: Path) -> None:
+    base = tmp_path / "m"
+    base.mkdir()
+    source = FileSystemStoragePathSource(
+        FileSystemStoragePathSourceConfig(
+            (ServableToMonitor("m", str(base)),), file_system_poll_wait_seconds=0.05
+        )
+    )
+    router = PlatformRouter({"m": "python"})
+    with running_manager(version_policy=ResourcePreservingPolicy()) as (manager, monitor):
+        connect_source_to_target(router, manager)
+        connect_source_to_target(source, router)
+        try:
+            write_version(base, 1)
+            wait_state(monitor, ServableId("m", 1), ManagerState.AVAILABLE)
+            assert ask(manager, ServableRequest.latest("m")) == 1
+            write_version(base, 2)
+            wait_state(monitor, ServableId("m", 2), ManagerState.AVAILABLE)
+            assert ask(manager, ServableRequest.latest("m")) == 2
+            log = [(e.state.id.version, e.state.manager_state) for e in monitor.get_log()]
+            # version 1 is gone before version 2 starts loading
+            assert log.index((1, ManagerState.END)) < log.index((2, ManagerState.LOADING))
         finally:
             source.stop()
 
