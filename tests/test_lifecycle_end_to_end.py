@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,99 +61,88 @@ def ask(manager, request: ServableRequest) -> int:
         return int(out["version"][0])
 
 
-def test_worked_example_versions_swap_without_a_gap(tmp_path: Path) -> None:
-    base = tmp_path / "m"
-    base.mkdir()
+@contextmanager
+def serving(base: Path, poll_wait: float, **manager_options) -> Iterator[tuple]:
+    """A file-system source on `base` (model "m", python platform) feeding a running manager;
+    yields (manager, monitor, source) and stops them all."""
     source = FileSystemStoragePathSource(
         FileSystemStoragePathSourceConfig(
-            (ServableToMonitor("m", str(base)),), file_system_poll_wait_seconds=0.05
+            (ServableToMonitor("m", str(base)),), file_system_poll_wait_seconds=poll_wait
         )
     )
     router = PlatformRouter({"m": "python"})
-    with running_manager() as (manager, monitor):
+    with running_manager(**manager_options) as (manager, monitor):
         connect_source_to_target(router, manager)
         connect_source_to_target(source, router)
         try:
-            write_version(base, 1)
-            wait_state(monitor, ServableId("m", 1), ManagerState.AVAILABLE)
-            assert ask(manager, ServableRequest.latest("m")) == 1
-
-            misses: list[ServoError] = []
-            answers: list[int] = []
-            stop = threading.Event()
-            saw_two = threading.Event()
-
-            def tight_loop() -> None:
-                while not stop.is_set():
-                    try:
-                        answers.append(ask(manager, ServableRequest.latest("m")))
-                    except ServoError as exc:
-                        misses.append(exc)
-                    if answers and answers[-1] == 2:
-                        saw_two.set()
-
-            client = threading.Thread(target=tight_loop)
-            client.start()
-            try:
-                write_version(base, 2)
-                wait_state(monitor, ServableId("m", 2), ManagerState.AVAILABLE)
-                wait_state(monitor, ServableId("m", 1), ManagerState.END)
-                assert saw_two.wait(30), "the client never got version 2"
-            finally:
-                stop.set()
-                client.join()
-            assert misses == []
-            assert set(answers) <= {1, 2} and answers[-1] == 2
-            assert answers == sorted(answers)  # once version 2 answers, version 1 never does
-            assert ask(manager, ServableRequest.latest("m")) == 2
-            assert states_of(monitor, ServableId("m", 1))[-3:] == [
-                ManagerState.AVAILABLE,
-                ManagerState.UNLOADING,
-                ManagerState.END,
-            ]
+            yield manager, monitor, source
         finally:
             source.stop()
+
+
+def test_worked_example_versions_swap_without_a_gap(tmp_path: Path) -> None:
+    base = tmp_path / "m"
+    base.mkdir()
+    with serving(base, 0.05) as (manager, monitor, _):
+        write_version(base, 1)
+        wait_state(monitor, ServableId("m", 1), ManagerState.AVAILABLE)
+        assert ask(manager, ServableRequest.latest("m")) == 1
+
+        misses: list[ServoError] = []
+        answers: list[int] = []
+        stop = threading.Event()
+        saw_two = threading.Event()
+
+        def tight_loop() -> None:
+            while not stop.is_set():
+                try:
+                    answers.append(ask(manager, ServableRequest.latest("m")))
+                except ServoError as exc:
+                    misses.append(exc)
+                if answers and answers[-1] == 2:
+                    saw_two.set()
+
+        client = threading.Thread(target=tight_loop)
+        client.start()
+        try:
+            write_version(base, 2)
+            wait_state(monitor, ServableId("m", 2), ManagerState.AVAILABLE)
+            wait_state(monitor, ServableId("m", 1), ManagerState.END)
+            assert saw_two.wait(30), "the client never got version 2"
+        finally:
+            stop.set()
+            client.join()
+        assert misses == []
+        assert set(answers) <= {1, 2} and answers[-1] == 2
+        assert answers == sorted(answers)  # once version 2 answers, version 1 never does
+        assert ask(manager, ServableRequest.latest("m")) == 2
+        assert states_of(monitor, ServableId("m", 1))[-3:] == [
+            ManagerState.AVAILABLE,
+            ManagerState.UNLOADING,
+            ManagerState.END,
+        ]
 
 
 def test_worked_example_with_the_resource_preserving_policy(tmp_path: Path) -> None:
     base = tmp_path / "m"
     base.mkdir()
-    source = FileSystemStoragePathSource(
-        FileSystemStoragePathSourceConfig(
-            (ServableToMonitor("m", str(base)),), file_system_poll_wait_seconds=0.05
-        )
-    )
-    router = PlatformRouter({"m": "python"})
-    with running_manager(version_policy=ResourcePreservingPolicy()) as (manager, monitor):
-        connect_source_to_target(router, manager)
-        connect_source_to_target(source, router)
-        try:
-            write_version(base, 1)
-            wait_state(monitor, ServableId("m", 1), ManagerState.AVAILABLE)
-            assert ask(manager, ServableRequest.latest("m")) == 1
-            write_version(base, 2)
-            wait_state(monitor, ServableId("m", 2), ManagerState.AVAILABLE)
-            assert ask(manager, ServableRequest.latest("m")) == 2
-            log = [(e.state.id.version, e.state.manager_state) for e in monitor.get_log()]
-            # version 1 is gone before version 2 starts loading
-            assert log.index((1, ManagerState.END)) < log.index((2, ManagerState.LOADING))
-        finally:
-            source.stop()
+    with serving(base, 0.05, version_policy=ResourcePreservingPolicy()) as (manager, monitor, _):
+        write_version(base, 1)
+        wait_state(monitor, ServableId("m", 1), ManagerState.AVAILABLE)
+        assert ask(manager, ServableRequest.latest("m")) == 1
+        write_version(base, 2)
+        wait_state(monitor, ServableId("m", 2), ManagerState.AVAILABLE)
+        assert ask(manager, ServableRequest.latest("m")) == 2
+        log = [(e.state.id.version, e.state.manager_state) for e in monitor.get_log()]
+        # version 1 is gone before version 2 starts loading
+        assert log.index((1, ManagerState.END)) < log.index((2, ManagerState.LOADING))
 
 
 def test_missing_base_path_unloads_nothing(tmp_path: Path) -> None:
     base = tmp_path / "m"
     base.mkdir()
     write_version(base, 1)
-    source = FileSystemStoragePathSource(
-        FileSystemStoragePathSourceConfig(
-            (ServableToMonitor("m", str(base)),), file_system_poll_wait_seconds=-1
-        )
-    )
-    router = PlatformRouter({"m": "python"})
-    with running_manager() as (manager, monitor):
-        connect_source_to_target(router, manager)
-        connect_source_to_target(source, router)
+    with serving(base, -1) as (manager, monitor, source):
         source.poll_once()
         wait_state(monitor, ServableId("m", 1), ManagerState.AVAILABLE)
         os.rename(base, tmp_path / "moved")
