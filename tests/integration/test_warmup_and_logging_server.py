@@ -135,3 +135,45 @@ def test_every_request_is_logged_at_sampling_rate_one(tmp_path: Path) -> None:
     assert logs[0].log_metadata.model_spec.version.value == 1
     assert logs[0].log_metadata.sampling_config.sampling_rate == 1.0
     assert tf.make_ndarray(logs[3].predict_log.response.outputs["y"]).tolist() == [8.0]
+
+
+def test_classify_and_regress_calls_are_logged_too(tmp_path: Path) -> None:
+    import grpc
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+    )
+
+    from tests.support.testdata import tfs_path
+
+    prefix = tmp_path / "logs" / "h"
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "h" model_platform: "tensorflow" '
+        f'base_path: "{tfs_path("saved_model_half_plus_two_cpu")}" '
+        f'logging_config {{ log_collector_config {{ type: "file" filename_prefix: "{prefix}" }}'
+        " sampling_config { sampling_rate: 1.0 } } } }"
+    )
+    with running_server([f"--model_config_file={config}"]) as server:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            classify = classification_pb2.ClassificationRequest()
+            classify.model_spec.name, classify.model_spec.signature_name = "h", "classify_x_to_y"
+            classify.input.example_list.examples.add().features.feature[
+                "x"
+            ].float_list.value.append(1.0)
+            stub.Classify(classify, timeout=30)
+            regress = regression_pb2.RegressionRequest()
+            regress.model_spec.name, regress.model_spec.signature_name = "h", "regress_x_to_y"
+            regress.input.CopyFrom(classify.input)
+            stub.Regress(regress, timeout=30)
+        assert server.stop() == 0
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        for path in sorted(glob.glob(f"{prefix}*"))
+        for record in tf.data.TFRecordDataset(path)
+    ]
+    assert [log.WhichOneof("log_type") for log in logs] == ["classify_log", "regress_log"]
+    assert logs[0].classify_log.response.result.classifications[0].classes[0].score == 2.5
+    assert logs[1].regress_log.response.result.regressions[0].value == 2.5

@@ -170,7 +170,28 @@ class Services:
     async def classify(
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        async def work() -> classification_pb2.ClassificationResponse:
+        return await self._on_examples(
+            "Classify", request, context, model.classify, handlers.classify_response
+        )
+
+    async def regress(
+        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
+        return await self._on_examples(
+            "Regress", request, context, model.regress, handlers.regress_response
+        )
+
+    async def _on_examples(
+        self,
+        api: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        run: Callable[[Any, Any, list[bytes]], Any],
+        respond: Callable[[Any, Any, Any], Any],
+    ) -> Any:
+        """Classify and Regress: the same steps around their own model call and answer."""
+
+        async def work() -> Any:
             handle = self._handle(request)
             try:
                 servable, id = handle.servable, handle.id
@@ -181,45 +202,15 @@ class Services:
                 raise
             self._count_examples(id.name, len(examples))
             results = await self._run(
-                handle,
-                lambda: model.classify(servable, signature, examples),
-                signature.name,
-                context,
-                "Classify",
+                handle, lambda: run(servable, signature, examples), signature.name, context, api
             )
-            response = handlers.classify_response(request, id, results)
-            if self.request_logger is not None and self.request_logger.should_log(id.name):
-                self.request_logger.log_classify(id.name, request, response)
+            response = respond(request, id, results)
+            logger = self.request_logger
+            if logger is not None and logger.should_log(id.name):
+                getattr(logger, f"log_{api.lower()}")(id.name, request, response)
             return response
 
-        return await self._call("Classify", request.model_spec.name, context, work)
-
-    async def regress(
-        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
-    ) -> regression_pb2.RegressionResponse:
-        async def work() -> regression_pb2.RegressionResponse:
-            handle = self._handle(request)
-            try:
-                servable, id = handle.servable, handle.id
-                signature = handlers.example_signature(servable, request.model_spec.signature_name)
-                examples = handlers.serialized_examples(request.input)
-            except BaseException:
-                handle.release()
-                raise
-            self._count_examples(id.name, len(examples))
-            values = await self._run(
-                handle,
-                lambda: model.regress(servable, signature, examples),
-                signature.name,
-                context,
-                "Regress",
-            )
-            response = handlers.regress_response(request, id, values)
-            if self.request_logger is not None and self.request_logger.should_log(id.name):
-                self.request_logger.log_regress(id.name, request, response)
-            return response
-
-        return await self._call("Regress", request.model_spec.name, context, work)
+        return await self._call(api, request.model_spec.name, context, work)
 
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
