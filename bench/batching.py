@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from rest_predict import REPO, free_port, process, wait_http, wrk
+from rest_predict import REPO, free_port, print_medians, print_round, process, wait_http, wrk
 
 # The parameters the README's figures were measured with: batches of up to 32 rows, run as
 # soon as a thread is free (no timeout: on a busy server requests gather in the queue while
@@ -96,24 +95,10 @@ def main() -> int:
                     wrk(url, 3, args.connections, body=BODY)  # warm-up
                     result = wrk(url, args.seconds, args.connections, body=BODY)
                 results[name].append(result)
-                print(
-                    f"round {round_ + 1} {name:13s} {result['rps']:8.0f} req/s  "
-                    f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
-                    f"errors {result['errors']:.0f}",
-                    flush=True,
-                )
-        print(
-            f"\nmedian of {args.rounds} rounds, {args.connections} connections, "
-            f"{args.seconds} s each:"
+                print_round(round_, name, result)
+        medians = print_medians(
+            results, f"{args.rounds} rounds, {args.connections} connections, {args.seconds} s each"
         )
-        medians = {}
-        for name, rounds in results.items():
-            medians[name] = statistics.median(r["rps"] for r in rounds)
-            print(
-                f"  {name:13s} {medians[name]:8.0f} req/s  "
-                f"p50 {statistics.median(r['p50_ms'] for r in rounds):.1f} ms  "
-                f"p99 {statistics.median(r['p99_ms'] for r in rounds):.1f} ms"
-            )
         print(f"  speed-up      {medians['batching on'] / medians['batching off']:.2f}x")
         return 0
     finally:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from rest_predict import REPO, free_port, process
+from rest_predict import REPO, free_port, print_medians, print_round, process
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
@@ -215,22 +214,12 @@ def bench(workdir: Path, args: argparse.Namespace) -> int:
             for name, (_, target) in contenders.items():
                 result = run_load(target, args.seconds, args.concurrency)
                 results[name].append(result)
-                print(
-                    f"round {round_ + 1} {name:14s} {result['rps']:8.0f} calls/s  "
-                    f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
-                    f"errors {result['errors']:.0f}",
-                    flush=True,
-                )
-    print(
-        f"\nmedian of {args.rounds} rounds, {args.concurrency} calls in flight, "
-        f"{args.seconds} s each:"
+                print_round(round_, name, result, "calls/s")
+    print_medians(
+        results,
+        f"{args.rounds} rounds, {args.concurrency} calls in flight, {args.seconds} s each",
+        "calls/s",
     )
-    for name, rounds in results.items():
-        print(
-            f"  {name:14s} {statistics.median(r['rps'] for r in rounds):8.0f} calls/s  "
-            f"p50 {statistics.median(r['p50_ms'] for r in rounds):.2f} ms  "
-            f"p99 {statistics.median(r['p99_ms'] for r in rounds):.2f} ms"
-        )
     return 0
 
 

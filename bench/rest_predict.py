@@ -112,6 +112,31 @@ def wrk(url: str, seconds: float, connections: int, body: str = BODY) -> dict[st
     }
 
 
+def print_round(round_: int, name: str, result: dict[str, float], unit: str = "req/s") -> None:
+    print(
+        f"round {round_ + 1} {name:14s} {result['rps']:9.0f} {unit}  "
+        f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+        f"errors {result['errors']:.0f}",
+        flush=True,
+    )
+
+
+def print_medians(
+    results: dict[str, list[dict[str, float]]], header: str, unit: str = "req/s"
+) -> dict[str, float]:
+    """Prints each contender's medians over the rounds; returns the median rates by name."""
+    print(f"\nmedian of {header}:")
+    rates = {}
+    for name, rounds in results.items():
+        rates[name] = statistics.median(r["rps"] for r in rounds)
+        print(
+            f"  {name:14s} {rates[name]:9.0f} {unit}  "
+            f"p50 {statistics.median(r['p50_ms'] for r in rounds):.2f} ms  "
+            f"p99 {statistics.median(r['p99_ms'] for r in rounds):.2f} ms"
+        )
+    return rates
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
@@ -227,22 +252,12 @@ def main() -> int:
                 for name, (_, _, url) in contenders.items():
                     result = wrk(url, args.seconds, args.connections)
                     results[name].append(result)
-                    print(
-                        f"round {round_ + 1} {name:13s} {result['rps']:9.0f} req/s  "
-                        f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
-                        f"errors {result['errors']:.0f}",
-                        flush=True,
-                    )
-        print(
-            f"\nmedian of {args.rounds} rounds, {args.connections} connections, "
-            f"{args.seconds:g} s each, {os.cpu_count()} CPUs:"
+                    print_round(round_, name, result)
+        print_medians(
+            results,
+            f"{args.rounds} rounds, {args.connections} connections, {args.seconds:g} s each, "
+            f"{os.cpu_count()} CPUs",
         )
-        for name, rounds in results.items():
-            print(
-                f"  {name:13s} {statistics.median(r['rps'] for r in rounds):9.0f} req/s  "
-                f"p50 {statistics.median(r['p50_ms'] for r in rounds):.2f} ms  "
-                f"p99 {statistics.median(r['p99_ms'] for r in rounds):.2f} ms"
-            )
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
