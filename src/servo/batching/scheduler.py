@@ -209,24 +209,25 @@ class BatchQueue:
             # One thread per piece: a split request may have made several batches ready.
             self.scheduler.cond.notify(len(sizes))
 
-    def _has_ready_batch(self, now: float) -> bool:
+    def _due(self) -> float | None:
+        """When the first batch is ready to run (now for a closed one); None without one."""
         if not self.batches:
-            return False
+            return None
         batch = self.batches[0]
-        return batch.closed or now >= batch.opened_at + self.options.batch_timeout_micros / 1e6
+        return 0.0 if batch.closed else batch.opened_at + self.options.batch_timeout_micros / 1e6
+
+    def _has_ready_batch(self, now: float) -> bool:
+        due = self._due()
+        return due is not None and now >= due
 
     def _ready_batch(self, now: float) -> tuple[Batch | None, float | None]:
         """The queue's first batch when it is ready (taken off the queue), else when it will be."""
-        if not self.batches:
-            return None, None
-        batch = self.batches[0]
-        if batch.closed:
-            return self.batches.popleft(), None
-        due = batch.opened_at + self.options.batch_timeout_micros / 1e6
-        if now >= due:
-            batch.closed = True
-            return self.batches.popleft(), None
-        return None, due
+        due = self._due()
+        if due is None or now < due:
+            return None, due
+        batch = self.batches.popleft()
+        batch.closed = True
+        return batch, None
 
 
 class BatchScheduler:
