@@ -58,6 +58,7 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples scripts
 	$(BIN)/ruff format --check src tests bench examples scripts
+	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -69,4 +70,4 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info

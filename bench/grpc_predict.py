@@ -8,6 +8,7 @@ pre-serialized requests so that the client costs as little as possible. Prints c
 p50/p99 per round and the medians. Every process it starts is stopped.
 
     python bench/grpc_predict.py [--seconds 10] [--rounds 2] [--concurrency 16]
+                                 [--also-servo OTHER_CHECKOUT/src ...]
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from rest_predict import REPO, free_port, print_medians, print_round, process
+from rest_predict import (
+    REPO,
+    also_servo,
+    free_port,
+    other_servos,
+    print_medians,
+    print_round,
+    process,
+)
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
@@ -159,6 +169,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: be the load process
     parser.add_argument("--bare", nargs=2, help=argparse.SUPPRESS)  # internal: MODEL PORT
+    also_servo(parser)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     if args.load:
@@ -179,22 +190,23 @@ def bench(workdir: Path, args: argparse.Namespace) -> int:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+    def servo(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "servo",
+            "serve",
+            f"--port={port}",
+            "--bind_address=127.0.0.1",
+            "--model_name=mlp",
+            f"--model_base_path={workdir / 'mlp'}",
+            "--log_level=warning",
+        ]
+
     servo_port, bare_port = free_port(), free_port()
-    contenders = {
-        "servo": (
-            [
-                sys.executable,
-                "-m",
-                "servo",
-                "serve",
-                f"--port={servo_port}",
-                "--bind_address=127.0.0.1",
-                "--model_name=mlp",
-                f"--model_base_path={workdir / 'mlp'}",
-                "--log_level=warning",
-            ],
-            f"127.0.0.1:{servo_port}",
-        ),
+    contenders: dict[str, tuple[list[str], dict[str, str], str]] = {
+        "servo": (servo(servo_port), {}, f"127.0.0.1:{servo_port}"),
         "bare grpc.aio": (
             [
                 sys.executable,
@@ -203,15 +215,21 @@ def bench(workdir: Path, args: argparse.Namespace) -> int:
                 str(workdir / "mlp" / "1" / "model.onnx"),
                 str(bare_port),
             ],
+            {},
             f"127.0.0.1:{bare_port}",
         ),
     }
+    for name, env in other_servos(args.also_servo).items():
+        port = free_port()
+        contenders[name] = (servo(port), env, f"127.0.0.1:{port}")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
-    with process(contenders["servo"][0]), process(contenders["bare grpc.aio"][0]):
-        for _, target in contenders.values():
+    with ExitStack() as stack:
+        for command, env, _ in contenders.values():
+            stack.enter_context(process(command, env))
+        for _, _, target in contenders.values():
             wait_grpc(target)
         for round_ in range(args.rounds):
-            for name, (_, target) in contenders.items():
+            for name, (_, _, target) in contenders.items():
                 result = run_load(target, args.seconds, args.concurrency)
                 results[name].append(result)
                 print_round(round_, name, result, "calls/s")

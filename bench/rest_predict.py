@@ -9,6 +9,10 @@ Prints requests/s and p50/p99 latency per round and the median over rounds. Ever
 starts is stopped. Needs wrk (Debian package `wrk`; `make bench` installs it).
 
     python bench/rest_predict.py [--seconds 10] [--rounds 3] [--connections 16]
+                                 [--also-servo OTHER_CHECKOUT/src ...]
+
+`--also-servo` adds a servo run from another checkout's sources (an older commit's worktree,
+say) to the same rounds, so that a change is measured against what it changed.
 """
 
 from __future__ import annotations
@@ -137,6 +141,24 @@ def print_medians(
     return rates
 
 
+def also_servo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--also-servo",
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="another checkout's src directory: its servo joins the comparison",
+    )
+
+
+def other_servos(sources: list[str]) -> dict[str, dict[str, str]]:
+    """Each extra servo's name ("servo@<checkout>") and the environment that runs it."""
+    return {
+        f"servo@{Path(src).resolve().parent.name}": {"PYTHONPATH": str(Path(src).resolve())}
+        for src in sources
+    }
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
@@ -152,6 +174,7 @@ def main() -> int:
         help="an interpreter with kserve and onnxruntime installed: adds KServe's Python "
         "model server (bench/kserve_model.py) to the comparison",
     )
+    also_servo(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -166,18 +189,21 @@ def main() -> int:
         )
         model = workdir / "mlp" / "1" / "model.onnx"
         servo_port, bare_port, granian_port = free_port(), free_port(), free_port()
-        servo_args = [
-            sys.executable,
-            "-m",
-            "servo",
-            "serve",
-            f"--port={free_port()}",
-            f"--rest_api_port={servo_port}",
-            "--bind_address=127.0.0.1",
-            "--model_name=mlp",
-            f"--model_base_path={workdir / 'mlp'}",
-            "--log_level=warning",
-        ]
+
+        def servo_args(rest_port: int) -> list[str]:
+            return [
+                sys.executable,
+                "-m",
+                "servo",
+                "serve",
+                f"--port={free_port()}",
+                f"--rest_api_port={rest_port}",
+                "--bind_address=127.0.0.1",
+                "--model_name=mlp",
+                f"--model_base_path={workdir / 'mlp'}",
+                "--log_level=warning",
+            ]
+
         bare_args = [
             sys.executable,
             "-m",
@@ -217,7 +243,11 @@ def main() -> int:
             "bare_asgi:rsgi_app",
         ]
         contenders = {
-            "servo": (servo_args, {}, f"http://127.0.0.1:{servo_port}/v1/models/mlp:predict"),
+            "servo": (
+                servo_args(servo_port),
+                {},
+                f"http://127.0.0.1:{servo_port}/v1/models/mlp:predict",
+            ),
             "bare uvicorn": (
                 bare_args,
                 {"SERVO_BENCH_MODEL": str(model)},
@@ -229,6 +259,13 @@ def main() -> int:
                 f"http://127.0.0.1:{granian_port}/",
             ),
         }
+        for name, env in other_servos(args.also_servo).items():
+            port = free_port()
+            contenders[name] = (
+                servo_args(port),
+                env,
+                f"http://127.0.0.1:{port}/v1/models/mlp:predict",
+            )
         if args.kserve_python:
             kserve_port = free_port()
             contenders["kserve"] = (

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from servo.core.aspired_version_policy import ResourcePreservingPolicy
 from servo.core.servable_id import ServableId
 from servo.core.servable_request import ServableRequest
 from servo.core.servable_state import ManagerState
 from servo.core.source import connect_source_to_target
 from servo.core.status import ServoError
-from servo.core.version_policy import ResourcePreservingPolicy
 from servo.platforms.router import PlatformRouter
 from servo.sources.file_system import (
     FileSystemStoragePathSource,
@@ -126,7 +126,11 @@ def test_worked_example_versions_swap_without_a_gap(tmp_path: Path) -> None:
 def test_worked_example_with_the_resource_preserving_policy(tmp_path: Path) -> None:
     base = tmp_path / "m"
     base.mkdir()
-    with serving(base, 0.05, version_policy=ResourcePreservingPolicy()) as (manager, monitor, _):
+    with serving(base, 0.05, aspired_version_policy=ResourcePreservingPolicy()) as (
+        manager,
+        monitor,
+        _,
+    ):
         write_version(base, 1)
         wait_state(monitor, ServableId("m", 1), ManagerState.AVAILABLE)
         assert ask(manager, ServableRequest.latest("m")) == 1

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from servo.server.cli import main
+from servo.cli.main import main
 
 sys.exit(main())

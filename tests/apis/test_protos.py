@@ -16,12 +16,11 @@ import pytest
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, json_format, text_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from tests.support.testdata import TFS_TESTDATA
+from tests.support.testdata import TfsModels
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "src" / "servo" / "protos"
 SERVO_MODULES = sorted(p.stem for p in PROTO_DIR.glob("*_pb2.py"))
-TESTDATA = TFS_TESTDATA
 
 # TensorFlow's and TFS's modules that define every counterpart.
 TF_MODULES = [
@@ -508,7 +507,9 @@ def test_config_text_format_parses_like_tfs(tf_pool) -> None:
         ("monitoring_config.txt", "monitoring_config_pb2", "MonitoringConfig"),
     ],
 )
-def test_tfs_sample_configs_parse(file: str, module: str, message: str) -> None:
+def test_tfs_sample_configs_parse(
+    file: str, module: str, message: str, tfs_models: TfsModels
+) -> None:
     cls = getattr(importlib.import_module(f"servo.protos.{module}"), message)
-    parsed = text_format.Parse((TESTDATA / file).read_text(), cls())
+    parsed = text_format.Parse(Path(tfs_models.path(file)).read_text(), cls())
     assert parsed.ByteSize() > 0

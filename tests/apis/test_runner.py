@@ -1,4 +1,5 @@
-"""inference.Runner: where model calls run, and deadlines on the pool and inline."""
+"""Runner: where model calls run, deadlines on the pool and inline, and the reference a call
+that may outlive its request holds."""
 
 from __future__ import annotations
 
@@ -12,17 +13,27 @@ from typing import Any
 import numpy as np
 import pytest
 
-from servo.apis.inference import Runner, size_class
+from servo.apis.runner import Runner, size_class
 from servo.core.status import Code, ServoError
 
 
 class Handle:
+    """A handle the test holds for the whole request; `shared` records the references the
+    runner takes of its own, `released` is set when the last of them is released."""
+
     def __init__(self, servable: Any) -> None:
         self.servable = servable
+        self.shared = 0
         self.released = threading.Event()
 
+    def share(self) -> Handle:
+        self.shared += 1
+        return self
+
     def release(self) -> None:
-        self.released.set()
+        self.shared -= 1
+        if self.shared == 0:
+            self.released.set()
 
 
 class Servable:
@@ -45,9 +56,21 @@ def runner() -> Iterator[Runner]:
     runner.close()
 
 
+async def predict(runner: Runner, handle: Any, inputs: dict, timeout: float | None) -> Any:
+    """A predict as the data plane runs it: keyed by signature and size class."""
+    servable = handle.servable
+    return await runner.run(
+        handle,
+        lambda: servable.run(SIGNATURE, inputs, None),
+        (SIGNATURE.name, size_class(inputs)),
+        timeout,
+        "Predict",
+    )
+
+
 def thread_of(runner: Runner, servable: Any, inputs: dict, timeout: float | None = None) -> str:
     async def go() -> str:
-        out = await runner.predict(Handle(servable), SIGNATURE, inputs, None, timeout)
+        out = await predict(runner, Handle(servable), inputs, timeout)
         return out["thread"]
 
     return asyncio.run(go())
@@ -95,14 +118,16 @@ def test_a_pool_call_over_its_deadline_answers_at_the_deadline(runner: Runner) -
     handle = Handle(Servable())
 
     async def go() -> None:
-        await runner.predict(handle, SIGNATURE, {"sleep": np.array([0.5])}, None, 0.05)
+        await predict(runner, handle, {"sleep": np.array([0.5])}, 0.05)
 
     started = time.perf_counter()
     with pytest.raises(ServoError) as error:
         asyncio.run(go())
     assert time.perf_counter() - started < 0.4
     assert error.value.code == Code.DEADLINE_EXCEEDED
-    assert not handle.released.is_set()  # the call still runs, so its version stays loaded
+    # The request is over, the call still runs: the runner's own reference keeps the
+    # version loaded until it ends.
+    assert handle.shared == 1 and not handle.released.is_set()
     assert handle.released.wait(5)
 
 
@@ -112,23 +137,23 @@ def test_an_inline_call_over_its_deadline_answers_deadline_exceeded_and_leaves_t
     servable, fast = Servable(), {"sleep": np.zeros(1)}
     for _ in range(Runner.POOL_WINDOW):
         thread_of(runner, servable, fast)
-    assert runner.runs_inline(servable, (SIGNATURE.name, size_class(fast)))
+    assert thread_of(runner, servable, fast) == threading.current_thread().name  # inline now
     handle = Handle(servable)
 
     async def go() -> None:
-        await runner.predict(handle, SIGNATURE, {"sleep": np.array([0.3])}, None, 0.02)
+        await predict(runner, handle, {"sleep": np.array([0.3])}, 0.02)
 
     with pytest.raises(ServoError) as error:
         asyncio.run(go())
     assert error.value.code == Code.DEADLINE_EXCEEDED
-    assert handle.released.is_set()
+    assert handle.shared == 0  # an inline call ends with its request: no reference of its own
     # Its cost (0.3 s in an average of 10 calls) sends the key back to the pool.
     assert thread_of(runner, servable, fast).startswith("servo-run")
 
 
 def test_runtime_latency_is_recorded_per_model_api_and_runtime() -> None:
     from servo.core.servable_id import ServableId
-    from servo.server.metrics import ServerMetrics
+    from servo.metrics import ServerMetrics
 
     class Onnx(Servable):
         platform = "onnx"
@@ -141,7 +166,7 @@ def test_runtime_latency_is_recorded_per_model_api_and_runtime() -> None:
 
         async def go() -> None:
             for _ in range(Runner.POOL_WINDOW + 2):  # on the pool, then inline
-                await runner.predict(handle, SIGNATURE, {"x": np.zeros(2)}, None, None)
+                await predict(runner, handle, {"x": np.zeros(2)}, None)
             await runner.run(handle, lambda: {}, "other", None)  # no API: not recorded
 
         asyncio.run(go())

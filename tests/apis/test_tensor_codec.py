@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from servo import dtypes
-from servo.apis.tensor_codec import from_ndarray, shape_from_proto, shape_to_proto, to_ndarray
+from servo.apis.tensor_codec import from_ndarray, to_ndarray
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.protos.predict_pb2 import PredictResponse
 from servo.protos.tensor_pb2 import TensorProto
+from servo.protos.tensor_shape_pb2 import TensorShapeProto
 
 SUPPORTED = [
     DataType.DT_FLOAT,
@@ -61,6 +62,17 @@ TYPED_FIELD = {
 }
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)
 FAST = settings(max_examples=30, deadline=None)
+
+
+def shape_to_proto(
+    shape: tuple[int, ...], *, into: TensorShapeProto | None = None
+) -> TensorShapeProto:
+    """`into` (or a new TensorShapeProto) holding `shape`."""
+    proto = TensorShapeProto() if into is None else into
+    proto.Clear()
+    for size in shape:
+        proto.dim.add().size = size
+    return proto
 
 
 def arrays(dtype: DataType, shape: st.SearchStrategy = SHAPES) -> st.SearchStrategy[np.ndarray]:
@@ -464,17 +476,3 @@ def test_fills_a_map_entry_in_place() -> None:
 def test_accepts_tensorflow_message_class(tf) -> None:
     theirs = tf.make_tensor_proto(np.arange(6, dtype=np.int32).reshape(2, 3))
     assert_same(to_ndarray(theirs), np.arange(6, dtype=np.int32).reshape(2, 3))
-
-
-def test_shape_helpers() -> None:
-    proto = shape_to_proto((2, -1, 0))
-    assert [d.size for d in proto.dim] == [2, -1, 0]
-    assert not proto.unknown_rank
-    assert shape_from_proto(proto) == (2, -1, 0)
-    assert shape_from_proto(shape_to_proto(())) == ()
-    unknown = shape_to_proto(None)
-    assert unknown.unknown_rank
-    assert shape_from_proto(unknown) is None
-    reused = shape_to_proto((5,), into=unknown)
-    assert reused is unknown
-    assert shape_from_proto(unknown) == (5,)

@@ -18,6 +18,7 @@ from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.platforms.servable import ModelServable, Signature, TensorSpec
 from servo.protos import batching_parameters_pb2
+from tests.support.testdata import TfsModels
 
 BATCHED = Signature(
     "serving_default",
@@ -356,15 +357,13 @@ def test_parameter_validation(text: str, message: str, tmp_path) -> None:
     assert str(path) in str(err.value)
 
 
-def test_parameter_defaults_and_tfs_sample() -> None:
+def test_parameter_defaults_and_tfs_sample(tfs_models: TfsModels) -> None:
     config = bp.from_proto(batching_parameters_pb2.BatchingParameters())
     assert config.queue == QueueOptions(1000, 0, 10, False, 1000, (), False)
     assert config.num_batch_threads >= 1
-    from tests.support.testdata import tfs_path
-
-    sample = bp.load_config(tfs_path("batching_config.txt"))
+    sample = bp.load_config(tfs_models.path("batching_config.txt"))
     assert (sample.queue.max_batch_size, sample.queue.max_enqueued_batches) == (128, 1000000)
     assert sample.num_batch_threads == 8
     with pytest.raises(bp.BatchingConfigError, match="Invalid protobuf file") as err:
-        bp.load_config(tfs_path("bad_model_config.txt"))
+        bp.load_config(tfs_models.path("bad_model_config.txt"))
     assert '"tensorflow.serving.BatchingParameters" has no field named' in str(err.value)

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from servo.core.aspired_version_policy import ResourcePreservingPolicy
 from servo.core.loader import ResourceAllocation
 from servo.core.loader_harness import LoaderState
 from servo.core.resource_tracker import ResourceTracker
@@ -15,7 +16,6 @@ from servo.core.servable_request import ServableRequest
 from servo.core.servable_state import ManagerState
 from servo.core.source import ServableData
 from servo.core.status import Code, ServoError, Status
-from servo.core.version_policy import ResourcePreservingPolicy
 from tests.support.fakes import FakeLoader, Journal
 from tests.support.lifecycle import WAIT, running_manager, states_of, wait_state
 
@@ -78,7 +78,7 @@ def test_new_version_loads_before_old_unloads_and_requests_never_miss() -> None:
 
 def test_resource_preserving_unloads_old_before_loading_new() -> None:
     journal = Journal()
-    with running_manager(version_policy=ResourcePreservingPolicy()) as (manager, monitor):
+    with running_manager(aspired_version_policy=ResourcePreservingPolicy()) as (manager, monitor):
         manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
         wait_state(monitor, sid(1), A)
         manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
@@ -111,6 +111,38 @@ def test_held_handle_keeps_its_version_loaded_until_released() -> None:
         handle.release()
         wait_state(monitor, sid(1), END)
         assert journal.count("unload", sid(1)) == 1
+    assert journal.violations == []
+
+
+def test_a_shared_reference_alone_keeps_its_version_loaded() -> None:
+    """The data plane's case: a request's handle is released (its deadline answered) while
+    the model call it started still runs on a thread holding a shared reference."""
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        with manager.get_servable_handle(ServableRequest.latest("m")) as handle:
+            shared = handle.share()
+        journal.held[sid(1)] = 1  # the fake loader reports an unload while it is set
+        assert shared.id == sid(1) and shared.servable.id == sid(1)
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal))])
+        wait_state(monitor, sid(2), A)
+        wait_state(monitor, sid(1), ManagerState.UNLOADING)
+        # Quiescing: no new handles, but the holder of a reference may still share it.
+        with pytest.raises(ServoError):
+            manager.get_servable_handle(ServableRequest.specific("m", 1))
+        again = shared.share()
+        shared.release()
+        assert journal.count("unload", sid(1)) == 0
+        assert [s.state for s in manager.managed_versions("m") if s.id == sid(1)] == [
+            LoaderState.QUIESCING
+        ]
+        journal.held[sid(1)] = 0
+        again.release()
+        wait_state(monitor, sid(1), END)
+        assert journal.count("unload", sid(1)) == 1
+        with pytest.raises(RuntimeError, match="cannot share a released handle"):
+            again.share()
     assert journal.violations == []
 
 
@@ -269,7 +301,7 @@ def test_empty_list_unloads_the_stream_and_stop_unloads_everything() -> None:
 
 def test_version_dropped_before_it_loads_ends_without_loading() -> None:
     journal = Journal()
-    with running_manager(version_policy=ResourcePreservingPolicy()) as (manager, monitor):
+    with running_manager(aspired_version_policy=ResourcePreservingPolicy()) as (manager, monitor):
         manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
         wait_state(monitor, sid(1), A)
         handle = manager.get_servable_handle(ServableRequest.latest("m"))
@@ -290,3 +322,36 @@ def test_version_dropped_before_it_loads_ends_without_loading() -> None:
 def test_aspired_versions_for_another_name_are_rejected() -> None:
     with running_manager() as (manager, _), pytest.raises(ValueError, match="does not belong"):
         manager.set_aspired_versions("m", [ServableData(sid(1, "other"), None)])
+
+
+def test_stop_waits_for_a_held_handle_then_unloads() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        handle = manager.get_servable_handle(ServableRequest.latest("m"))
+        journal.held[sid(1)] = 1
+        stopper = threading.Thread(target=manager.stop, kwargs={"drain_timeout": WAIT})
+        stopper.start()
+        wait_state(monitor, sid(1), ManagerState.UNLOADING)  # stop now waits for the handle
+        assert journal.count("unload", sid(1)) == 0
+        journal.held[sid(1)] = 0
+        handle.release()
+        stopper.join(timeout=WAIT)
+        assert not stopper.is_alive()
+        assert states_of(monitor, sid(1))[-1] == END
+        assert journal.count("unload", sid(1)) == 1
+    assert journal.violations == []
+
+
+def test_stop_unloads_after_its_drain_timeout_with_a_handle_still_held() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        handle = manager.get_servable_handle(ServableRequest.latest("m"))
+        manager.stop(drain_timeout=0.0)
+        assert states_of(monitor, sid(1))[-2:] == [ManagerState.UNLOADING, END]
+        assert journal.count("unload", sid(1)) == 1
+        handle.release()  # late, and harmless
+    assert journal.violations == []

@@ -6,6 +6,8 @@ taken and released. Invariants checked all along:
   after unload (the fake loaders check this);
 - no unload while the test holds a handle to that version;
 - every published transition is legal;
+- every managed version's internal state agrees with the state it last published, and it is
+  in the serving map exactly while READY (so no policy sees it ready before it serves);
 - with the availability-preserving policy, a stream that has an available version keeps one
   until its aspired list is empty.
 Once the sequence stops, every aspired version ends AVAILABLE or END.
@@ -24,6 +26,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from servo.core.aspired_version_policy import AvailabilityPreservingPolicy
 from servo.core.aspired_versions_manager import (
     AspiredVersionsManager,
     AspiredVersionsManagerOptions,
@@ -36,8 +39,8 @@ from servo.core.servable_state import ManagerState, ServableState, check_transit
 from servo.core.servable_state_monitor import ServableStateMonitor
 from servo.core.source import ServableData
 from servo.core.status import ServoError
-from servo.core.version_policy import AvailabilityPreservingPolicy
 from tests.support.fakes import FakeLoader, Journal
+from tests.support.lifecycle import PUBLISHED_AS
 
 NAMES = ("a", "b")
 VERSIONS = st.integers(min_value=1, max_value=4)
@@ -152,6 +155,17 @@ class ManagerMachine(RuleBasedStateMachine):
             self.journal.held[handle.id] -= 1
         handle.release()
 
+    @rule(index=st.integers(min_value=0, max_value=100))
+    def share_handle(self, index: int) -> None:
+        """A runner takes its own reference to a version a request holds (it may be
+        quiescing by now)."""
+        if not self.handles:
+            return
+        shared = self.handles[index % len(self.handles)].share()
+        with self.journal.lock:
+            self.journal.held[shared.id] += 1
+        self.handles.append(shared)
+
     @rule()
     def hold_slow_loads(self) -> None:
         self.gate.clear()
@@ -171,6 +185,20 @@ class ManagerMachine(RuleBasedStateMachine):
     def no_contract_breach(self) -> None:
         assert self.journal.violations == []
         assert self.problems == []
+
+    @invariant()
+    def harnesses_agree_with_what_they_published(self) -> None:
+        manager = self.manager
+        # Under both locks no transition is half done: each one and its publication are one
+        # step under the publish lock, and the serving map changes under the other.
+        with manager._publish_lock, manager._lock:
+            serving = {h for s in manager._serving.values() for h in s.by_version.values()}
+            for stream in manager._streams.values():
+                for h in stream.values():
+                    last = self.monitor.get_state(h.id)
+                    assert h.published_state == (last.manager_state if last else None), h
+                    assert h.published_state in PUBLISHED_AS[h.state], h
+                    assert (h in serving) == (h.state == LoaderState.READY), h
 
     # -- the end of a sequence -------------------------------------------------------------
 

@@ -4,21 +4,18 @@
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
 import pytest
-import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.integration.conftest import write_python_model
-from tests.support.server import running_server
-from tests.support.testdata import REPO
+from tests.support.models import write_python_model
+from tests.support.requests import predict_request, tfs
+from tests.support.server import grpc_stubs, model_config, run_servo, running_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,15 +50,6 @@ def params(path: Path, text: str) -> Path:
     return path
 
 
-def wait_for(path: Path) -> None:
-    import time
-
-    deadline = time.monotonic() + 60
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)  # waits for the model to signal the state it is in
-
-
 def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(tmp_path: Path) -> None:
     base = write_python_model(tmp_path / "gated", GATED_MODEL)
     config = params(
@@ -84,7 +72,8 @@ def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(tmp_path: Path) -
     ):
         url = f"{server.rest}/v1/models/gated:predict"
         held = pool.submit(httpx.post, url, json={"instances": [-1.0]}, timeout=60)
-        wait_for(base / "1" / "holding")  # the only batch thread is busy
+        holding = base / "1" / "holding"
+        wait_until(holding.exists, what=str(holding))  # the only batch thread is busy
         # Two requests that cannot share a batch, for a queue that holds one batch: whichever
         # arrives second is refused at once; the other waits in the queue.
         first = pool.submit(httpx.post, url, json={"instances": [1.0, 2.0]}, timeout=60)
@@ -96,15 +85,10 @@ def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(tmp_path: Path) -
             "error": "The batch scheduling queue to which this task was submitted is full"
         }
         waiting = second if first.done() else first
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "gated"
-            request.inputs["x"].CopyFrom(tf.make_tensor_proto([7.0, 8.0, 9.0], dtype=tf.float32))
-            with pytest.raises(grpc.RpcError) as err:
-                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
-                    request, timeout=30
-                )
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc_stubs(server) as stubs, pytest.raises(grpc.RpcError) as err:
+            request = tfs(predict_request("gated", [7.0, 8.0, 9.0]))
+            stubs.predictions.Predict(request, timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         (base / "1" / "gate").write_text("")
         assert held.result(60).json()["predictions"] == [{"y": -2.0, "batch": 1}]
         answered = waiting.result(60).json()["predictions"]
@@ -120,12 +104,12 @@ def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(tmp_path: Path) -
         assert ":tensorflow:serving:batching:padding_size" in families
 
 
-def test_batched_answers_equal_unbatched_ones(tmp_path: Path, example_models: Path) -> None:
+def test_batched_answers_equal_unbatched_ones(tmp_path: Path, model_dirs: dict) -> None:
     rng = np.random.default_rng(5)
     inputs = [rng.normal(size=(int(rng.integers(1, 5)), 16)).astype(np.float32) for _ in range(40)]
     answers = {}
     for batching in (False, True):
-        flags = ["--model_name=mlp", f"--model_base_path={example_models / 'mlp'}"]
+        flags = ["--model_name=mlp", f"--model_base_path={model_dirs['mlp']}"]
         if batching:
             config = params(
                 tmp_path / "b.config",
@@ -153,9 +137,7 @@ def test_per_model_parameters(tmp_path: Path) -> None:
     without = write_python_model(tmp_path / "without", GATED_MODEL)
     config = tmp_path / "models.config"
     config.write_text(
-        f'model_config_list {{ config {{ name: "with" base_path: "{with_params}" '
-        f'model_platform: "python" }} config {{ name: "without" base_path: "{without}" '
-        'model_platform: "python" } }'
+        model_config([("with", with_params, "python"), ("without", without, "python")])
     )
     with running_server(
         [
@@ -189,22 +171,12 @@ def test_per_model_parameters(tmp_path: Path) -> None:
 def test_bad_parameter_files_exit_1(tmp_path: Path, text: str, message: str) -> None:
     base = write_python_model(tmp_path / "m", GATED_MODEL)
     config = params(tmp_path / "b.config", text)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "servo",
-            "serve",
-            "--model_name=m",
-            f"--model_base_path={base}",
-            "--enable_batching",
-            f"--batching_parameters_file={config}",
-            "--rest_api_port=0",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+    result = run_servo(
+        "--model_name=m",
+        f"--model_base_path={base}",
+        "--enable_batching",
+        f"--batching_parameters_file={config}",
+        "--rest_api_port=0",
     )
     assert result.returncode == 1
     assert message in result.stderr and str(config) in result.stderr
@@ -212,19 +184,7 @@ def test_bad_parameter_files_exit_1(tmp_path: Path, text: str, message: str) -> 
 
 def test_batching_parameters_need_enable_batching(tmp_path: Path) -> None:
     base = write_python_model(tmp_path / "m", GATED_MODEL)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "servo",
-            "serve",
-            "--model_name=m",
-            f"--model_base_path={base}",
-            "--batching_parameters_file=/x",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+    result = run_servo(
+        "--model_name=m", f"--model_base_path={base}", "--batching_parameters_file=/x"
     )
     assert result.returncode == 1 and "need --enable_batching" in result.stderr

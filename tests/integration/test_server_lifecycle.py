@@ -7,17 +7,16 @@ import concurrent.futures
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.conftest import copy_tfs_model, write_python_model
-from tests.support.server import ServerProcess, model_config, running_server
-from tests.support.testdata import REPO, tfs_path
+from tests.integration.conftest import copy_tfs_model
+from tests.support.models import write_python_model
+from tests.support.server import ServerProcess, model_config, run_servo, running_server
+from tests.support.testdata import TfsModels
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +33,6 @@ class Model:
     def predict(self, inputs, signature_name):
         return inputs["inputs"] * 0 + self.version
 """
-WAIT = 60.0
-
-
-def wait_until(check, timeout: float = WAIT):
-    """Re-checks a server's state until `check()` gives something true (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "the server never reached the expected state"
-        time.sleep(0.1)  # polls a state over HTTP; what is awaited is the state, not the time
-
-
-def servo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "servo", "serve", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
 
 
 def versions(server: ServerProcess, name: str) -> dict[str, str]:
@@ -75,54 +52,56 @@ def predict(server: ServerProcess, name: str, value: float = 1.0) -> httpx.Respo
 
 
 def test_unknown_flag_and_bad_value_exit_2() -> None:
-    result = servo("--no_such_flag=1")
+    result = run_servo("--no_such_flag=1")
     assert result.returncode == 2 and "unrecognized arguments: --no_such_flag=1" in result.stderr
-    result = servo("--port=eighty")
+    result = run_servo("--port=eighty")
     assert result.returncode == 2
     assert "argument --port: expected an integer, got 'eighty'" in result.stderr
-    result = servo("--rest_api_port=70000")
+    result = run_servo("--rest_api_port=70000")
     assert result.returncode == 2
     assert "argument --rest_api_port: a port is 0..65535, got 70000" in result.stderr
-    result = servo("--enable_batching=maybe")
+    result = run_servo("--enable_batching=maybe")
     assert result.returncode == 2
     assert "argument --enable_batching: expected true or false, got 'maybe'" in result.stderr
 
 
 def test_version_and_help() -> None:
-    result = servo("--version")
+    result = run_servo("--version")
     assert result.returncode == 0 and result.stdout.startswith("servo ")
-    result = servo("--help")
+    result = run_servo("--help")
     assert result.returncode == 0 and "--model_config_file" in result.stdout
 
 
-def test_bad_config_file_at_start_exits_1(tmp_path: Path) -> None:
-    result = servo(f"--model_config_file={tfs_path('bad_model_config.txt')}")
+def test_bad_config_file_at_start_exits_1(tmp_path: Path, tfs_models: TfsModels) -> None:
+    path = tfs_models.path("bad_model_config.txt")
+    result = run_servo(f"--model_config_file={path}")
     assert result.returncode == 1
-    path = tfs_path("bad_model_config.txt")
     assert f"Invalid protobuf file: '{path}': 1:1 : " in result.stderr
     assert 'has no field named "improperly"' in result.stderr  # the problem, and where
     missing = tmp_path / "nope.config"
-    result = servo(f"--model_config_file={missing}")
+    result = run_servo(f"--model_config_file={missing}")
     assert result.returncode == 1 and str(missing) in result.stderr
     unknown_platform = tmp_path / "platform.config"
     unknown_platform.write_text(model_config([("m", tmp_path, "caffe")]))
-    result = servo(f"--model_config_file={unknown_platform}")
+    result = run_servo(f"--model_config_file={unknown_platform}")
     assert result.returncode == 1 and "caffe" in result.stderr
-    result = servo()
+    result = run_servo()
     assert result.returncode == 1 and "Nothing to serve" in result.stderr
 
 
-def test_a_model_that_fails_at_start_exits_1_with_its_error(tmp_path: Path) -> None:
+def test_a_model_that_fails_at_start_exits_1_with_its_error(
+    tmp_path: Path, tfs_models: TfsModels
+) -> None:
     config = tmp_path / "models.config"
     config.write_text(
         model_config(
             [
-                ("half_plus_two", tfs_path("saved_model_half_plus_two_cpu"), "tensorflow"),
-                ("bad", tfs_path("bad_half_plus_two"), "tensorflow"),
+                ("half_plus_two", tfs_models.path("saved_model_half_plus_two_cpu"), "tensorflow"),
+                ("bad", tfs_models.path("bad_half_plus_two"), "tensorflow"),
             ]
         )
     )
-    result = servo(
+    result = run_servo(
         f"--model_config_file={config}",
         "--max_num_load_retries=0",
         "--rest_api_port=0",
@@ -134,10 +113,10 @@ def test_a_model_that_fails_at_start_exits_1_with_its_error(tmp_path: Path) -> N
     assert "Could not find SavedModel .pb or .pbtxt" in result.stderr
 
 
-def test_a_rest_port_in_use_exits_1(python_models: dict) -> None:
-    flags = ["--model_name=two_io", f"--model_base_path={python_models['two_io']}"]
+def test_a_rest_port_in_use_exits_1(model_dirs: dict) -> None:
+    flags = ["--model_name=two_io", f"--model_base_path={model_dirs['two_io']}"]
     with running_server(flags) as first:
-        result = servo(
+        result = run_servo(
             *flags, f"--rest_api_port={first.rest_port}", "--port=0", "--bind_address=127.0.0.1"
         )
         assert result.returncode == 1
@@ -148,10 +127,10 @@ def test_a_rest_port_in_use_exits_1(python_models: dict) -> None:
         assert httpx.get(f"{first.rest}/v1/models/two_io").status_code == 200
 
 
-def test_a_grpc_port_in_use_exits_1(python_models: dict) -> None:
-    flags = ["--model_name=two_io", f"--model_base_path={python_models['two_io']}"]
+def test_a_grpc_port_in_use_exits_1(model_dirs: dict) -> None:
+    flags = ["--model_name=two_io", f"--model_base_path={model_dirs['two_io']}"]
     with running_server(flags) as first:
-        result = servo(
+        result = run_servo(
             *flags, f"--port={first.grpc_port}", "--rest_api_port=0", "--bind_address=127.0.0.1"
         )
         assert result.returncode == 1
@@ -160,13 +139,6 @@ def test_a_grpc_port_in_use_exits_1(python_models: dict) -> None:
 
 
 # -- reloads and polling ---------------------------------------------------------------------
-
-
-def config_text(models: list[tuple[str, Path, str]]) -> str:
-    body = "".join(
-        f'config {{ name: "{n}" base_path: "{p}" model_platform: "{pl}" }}\n' for n, p, pl in models
-    )
-    return f"model_config_list {{\n{body}}}\n"
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -179,12 +151,12 @@ def test_config_reload_adds_and_removes_models_and_rejects_a_bad_file(tmp_path: 
     a = write_python_model(tmp_path / "a", VERSION_MODEL, version=1)
     b = write_python_model(tmp_path / "b", VERSION_MODEL, version=7)
     config = tmp_path / "models.config"
-    write_atomically(config, config_text([("a", a, "python")]))
+    write_atomically(config, model_config([("a", a, "python")]))
     with running_server(
         [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"]
     ) as server:
         assert predict(server, "a").json() == {"predictions": [1.0]}
-        write_atomically(config, config_text([("b", b, "python")]))
+        write_atomically(config, model_config([("b", b, "python")]))
         wait_until(lambda: versions(server, "b").get("7") == "AVAILABLE")
         wait_until(lambda: versions(server, "a").get("1") == "END")
         assert predict(server, "b").json() == {"predictions": [7.0]}
@@ -193,15 +165,15 @@ def test_config_reload_adds_and_removes_models_and_rejects_a_bad_file(tmp_path: 
         write_atomically(config, "model_config_list { config { name: ")
         line = server.wait_for_line("Ignoring the new")
         assert f"{config}; the running config stays: Invalid protobuf file" in line
-        write_atomically(config, config_text([("b", b, "python"), ("b", a, "python")]))
+        write_atomically(config, model_config([("b", b, "python"), ("b", a, "python")]))
         server.wait_for_line("Illegal to list model b multiple times")
         assert predict(server, "b").json() == {"predictions": [7.0]}
         assert server.stop() == 0
 
 
-def test_new_and_failed_versions_found_by_polling(tmp_path: Path) -> None:
+def test_new_and_failed_versions_found_by_polling(tmp_path: Path, tfs_models: TfsModels) -> None:
     base = tmp_path / "h2"
-    shutil.copytree(tfs_path("saved_model_half_plus_two_cpu"), base)
+    shutil.copytree(tfs_models.path("saved_model_half_plus_two_cpu"), base)
     with running_server(
         [
             "--model_name=h2",
@@ -213,7 +185,7 @@ def test_new_and_failed_versions_found_by_polling(tmp_path: Path) -> None:
         assert served_version(server, "h2") == "123"
         # A new version, written aside and moved in whole.
         shutil.copytree(
-            Path(tfs_path("saved_model_half_plus_two_2_versions")) / "00000124",
+            Path(tfs_models.path("saved_model_half_plus_two_2_versions")) / "00000124",
             tmp_path / "staging" / "00000124",
         )
         os.rename(tmp_path / "staging" / "00000124", base / "00000124")
@@ -221,7 +193,8 @@ def test_new_and_failed_versions_found_by_polling(tmp_path: Path) -> None:
         assert served_version(server, "h2") == "124"
         # A broken version 125: it ends with its error; version 124 keeps serving.
         shutil.copytree(
-            Path(tfs_path("bad_half_plus_two")) / "00000123", tmp_path / "staging" / "00000125"
+            Path(tfs_models.path("bad_half_plus_two")) / "00000123",
+            tmp_path / "staging" / "00000125",
         )
         os.rename(tmp_path / "staging" / "00000125", base / "00000125")
         wait_until(lambda: versions(server, "h2").get("125") == "END")
@@ -264,9 +237,9 @@ def test_a_python_version_that_fails_to_load_ends_with_its_error(tmp_path: Path)
 
 
 def test_single_model_flags_serve_a_tfs_model_and_no_cors_headers_without_the_flag(
-    tmp_path: Path,
+    tmp_path: Path, tfs_models: TfsModels
 ) -> None:
-    base = copy_tfs_model("saved_model_half_plus_three", tmp_path)
+    base = copy_tfs_model(tfs_models, "saved_model_half_plus_three", tmp_path)
     with running_server(["--model_name=h3", f"--model_base_path={base}"]) as server:
         answer = predict(server, "h3")
         assert answer.json() == {"predictions": [3.5]}
@@ -285,13 +258,11 @@ def test_single_model_flags_serve_a_tfs_model_and_no_cors_headers_without_the_fl
 # -- timeouts and stopping -------------------------------------------------------------------
 
 
-def test_timeout_answers_504_and_the_server_keeps_serving(
-    tmp_path: Path, python_models: dict
-) -> None:
+def test_timeout_answers_504_and_the_server_keeps_serving(tmp_path: Path, model_dirs: dict) -> None:
     with running_server(
         [
             "--model_name=slow",
-            f"--model_base_path={python_models['slow']}",
+            f"--model_base_path={model_dirs['slow']}",
             "--rest_api_timeout_in_ms=300",
         ]
     ) as server:
@@ -301,13 +272,11 @@ def test_timeout_answers_504_and_the_server_keeps_serving(
         assert predict(server, "slow", 0.0).json() == {"predictions": [0.0]}
 
 
-def test_sigterm_finishes_requests_in_flight_and_exits_0(python_models: dict) -> None:
-    marker = python_models["slow"] / "1" / "started-1.5"
+def test_sigterm_finishes_requests_in_flight_and_exits_0(model_dirs: dict) -> None:
+    marker = model_dirs["slow"] / "1" / "started-1.5"
     marker.unlink(missing_ok=True)
     with (
-        running_server(
-            ["--model_name=slow", f"--model_base_path={python_models['slow']}"]
-        ) as server,
+        running_server(["--model_name=slow", f"--model_base_path={model_dirs['slow']}"]) as server,
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
         slow = pool.submit(predict, server, "slow", 1.5)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import glob
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -12,9 +10,10 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tests.integration.conftest import write_python_model
-from tests.support.server import running_server
-from tests.support.testdata import REPO
+from tests.support.models import write_python_model
+from tests.support.requests import classify_request, predict_request, regress_request, tfs
+from tests.support.server import grpc_stubs, model_config, run_servo, running_server
+from tests.support.testdata import TfsModels
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +34,14 @@ class Model:
             f.write(" ".join(str(v) for v in inputs["x"].tolist()) + "\\n")
         return {"y": inputs["x"] * 2}
 """
+
+
+def logging_config(prefix: Path) -> str:
+    """A model's logging_config field: every request logged to files at `prefix`."""
+    return (
+        f'logging_config {{ log_collector_config {{ type: "file" filename_prefix: "{prefix}" }}'
+        " sampling_config { sampling_rate: 1.0 } }"
+    )
 
 
 def warmup_record(value: float) -> bytes:
@@ -83,22 +90,12 @@ def test_a_corrupt_warmup_file_fails_the_load(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-2] ^= 0xFF
     path.write_bytes(bytes(data))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "servo",
-            "serve",
-            "--model_name=m",
-            f"--model_base_path={base}",
-            "--max_num_load_retries=0",
-            "--rest_api_port=0",
-            "--port=0",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+    result = run_servo(
+        "--model_name=m",
+        f"--model_base_path={base}",
+        "--max_num_load_retries=0",
+        "--rest_api_port=0",
+        "--port=0",
     )
     assert result.returncode == 1
     assert "Please verify your warmup data is in TFRecord format" in result.stderr
@@ -109,22 +106,12 @@ def test_every_request_is_logged_at_sampling_rate_one(tmp_path: Path) -> None:
     base = write_python_model(tmp_path / "m", COUNTING_MODEL)
     prefix = tmp_path / "logs" / "m"
     config = tmp_path / "models.config"
-    config.write_text(
-        f'model_config_list {{ config {{ name: "m" base_path: "{base}" model_platform: "python"'
-        f' logging_config {{ log_collector_config {{ type: "file" filename_prefix: "{prefix}" }}'
-        " sampling_config { sampling_rate: 1.0 } } } }"
-    )
+    config.write_text(model_config([("m", base, "python", logging_config(prefix))]))
     with running_server([f"--model_config_file={config}"]) as server:
         for value in (1.0, 2.0, 3.0):
             httpx.post(f"{server.rest}/v1/models/m:predict", json={"instances": [value]})
-        import grpc
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "m"
-            request.inputs["x"].CopyFrom(tf.make_tensor_proto([4.0], dtype=tf.float32))
-            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        with grpc_stubs(server) as stubs:
+            stubs.predictions.Predict(tfs(predict_request("m", [4.0])), timeout=30)
         assert server.stop() == 0
     logs = []
     for path in sorted(glob.glob(f"{prefix}*")):
@@ -137,37 +124,17 @@ def test_every_request_is_logged_at_sampling_rate_one(tmp_path: Path) -> None:
     assert tf.make_ndarray(logs[3].predict_log.response.outputs["y"]).tolist() == [8.0]
 
 
-def test_classify_and_regress_calls_are_logged_too(tmp_path: Path) -> None:
-    import grpc
-    from tensorflow_serving.apis import (
-        classification_pb2,
-        prediction_service_pb2_grpc,
-        regression_pb2,
-    )
-
-    from tests.support.testdata import tfs_path
-
+def test_classify_and_regress_calls_are_logged_too(tmp_path: Path, tfs_models: TfsModels) -> None:
     prefix = tmp_path / "logs" / "h"
     config = tmp_path / "models.config"
-    config.write_text(
-        'model_config_list { config { name: "h" model_platform: "tensorflow" '
-        f'base_path: "{tfs_path("saved_model_half_plus_two_cpu")}" '
-        f'logging_config {{ log_collector_config {{ type: "file" filename_prefix: "{prefix}" }}'
-        " sampling_config { sampling_rate: 1.0 } } } }"
-    )
+    base = tfs_models.path("saved_model_half_plus_two_cpu")
+    config.write_text(model_config([("h", base, "tensorflow", logging_config(prefix))]))
     with running_server([f"--model_config_file={config}"]) as server:
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            classify = classification_pb2.ClassificationRequest()
-            classify.model_spec.name, classify.model_spec.signature_name = "h", "classify_x_to_y"
-            classify.input.example_list.examples.add().features.feature[
-                "x"
-            ].float_list.value.append(1.0)
-            stub.Classify(classify, timeout=30)
-            regress = regression_pb2.RegressionRequest()
-            regress.model_spec.name, regress.model_spec.signature_name = "h", "regress_x_to_y"
-            regress.input.CopyFrom(classify.input)
-            stub.Regress(regress, timeout=30)
+        with grpc_stubs(server) as stubs:
+            request = tfs(classify_request("h", "classify_x_to_y", 1.0))
+            stubs.predictions.Classify(request, timeout=30)
+            request = tfs(regress_request("h", "regress_x_to_y", 1.0))
+            stubs.predictions.Regress(request, timeout=30)
         assert server.stop() == 0
     logs = [
         prediction_log_pb2.PredictionLog.FromString(record.numpy())

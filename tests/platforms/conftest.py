@@ -1,44 +1,37 @@
-"""Shared fixtures of the platform tests: TFS's test data and the example-model script."""
+"""Shared fixtures of the platform tests: the example-model script and its models (the stand-ins
+for TFS's test models are the suite-wide `tfs_models` fixture)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.support.testdata import TFS_TESTDATA, tfs_path  # noqa: F401 - used by tests
+from tests.support import examples
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_example_script() -> ModuleType:
-    """scripts/make_example_models.py as a module (scripts/ is not a package)."""
-    name = "servo_make_example_models"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(
-            name, REPO / "scripts" / "make_example_models.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return module
+# The example repository's models the platform tests load, by the script's names.
+EXAMPLE_MODELS = ("mlp", "vocab", "word_count")
 
 
 @pytest.fixture(scope="session")
 def example_script() -> ModuleType:
-    return load_example_script()
+    return examples.example_script()
 
 
 @pytest.fixture(scope="session")
-def mlp_version_dir(tmp_path_factory: pytest.TempPathFactory, example_script: ModuleType) -> str:
-    """A version directory holding the example repository's ONNX MLP (16 -> 64 -> 4)."""
+def example_models(tmp_path_factory: pytest.TempPathFactory, example_script: ModuleType) -> Path:
+    """The example repository's ONNX MLP, vocabulary and Python word counter, written by
+    scripts/make_example_models.py (`<dir>/<name>/1`)."""
     import onnx  # noqa: F401 - needed by this test
 
-    base = tmp_path_factory.mktemp("models")
-    example_script.write_mlp(base / "mlp")
-    return str(base / "mlp" / "1")
+    out = tmp_path_factory.mktemp("example-models")
+    only = [arg for name in EXAMPLE_MODELS for arg in ("--only", name)]
+    assert example_script.main([str(out), *only]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlp_version_dir(example_models: Path) -> str:
+    """A version directory holding the example repository's ONNX MLP (16 -> 64 -> 4)."""
+    return str(example_models / "mlp" / "1")

@@ -122,7 +122,8 @@ def test_half_plus_two_versions_serve_through_servo(
     import tensorflow as tf
 
     from servo.platforms import tensorflow as tfp
-    from servo.platforms.router import PlatformOptions, detect_platform
+    from servo.platforms.options import PlatformOptions
+    from servo.platforms.router import detect_platform
     from servo.platforms.servable import classify, regress
 
     out = tmp_path / "models"

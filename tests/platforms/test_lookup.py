@@ -1,4 +1,5 @@
-"""The lookup platform: vocabulary and embedding tables."""
+"""The lookup platform: vocabulary and embedding tables, their file formats and settings. The
+contract every platform keeps is checked in test_conformance.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.platforms import lookup
-from servo.platforms.router import PlatformOptions
+from servo.platforms.options import PlatformOptions
 
 
 def keys(*values: str) -> np.ndarray:
@@ -72,7 +73,6 @@ def test_embeddings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({}, "needs vocab.txt or embeddings.tsv"),
         ({"vocab.txt": "a\nb\na\n"}, "key 'a' on line 3 already appears on line 1"),
         ({"embeddings.tsv": "a\t1 2\nb\t3\n"}, "line 2 has 1 values; earlier rows have 2"),
         ({"embeddings.tsv": "a 1 2\n"}, "line 1 has no tab"),

@@ -24,8 +24,9 @@ from servo.core.servable_state_monitor import ServableStateMonitor
 from servo.core.source import ServableData
 from servo.core.status import Code, ServoError
 from servo.platforms import router
-from servo.platforms.router import ModelLoader, PlatformOptions, PlatformRouter
-from tests.platforms.conftest import REPO, tfs_path
+from servo.platforms.options import PlatformOptions
+from servo.platforms.router import ModelLoader, PlatformRouter
+from tests.support.testdata import REPO, TfsModels
 
 WAIT = 60.0  # seconds: a bound on waits for states, never reached when things work
 
@@ -77,11 +78,12 @@ def test_onnx_version_loads_serves_and_unloads(mlp_version_dir: str) -> None:
     assert loader.servable is None
 
 
-def test_tensorflow_version_loads_through_the_manager() -> None:
+def test_tensorflow_version_loads_through_the_manager(tfs_models: TfsModels) -> None:
     import tensorflow  # noqa: F401 - needed by this test
 
     id = ServableId("half_plus_two", 123)
-    loader = ModelLoader(id, tfs_path("saved_model_half_plus_two_cpu", "00000123"), "tensorflow")
+    path = tfs_models.path("saved_model_half_plus_two_cpu", "00000123")
+    loader = ModelLoader(id, path, "tensorflow")
     with manager_and_monitor() as (manager, monitor):
         aspire(manager, loader)
         state = final_state(monitor, id, ManagerState.AVAILABLE)
@@ -126,10 +128,10 @@ def test_failed_load_ends_with_its_error_in_the_health(
         assert err.value.code == Code.NOT_FOUND
 
 
-def test_bad_half_plus_two_ends_with_tfs_error() -> None:
+def test_bad_half_plus_two_ends_with_tfs_error(tfs_models: TfsModels) -> None:
     import tensorflow  # noqa: F401 - needed by this test
 
-    path = tfs_path("bad_half_plus_two", "00000123")
+    path = tfs_models.path("bad_half_plus_two", "00000123")
     id = ServableId("bad", 123)
     with manager_and_monitor() as (manager, monitor):
         aspire(manager, ModelLoader(id, path, "tensorflow"))
@@ -153,15 +155,14 @@ def test_platform_router_makes_loaders_and_error_items(mlp_version_dir: str) -> 
     assert none_item.status.code == Code.NOT_FOUND
 
 
-def test_detect_platform_on_test_models(mlp_version_dir: str) -> None:
+def test_detect_platform_on_test_models(mlp_version_dir: str, tfs_models: TfsModels) -> None:
+    def detect(name: str) -> str | None:
+        return router.detect_platform(tfs_models.path(name, "00000123"))
+
     assert router.detect_platform(mlp_version_dir) == "onnx"
-    assert router.detect_platform(tfs_path("saved_model_half_plus_two_cpu", "00000123")) == (
-        "tensorflow"
-    )
-    assert router.detect_platform(tfs_path("saved_model_half_plus_two_tflite", "00000123")) == (
-        "tflite"
-    )
-    assert router.detect_platform(tfs_path("bad_half_plus_two", "00000123")) is None
+    assert detect("saved_model_half_plus_two_cpu") == "tensorflow"
+    assert detect("saved_model_half_plus_two_tflite") == "tflite"
+    assert detect("bad_half_plus_two") is None
 
 
 @pytest.mark.parametrize(

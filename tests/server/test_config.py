@@ -1,5 +1,6 @@
-"""Config files: TFS's samples parse with protobuf's text-format parser into servo's messages;
-what TFS refuses, servo refuses with a clear message."""
+"""Config files: TFS's samples (their texts, as tests/support/tfs_models.py writes them) parse
+with protobuf's text-format parser into servo's messages; what TFS refuses, servo refuses with a
+clear message."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from servo.batching.parameters import read_file as read_batching_file
 from servo.server import config as configs
 from servo.sources.file_system import AllVersions, LatestVersions, SpecificVersions
-from tests.support.testdata import tfs_path
+from tests.support.testdata import TfsModels
 
 
 def write(tmp_path: Path, text: str, name: str = "models.config") -> str:
@@ -18,8 +20,8 @@ def write(tmp_path: Path, text: str, name: str = "models.config") -> str:
     return str(path)
 
 
-def test_tfs_sample_config_parses(tmp_path: Path) -> None:
-    text = Path(tfs_path("good_model_config.txt")).read_text()
+def test_tfs_sample_config_parses(tmp_path: Path, tfs_models: TfsModels) -> None:
+    text = Path(tfs_models.path("good_model_config.txt")).read_text()
     text = text.replace("${TEST_HALF_PLUS_TWO_DIR}", "/models/h2").replace(
         "${TEST_HALF_PLUS_THREE_DIR}", "/models/h3"
     )
@@ -31,9 +33,9 @@ def test_tfs_sample_config_parses(tmp_path: Path) -> None:
     ]
 
 
-def test_tfs_bad_sample_is_a_clear_error() -> None:
+def test_tfs_bad_sample_is_a_clear_error(tfs_models: TfsModels) -> None:
     with pytest.raises(configs.ConfigError) as err:
-        configs.read_model_server_config(tfs_path("bad_model_config.txt"))
+        configs.read_model_server_config(tfs_models.path("bad_model_config.txt"))
     assert "Invalid protobuf file" in str(err.value)
     assert "bad_model_config.txt" in str(err.value)
     assert "improperly" in str(err.value)
@@ -41,11 +43,11 @@ def test_tfs_bad_sample_is_a_clear_error() -> None:
     assert '"tensorflow.serving.ModelServerConfig" has no field named' in str(err.value)
 
 
-def test_monitoring_and_batching_samples_parse() -> None:
-    monitoring = configs.read_monitoring_config(tfs_path("monitoring_config.txt"))
+def test_monitoring_and_batching_samples_parse(tfs_models: TfsModels) -> None:
+    monitoring = configs.read_monitoring_config(tfs_models.path("monitoring_config.txt"))
     settings = configs.prometheus_settings(monitoring)
     assert settings == configs.PrometheusSettings(True, "/monitoring/prometheus/metrics")
-    batching = configs.read_batching_parameters(tfs_path("batching_config.txt"))
+    batching = read_batching_file(tfs_models.path("batching_config.txt"))
     assert batching.max_batch_size.value == 128
     assert batching.num_batch_threads.value == 8
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from servo.server.flags import build_parser
+from servo.cli.flags import build_parser
 
 
 @pytest.mark.parametrize(

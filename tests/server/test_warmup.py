@@ -15,13 +15,13 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2 as tfs_log_pb2
 
-from servo.apis.grpc import handlers
+from servo.apis import messages
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
+from servo.metrics import ServerMetrics
 from servo.platforms.router import ModelLoader
 from servo.platforms.servable import ModelServable
 from servo.protos import prediction_log_pb2
-from servo.server.metrics import ServerMetrics
 from servo.server.warmup import MAX_RECORDS, WarmupHook, read_warmup_file, warmup_file
 
 ID = ServableId("m", 1)
@@ -340,11 +340,11 @@ def python_version(tmp_path: Path, logs: list[Any]) -> Path:
 def test_the_data_planes_replay_runs_the_records_on_the_model_during_load(
     tmp_path: Path,
 ) -> None:
-    # The server's own wiring: the gRPC handlers' replay, a real servable. When load()
+    # The server's own wiring: the data plane's replay, a real servable. When load()
     # returns, the model has already answered every recorded request, each twice, in order.
     version = python_version(tmp_path, [predict(1), predict(5), predict(-2)])
     metrics = ServerMetrics()
-    hook = WarmupHook(handlers.replay, iterations=2, metrics=metrics)
+    hook = WarmupHook(messages.replay, iterations=2, metrics=metrics)
     loader = ModelLoader(ID, str(version), "python", after_load=(hook,))
     loader.load()
     servable: Any = loader.servable
@@ -358,7 +358,7 @@ def test_a_request_the_model_rejects_fails_the_load_in_its_words(tmp_path: Path)
     wrong.predict_log.request.inputs["z"].CopyFrom(wrong.predict_log.request.inputs.pop("x"))
     version = python_version(tmp_path, [predict(1), wrong])
     metrics = ServerMetrics()
-    hook = WarmupHook(handlers.replay, metrics=metrics)
+    hook = WarmupHook(messages.replay, metrics=metrics)
     loader = ModelLoader(ID, str(version), "python", after_load=(hook,))
     with pytest.raises(ServoError) as err:
         loader.load()

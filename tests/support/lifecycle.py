@@ -9,11 +9,23 @@ from servo.core.aspired_versions_manager import (
     AspiredVersionsManager,
     AspiredVersionsManagerOptions,
 )
+from servo.core.loader_harness import LoaderState
 from servo.core.servable_id import ServableId
 from servo.core.servable_state import ManagerState
 from servo.core.servable_state_monitor import ServableStateMonitor
 
 WAIT = 30.0  # seconds; a bound on waits for states, never reached when things work
+
+# The published state each internal state of a harness goes with (None: not yet started).
+PUBLISHED_AS: dict[LoaderState, frozenset[ManagerState | None]] = {
+    LoaderState.NEW: frozenset({None, ManagerState.START}),
+    LoaderState.LOADING: frozenset({ManagerState.LOADING}),
+    LoaderState.READY: frozenset({ManagerState.AVAILABLE}),
+    LoaderState.QUIESCING: frozenset({ManagerState.UNLOADING}),
+    LoaderState.UNLOADING: frozenset({ManagerState.UNLOADING}),
+    LoaderState.DISABLED: frozenset({ManagerState.END}),
+    LoaderState.ERROR: frozenset({ManagerState.END}),
+}
 
 
 @contextmanager

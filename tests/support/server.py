@@ -3,6 +3,8 @@
 A server is started as `python -m servo serve ...` with `--bind_address=127.0.0.1`; the test
 waits for the line that says the ports are open (or for the process to exit), never for a
 fixed time. Every process started is stopped (SIGTERM, then SIGKILL after a bound).
+`run_servo` runs a command that must end by itself (a bad flag, a failed start), and
+`grpc_stubs` opens a channel to a server with the official client's stubs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.testdata import REPO
 
@@ -142,10 +146,52 @@ def running_server(
                 server.process.wait()
 
 
-def model_config(models: Sequence[tuple[str, str | Path, str]], extra: str = "") -> str:
-    """A model config file's text: (name, base_path, platform) per model."""
+def run_servo(*args: str, timeout: float = READY_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`python -m servo serve ARGS` to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "servo", "serve", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class GrpcStubs:
+    """A channel to a server and the official client's stubs on it."""
+
+    channel: Any
+    predictions: Any  # tensorflow_serving's PredictionServiceStub
+    models: Any  # ModelServiceStub
+
+
+@contextmanager
+def grpc_stubs(
+    server: ServerProcess, options: Sequence[tuple[str, Any]] = ()
+) -> Iterator[GrpcStubs]:
+    """A channel to `server`'s gRPC port (closed after) with both services' stubs."""
+    import grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target, options=list(options)) as channel:
+        yield GrpcStubs(
+            channel,
+            prediction_service_pb2_grpc.PredictionServiceStub(channel),
+            model_service_pb2_grpc.ModelServiceStub(channel),
+        )
+
+
+def model_config(
+    models: Sequence[tuple[str, str | Path, str] | tuple[str, str | Path, str, str]],
+    extra: str = "",
+) -> str:
+    """A model config file's text: (name, base_path, platform[, more fields of its entry]) per
+    model; `extra` goes after the entries, inside model_config_list."""
     body = "".join(
-        f'  config {{ name: "{n}" base_path: "{p}" model_platform: "{pl}" }}\n'
-        for n, p, pl in models
+        f'  config {{ name: "{m[0]}" base_path: "{m[1]}" model_platform: "{m[2]}"'
+        f"{' ' + m[3].strip() if len(m) > 3 and m[3].strip() else ''} }}\n"
+        for m in models
     )
     return f"model_config_list {{\n{body}{extra}}}\n"

@@ -8,6 +8,7 @@ any record, or a cut at any byte, must be DATA_LOSS naming the file, the record 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -23,7 +24,6 @@ from servo.util.tfrecord import (
     frame,
     masked_crc32c,
     read_records,
-    write_records,
 )
 
 RECORDS = st.lists(st.binary(max_size=300), max_size=6)
@@ -32,6 +32,14 @@ SOME_RECORDS = st.lists(st.binary(max_size=40), min_size=1, max_size=4)
 EXAMPLES = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None, max_examples=60
 )
+
+
+def write_records(path: str, records: Iterable[bytes]) -> int:
+    """A new TFRecord file of `records` at `path`, written by servo's writer; how many."""
+    with RecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+        return writer.records_written
 
 
 def tf_write(path: Path, records: list[bytes]) -> None:

@@ -266,7 +266,8 @@ def from_ndarray(
     proto = TensorProto() if into is None else into
     if into is not None:
         proto.Clear()
-    proto.dtype = int(codec.dtype)
+    # protoc's stubs type an enum field as its enum class; protobuf takes the number.
+    proto.dtype = int(codec.dtype)  # type: ignore[assignment]
     dim = proto.tensor_shape.dim
     for size in arr.shape:
         dim.add().size = size
@@ -334,26 +335,3 @@ def _as_bytes(arr: np.ndarray) -> list[bytes]:
         else:
             raise _invalid(f"A string tensor holds a {type(v).__name__}, not bytes or str")
     return out
-
-
-def shape_to_proto(
-    shape: Sequence[int] | None, *, into: TensorShapeProto | None = None
-) -> TensorShapeProto:
-    """A TensorShapeProto for `shape`: -1 for a dimension of unknown size, None for unknown rank."""
-    proto = TensorShapeProto() if into is None else into
-    if into is not None:
-        proto.Clear()
-    if shape is None:
-        proto.unknown_rank = True
-        return proto
-    dim = proto.dim
-    for size in shape:
-        dim.add().size = int(size)
-    return proto
-
-
-def shape_from_proto(proto: TensorShapeProto) -> tuple[int, ...] | None:
-    """The dims of a (signature) shape, -1 where unknown; None when even the rank is unknown."""
-    if proto.unknown_rank:
-        return None
-    return tuple(d.size for d in proto.dim)

@@ -32,8 +32,8 @@ from servo.batching.parameters import (
 from servo.batching.scheduler import Batch, BatchQueue, BatchScheduler, Request
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
+from servo.metrics import ServerMetrics
 from servo.platforms.servable import ModelServable, Signature
-from servo.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
+from typing import cast
 
 import numpy as np
 
@@ -75,7 +76,8 @@ class Request:
             _settle(self.future, parts[0])
             return
         try:  # pieces of a split request, back in order
-            result = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # type: ignore[index]
+            filled = cast(list[dict[str, np.ndarray]], parts)  # every piece has come
+            result = {k: np.concatenate([p[k] for p in filled]) for k in filled[0]}
         except ValueError as exc:
             _settle(
                 self.future,

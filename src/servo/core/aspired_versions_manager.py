@@ -25,28 +25,26 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
+from servo.core.aspired_version_policy import (
+    Action,
+    AspiredVersionPolicy,
+    AvailabilityPreservingPolicy,
+    VersionSnapshot,
+)
 from servo.core.event_bus import EventBus
 from servo.core.loader import Loader
-from servo.core.loader_harness import FINAL_STATES, LoaderHarness, LoaderState
+from servo.core.loader_harness import FINAL_STATES, IN_TRANSITION, LoaderHarness, LoaderState
 from servo.core.resource_tracker import ResourceTracker
 from servo.core.servable_handle import ServableHandle
 from servo.core.servable_id import ServableId
 from servo.core.servable_request import ServableRequest
-from servo.core.servable_state import ManagerState, ServableState
+from servo.core.servable_state import ServableState
 from servo.core.source import AspiredVersionsCallback, ServableData, Target
 from servo.core.status import OK, Code, ServoError, Status
-from servo.core.version_policy import (
-    Action,
-    AvailabilityPreservingPolicy,
-    VersionPolicy,
-    VersionSnapshot,
-)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,9 @@ class AspiredVersionsManagerOptions:
     # Retries after a failed load, and the wait between them (TFS: 5 and 60 s).
     max_num_load_retries: int = 5
     load_retry_interval: float = 60.0
-    version_policy: VersionPolicy = field(default_factory=AvailabilityPreservingPolicy)
+    aspired_version_policy: AspiredVersionPolicy = field(
+        default_factory=AvailabilityPreservingPolicy
+    )
     # The budget loads reserve against; None means unlimited.
     resource_tracker: ResourceTracker | None = None
     # Where state changes are published; the manager makes one when None.
@@ -102,7 +102,7 @@ class AspiredVersionsManager(Target[Loader]):
 
     def __init__(self, options: AspiredVersionsManagerOptions | None = None) -> None:
         self._options = options = options or AspiredVersionsManagerOptions()
-        self._policy = options.version_policy
+        self._policy = options.aspired_version_policy
         self._tracker = options.resource_tracker or ResourceTracker()
         self.event_bus: EventBus[ServableState] = options.event_bus or EventBus()
         # Lock order: _publish_lock, then _lock. _publish_lock makes each state change and its
@@ -149,14 +149,16 @@ class AspiredVersionsManager(Target[Loader]):
             stream = self._serving.get(request.name)
             if stream is None:
                 break
+            harness: LoaderHarness | None
             if request.kind == "latest":
                 harness = stream.latest
-            elif request.kind == "specific":
-                harness = stream.by_version.get(request.version)  # type: ignore[arg-type]
-                if harness is None:
-                    break
-            else:
+            elif request.kind == "earliest":
                 harness = stream.earliest
+            else:
+                assert request.version is not None  # a specific request names its version
+                harness = stream.by_version.get(request.version)
+            if harness is None:
+                break
             if harness.acquire():
                 return ServableHandle(harness)
         raise ServoError(Code.NOT_FOUND, f"Servable not found for request: {request}")
@@ -165,10 +167,6 @@ class AspiredVersionsManager(Target[Loader]):
         """Every version that hands out handles now, ordered by name and version."""
         serving = self._serving
         return sorted(h.id for stream in serving.values() for h in stream.by_version.values())
-
-    def available_servables(self) -> dict[ServableId, Any]:
-        serving = self._serving
-        return {h.id: h.servable for stream in serving.values() for h in stream.by_version.values()}
 
     def managed_versions(self, name: str) -> list[VersionSnapshot]:
         """Every version of `name` the manager holds, with its internal state."""
@@ -189,27 +187,24 @@ class AspiredVersionsManager(Target[Loader]):
         with self._lock:
             harnesses = [h for stream in self._streams.values() for h in stream.values()]
             for h in harnesses:
-                h.aspired = False
-                h.cancel_retries.set()
-        self._load_pool.shutdown(wait=True)  # a running load finishes; its retries are off
+                h.set_aspired(False)  # a load being retried gives up
+        self._load_pool.shutdown(wait=True)  # a running load finishes
         for h in harnesses:
-            if h.state == LoaderState.READY:
-                with self._publish_lock:
-                    with self._lock:
-                        self._begin_unload(h)
-                    self._publish(h.id, ManagerState.UNLOADING)
+            with self._publish_lock:
+                with self._lock:
+                    event = None
+                    if h.state == LoaderState.READY:
+                        event = self._begin_unload(h)
+                    elif h.state == LoaderState.NEW:
+                        event = h.drop()
+                if event is not None:
+                    self._publish(event)
             if h.state == LoaderState.QUIESCING:
-                deadline = None if drain_timeout is None else time.monotonic() + drain_timeout
-                while not h.drained and (deadline is None or time.monotonic() < deadline):
-                    time.sleep(0.01)
-                if not h.drained:
+                if not h.wait_drained(drain_timeout):
                     log.warning("Unloading %s with %d handles still held", h.id, h.refs)
-                h.state = LoaderState.UNLOADING
+                with self._lock:
+                    h.done_quiescing(force=True)
                 self._unload(h)
-            elif h.state == LoaderState.NEW:
-                with self._publish_lock:
-                    h.state = LoaderState.DISABLED
-                    self._publish(h.id, ManagerState.END)
         self._unload_pool.shutdown(wait=True)
         with self._lock:
             self._streams.clear()
@@ -230,7 +225,7 @@ class AspiredVersionsManager(Target[Loader]):
                 log.exception("The manage loop failed; it goes on")
 
     def _manage_once(self) -> None:
-        events: list[tuple[ServableId, ManagerState, Status]] = []
+        events: list[ServableState] = []
         loads: list[LoaderHarness] = []
         unloads: list[LoaderHarness] = []
         with self._publish_lock:
@@ -245,16 +240,16 @@ class AspiredVersionsManager(Target[Loader]):
                 for stream in self._streams.values():
                     for h in stream.values():
                         if h.state == LoaderState.QUIESCING and h.drained:
-                            h.state = LoaderState.UNLOADING
+                            h.done_quiescing()
                             unloads.append(h)
-            for id, state, health in events:
-                self._publish(id, state, health)
+            for event in events:
+                self._publish(event)
         for h in loads:
-            self._load_pool.submit(self._load, h)
+            self._submit(self._load_pool, self._load, h)
         for h in unloads:
-            self._unload_pool.submit(self._unload, h)
+            self._submit(self._unload_pool, self._unload, h)
 
-    def _flush(self, events: list[tuple[ServableId, ManagerState, Status]]) -> None:
+    def _flush(self, events: list[ServableState]) -> None:
         """Forgets versions that are done with: unloaded, failed and no longer aspired, or new
         and no longer aspired (those end without loading)."""
         for name, stream in list(self._streams.items()):
@@ -262,15 +257,14 @@ class AspiredVersionsManager(Target[Loader]):
                 if h.aspired:
                     continue
                 if h.state == LoaderState.NEW:
-                    h.state = LoaderState.DISABLED
-                    events.append((h.id, ManagerState.END, OK))
+                    events.append(h.drop())
                     log.info("Dropping %s: no longer aspired before it loaded", h.id)
                 if h.state in FINAL_STATES:
                     del stream[version]
             if not stream:
                 del self._streams[name]
 
-    def _take_pending(self, events: list[tuple[ServableId, ManagerState, Status]]) -> None:
+    def _take_pending(self, events: list[ServableState]) -> None:
         for name, versions in list(self._pending.items()):
             stream = self._streams.get(name, {})
             wanted = {item.id.version: item for item in versions}
@@ -282,19 +276,15 @@ class AspiredVersionsManager(Target[Loader]):
                 continue  # re-aspires a version on its way out: wait until it is gone
             del self._pending[name]
             for version, h in stream.items():
-                h.aspired = version in wanted
-                if not h.aspired:
-                    h.cancel_retries.set()  # a load being retried gives up
+                h.set_aspired(version in wanted)  # one no longer aspired stops its retries
             for version, item in sorted(wanted.items()):
                 if version in stream:
                     continue
                 h = LoaderHarness(item.id, item.data, self._on_drained)
                 stream[version] = h
-                events.append((h.id, ManagerState.START, OK))
+                events.append(h.start())
                 if not item.ok:
-                    h.state = LoaderState.ERROR
-                    h.status = item.status
-                    events.append((h.id, ManagerState.END, item.status))
+                    events.append(h.error(item.status))
                     log.error("%s cannot be loaded: %s", h.id, item.status)
             if stream:
                 self._streams[name] = stream
@@ -302,7 +292,7 @@ class AspiredVersionsManager(Target[Loader]):
     def _act_on_stream(
         self,
         name: str,
-        events: list[tuple[ServableId, ManagerState, Status]],
+        events: list[ServableState],
         loads: list[LoaderHarness],
         unloads: list[LoaderHarness],
     ) -> None:
@@ -315,10 +305,9 @@ class AspiredVersionsManager(Target[Loader]):
         if decision.action is Action.UNLOAD:
             if h.state != LoaderState.READY or h.aspired:
                 raise RuntimeError(f"policy asked to unload {h!r}")
-            self._begin_unload(h)
-            events.append((h.id, ManagerState.UNLOADING, OK))
+            events.append(self._begin_unload(h))
             if h.drained:
-                h.state = LoaderState.UNLOADING
+                h.done_quiescing()
                 unloads.append(h)
             return
         if h.state != LoaderState.NEW or not h.aspired:
@@ -327,13 +316,10 @@ class AspiredVersionsManager(Target[Loader]):
         if status is None:
             return  # waits for unloads in flight to free resources
         if not status.ok:
-            h.state = LoaderState.ERROR
-            h.status = status
-            events.append((h.id, ManagerState.END, status))
+            events.append(h.error(status))
             log.error("Refusing to load %s: %s", h.id, status.message)
             return
-        h.state = LoaderState.LOADING
-        events.append((h.id, ManagerState.LOADING, OK))
+        events.append(h.load_approved())
         loads.append(h)
 
     def _reserve(self, h: LoaderHarness) -> Status | None:
@@ -345,12 +331,11 @@ class AspiredVersionsManager(Target[Loader]):
         except Exception as exc:  # a loader's bad estimate fails its own version only
             return Status.from_exception(exc)
         if reserved:
-            h.reserved = estimate
             return OK
         # Loads and unloads in flight may give resources back (a failed load, an unload):
         # wait for them before refusing, as TFS does.
         busy = any(
-            other.state in (LoaderState.LOADING, LoaderState.QUIESCING, LoaderState.UNLOADING)
+            other.state in IN_TRANSITION
             for stream in self._streams.values()
             for other in stream.values()
             if other is not h
@@ -363,14 +348,16 @@ class AspiredVersionsManager(Target[Loader]):
             f"{estimate.ram_bytes} bytes of ram; {self._tracker.describe()}",
         )
 
-    def _begin_unload(self, h: LoaderHarness) -> None:
-        """Stops handing out handles to `h` (under the manager's lock)."""
-        h.state = LoaderState.QUIESCING
+    def _begin_unload(self, h: LoaderHarness) -> ServableState:
+        """Takes `h` out of the serving map, then stops it handing out handles (under the
+        manager's lock): a request that found it a moment before looks again and finds the
+        versions that stay. Returns the UNLOADING to publish."""
         stream = self._serving.get(h.id.name)
         if stream is not None and h.id.version in stream.by_version:
             self._set_serving(h.id.name, [x for x in stream.by_version.values() if x is not h])
-        h.stop_serving()
+        event = h.start_quiescing()
         log.info("Quiescing %s: no new requests; %d in flight", h.id, h.refs)
+        return event
 
     def _set_serving(self, name: str, harnesses: list[LoaderHarness]) -> None:
         serving = dict(self._serving)
@@ -385,72 +372,44 @@ class AspiredVersionsManager(Target[Loader]):
 
     # -- the worker threads ----------------------------------------------------------------
 
-    def _load(self, h: LoaderHarness) -> None:
-        assert h.loader is not None
-        retries = self._options.max_num_load_retries
-        attempt = 0
-        log.info("Loading %s", h.id)
-        started = time.monotonic()
-        while True:
-            try:
-                h.loader.load()
-                servable = h.loader.servable
-                break
-            except Exception as exc:  # any failure of user or platform code
-                status = Status.from_exception(exc)
-                if attempt >= retries or h.cancel_retries.is_set():
-                    self._fail_load(h, status, attempt)
-                    return
-                attempt += 1
-                log.warning(
-                    "Loading %s failed (%s); retry %d of %d in %.3g s",
-                    h.id,
-                    status,
-                    attempt,
-                    retries,
-                    self._options.load_retry_interval,
-                )
-                if h.cancel_retries.wait(self._options.load_retry_interval):
-                    self._fail_load(h, status, attempt)
-                    return
-        with self._publish_lock:
-            with self._lock:
-                h.state = LoaderState.READY
-                h.start_serving(servable)  # usable before AVAILABLE is published
-                stream = self._serving.get(h.id.name)
-                current = list(stream.by_version.values()) if stream else []
-                self._set_serving(h.id.name, [*current, h])
-            log.info("Successfully loaded %s in %.3f s", h.id, time.monotonic() - started)
-            self._publish(h.id, ManagerState.AVAILABLE)
-        self._wake.set()
+    @staticmethod
+    def _submit(
+        pool: ThreadPoolExecutor, work: Callable[[LoaderHarness], None], h: LoaderHarness
+    ) -> None:
+        """Runs `work(h)` on `pool`; what it raises (a bug) is logged, not lost in a future."""
 
-    def _fail_load(self, h: LoaderHarness, status: Status, retries: int) -> None:
+        def log_failure(future: Future[None]) -> None:
+            if (exc := future.exception()) is not None:
+                log.error("Managing %s failed", h.id, exc_info=exc)
+
+        pool.submit(work, h).add_done_callback(log_failure)
+
+    def _load(self, h: LoaderHarness) -> None:
+        status = h.load(self._options.max_num_load_retries, self._options.load_retry_interval)
         with self._publish_lock:
             with self._lock:
-                h.state = LoaderState.ERROR
-                h.status = status
-                self._tracker.release(h.id)
-                h.reserved = None
-            log.error("Failed to load %s after %d retries: %s", h.id, retries, status)
-            self._publish(h.id, ManagerState.END, status)
+                # One step: READY, in the serving map, AVAILABLE published; no policy sees it
+                # ready before it serves.
+                if status.ok:
+                    event = h.ready()  # hands out handles before it enters the serving map
+                    stream = self._serving.get(h.id.name)
+                    current = list(stream.by_version.values()) if stream else []
+                    self._set_serving(h.id.name, [*current, h])
+                else:
+                    event = h.error(status)
+                    self._tracker.release(h.id)
+            self._publish(event)
         self._wake.set()
 
     def _unload(self, h: LoaderHarness) -> None:
-        assert h.loader is not None
-        log.info("Unloading %s", h.id)
-        try:
-            h.loader.unload()
-        except Exception:
-            log.exception("Unloading %s raised; it is dropped all the same", h.id)
+        h.unload()
         with self._publish_lock:
             with self._lock:
-                h.state = LoaderState.DISABLED
-                h.servable = None
+                event = h.unloaded()
                 self._tracker.release(h.id)
-                h.reserved = None
             log.info("Done unloading %s", h.id)
-            self._publish(h.id, ManagerState.END)
+            self._publish(event)
         self._wake.set()
 
-    def _publish(self, id: ServableId, state: ManagerState, health: Status = OK) -> None:
-        self.event_bus.publish(ServableState(id, state, health))
+    def _publish(self, event: ServableState) -> None:
+        self.event_bus.publish(event)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,36 +60,3 @@ class Loader(abc.ABC):
     @abc.abstractmethod
     def servable(self) -> Any:
         """The loaded servable: the object that requests compute with."""
-
-
-class SimpleLoader(Loader):
-    """A loader made of a factory function, a resource estimate and an optional closer.
-
-    `create()` builds the servable (and raises on failure); `close(servable)` releases it.
-    """
-
-    def __init__(
-        self,
-        create: Callable[[], Any],
-        estimate: ResourceAllocation | Callable[[], ResourceAllocation] = ResourceAllocation(),
-        close: Callable[[Any], None] | None = None,
-    ) -> None:
-        self._create = create
-        self._estimate = estimate
-        self._close = close
-        self._servable: Any = None
-
-    def estimate_resources(self) -> ResourceAllocation:
-        return self._estimate() if callable(self._estimate) else self._estimate
-
-    def load(self) -> None:
-        self._servable = self._create()
-
-    def unload(self) -> None:
-        servable, self._servable = self._servable, None
-        if self._close is not None and servable is not None:
-            self._close(servable)
-
-    @property
-    def servable(self) -> Any:
-        return self._servable

@@ -18,7 +18,16 @@ class ServableHandle:
         with manager.get_servable_handle(ServableRequest.latest("m")) as handle:
             handle.servable.run(...)
 
-    Thread-safety: a handle belongs to one request; `release` is idempotent.
+    `share()` takes a second reference, for work that may outlive the request (a model call
+    still running on a thread after the request's deadline answered):
+
+        with manager.get_servable_handle(request) as handle:
+            with handle.share() as own:  # moved to the thread that runs the call
+                ...
+
+    Thread-safety: a handle belongs to one request; `release` is idempotent; `share` is
+    called by the holder, before it releases its handle; the new handle may then be moved to
+    and released on another thread.
     """
 
     __slots__ = ("_harness", "id", "servable")
@@ -27,6 +36,16 @@ class ServableHandle:
         self._harness: LoaderHarness | None = harness
         self.id: ServableId = harness.id
         self.servable: Any = harness.servable
+
+    def share(self) -> ServableHandle:
+        """Another handle to the same version, counted like any handle: the version stays
+        loaded until both are released. Works while the version is quiescing (this handle
+        keeps it from unloading); raises `RuntimeError` on a released handle."""
+        harness = self._harness
+        if harness is None:
+            raise RuntimeError(f"cannot share a released handle to {self.id}")
+        harness.add_reference()
+        return ServableHandle(harness)
 
     def release(self) -> None:
         harness, self._harness = self._harness, None

@@ -4,12 +4,15 @@
          \\            \\_____________________________________/^
           \\_____________________________________________________/
 
-A version may reach END from any state: a failed load ends there with an error in its health,
-a version dropped before it loaded ends there with OK. AVAILABLE is published only once the
-servable can serve; UNLOADING is published once it has stopped taking new requests (those in
-flight finish before it unloads). (TFS publishes UNLOADING a moment earlier, just before the
-version leaves its serving map; either way a request that named that version alone gets
-NOT_FOUND from then on.)
+A version may also reach END before it is AVAILABLE, from START or LOADING: a failed load ends
+there with an error in its health, a version dropped before it loaded ends there with OK; an
+AVAILABLE version always goes through UNLOADING. The loader harness returns each of these
+states for the manager to publish, checked with `check_transition`.
+
+AVAILABLE is published only once the servable can serve; UNLOADING is published once it has
+stopped taking new requests (those in flight finish before it unloads). (TFS publishes
+UNLOADING a moment earlier, just before the version leaves its serving map; either way a
+request that named that version alone gets NOT_FOUND from then on.)
 """
 
 from __future__ import annotations

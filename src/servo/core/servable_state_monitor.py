@@ -58,40 +58,10 @@ class ServableStateMonitor:
         with self._cond:
             return dict(self._states.get(name, {}))
 
-    def get_all_states(self) -> dict[str, dict[int, ServableStateAndTime]]:
-        with self._cond:
-            return {name: dict(versions) for name, versions in self._states.items()}
-
-    def get_live_states(self) -> dict[str, dict[int, ServableStateAndTime]]:
-        """Every version that has not reached END."""
-        with self._cond:
-            return {
-                name: live
-                for name, versions in self._states.items()
-                if (
-                    live := {
-                        v: e
-                        for v, e in versions.items()
-                        if e.state.manager_state != ManagerState.END
-                    }
-                )
-            }
-
     def get_log(self) -> list[ServableStateAndTime]:
         """The last `max_log_events` events, oldest first."""
         with self._cond:
             return list(self._log)
-
-    def forget_unloaded(self, name: str) -> None:
-        """Drops the END versions of a stream from the record (used when a model is removed)."""
-        with self._cond:
-            versions = self._states.get(name, {})
-            for version in [
-                v for v, e in versions.items() if e.state.manager_state == ManagerState.END
-            ]:
-                del versions[version]
-            if not versions:
-                self._states.pop(name, None)
 
     # -- waiting ---------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from servo.core.servable_id import ServableId
 from servo.core.status import OK, Status
 
 T = TypeVar("T")
-U = TypeVar("U")
 
 
 @dataclass(frozen=True, slots=True)

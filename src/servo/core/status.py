@@ -73,15 +73,3 @@ class ServoError(Exception):
 
     def __str__(self) -> str:
         return self.message
-
-
-def invalid_argument(message: str) -> ServoError:
-    return ServoError(Code.INVALID_ARGUMENT, message)
-
-
-def not_found(message: str) -> ServoError:
-    return ServoError(Code.NOT_FOUND, message)
-
-
-def failed_precondition(message: str) -> ServoError:
-    return ServoError(Code.FAILED_PRECONDITION, message)

@@ -15,6 +15,10 @@ A version directory holds one table file, and optionally `lookup.json` with sett
     numbers.
 
 A key listed twice is an error (as in TensorFlow's text-file tables), reported with its line.
+
+`run` checks a call as ModelServable's contract says (`servable.check_inputs`): the table's own
+signature, its one input as an array of its dtype (keys: bytes or str), no other input, and
+output aliases of that signature.
 """
 
 from __future__ import annotations
@@ -28,8 +32,17 @@ import numpy as np
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
-from servo.platforms.router import PlatformOptions
-from servo.platforms.servable import DEFAULT_SIGNATURE, ModelServable, Signature, TensorSpec
+from servo.platforms.options import PlatformOptions
+from servo.platforms.servable import (
+    DEFAULT_SIGNATURE,
+    ModelServable,
+    Signature,
+    TensorSpec,
+    check_inputs,
+    check_outputs,
+    unknown_signature,
+    unloaded,
+)
 
 VOCAB_FILE = "vocab.txt"
 EMBEDDINGS_FILE = "embeddings.tsv"
@@ -60,21 +73,55 @@ def _as_key_list(keys: np.ndarray) -> list[Any]:
     return [k.encode() if isinstance(k, str) else k for k in flat]
 
 
-class VocabTable(ModelServable):
-    """A vocabulary: key -> id (its line), and id -> key.
+class _Table(ModelServable):
+    """What both tables share: their path and signatures, the checks of a call, and close.
 
     Thread-safety: immutable after load; `run` may be called from any thread.
     """
 
     platform = "lookup"
 
-    def __init__(self, keys: list[bytes], default_value: int, default_key: bytes) -> None:
+    def __init__(self, path: str, signatures: dict[str, Signature]) -> None:
+        self.path = path
+        self._signatures = signatures
+        self._closed = False
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        return self._signatures
+
+    def _checked(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None,
+    ) -> Signature:
+        """The table's own signature of `signature`'s name, once the call fits it."""
+        if self._closed:
+            raise unloaded(f"Lookup table {self.path}")
+        own = self._signatures.get(signature.name)
+        if own is None:
+            raise unknown_signature(signature.name)
+        check_inputs(own, inputs)
+        check_outputs(own, output_names)
+        return own
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class VocabTable(_Table):
+    """A vocabulary: key -> id (its line), and id -> key."""
+
+    def __init__(
+        self, path: str, keys: list[bytes], default_value: int, default_key: bytes
+    ) -> None:
         self._ids = {k: i for i, k in enumerate(keys)}
         self._keys = np.empty(len(keys) + 1, dtype=object)
         self._keys[: len(keys)] = keys
         self._keys[len(keys)] = default_key
         self._default_value = default_value
-        self._signatures = {
+        signatures = {
             DEFAULT_SIGNATURE: Signature(
                 DEFAULT_SIGNATURE,
                 {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
@@ -86,10 +133,7 @@ class VocabTable(ModelServable):
                 {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
             ),
         }
-
-    @property
-    def signatures(self) -> Mapping[str, Signature]:
-        return self._signatures
+        super().__init__(path, signatures)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -100,8 +144,9 @@ class VocabTable(ModelServable):
         inputs: Mapping[str, np.ndarray],
         output_names: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
+        signature = self._checked(signature, inputs, output_names)
         if signature.name == REVERSE_SIGNATURE:
-            ids = np.asarray(inputs["ids"], dtype=np.int64)
+            ids = inputs["ids"]
             index = np.where((ids >= 0) & (ids < len(self._ids)), ids, len(self._ids))
             return {"keys": self._keys[index]}
         keys = inputs["keys"]
@@ -112,30 +157,22 @@ class VocabTable(ModelServable):
         return {"ids": found.reshape(keys.shape)}
 
 
-class EmbeddingTable(ModelServable):
-    """An embedding table: key -> vector of D floats.
+class EmbeddingTable(_Table):
+    """An embedding table: key -> vector of D floats."""
 
-    Thread-safety: immutable after load; `run` may be called from any thread.
-    """
-
-    platform = "lookup"
-
-    def __init__(self, keys: list[bytes], vectors: np.ndarray, default: np.ndarray) -> None:
+    def __init__(
+        self, path: str, keys: list[bytes], vectors: np.ndarray, default: np.ndarray
+    ) -> None:
         self._rows = {k: i for i, k in enumerate(keys)}
         # The default vector is one more row, so one gather answers known and unknown keys.
         self._matrix = np.vstack([vectors, default[np.newaxis, :]]).astype(np.float32)
         self.dim = int(vectors.shape[1])
-        self._signatures = {
-            DEFAULT_SIGNATURE: Signature(
-                DEFAULT_SIGNATURE,
-                {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
-                {"values": TensorSpec(DataType.DT_FLOAT, None, "values")},
-            )
-        }
-
-    @property
-    def signatures(self) -> Mapping[str, Signature]:
-        return self._signatures
+        signature = Signature(
+            DEFAULT_SIGNATURE,
+            {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
+            {"values": TensorSpec(DataType.DT_FLOAT, None, "values")},
+        )
+        super().__init__(path, {DEFAULT_SIGNATURE: signature})
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -146,6 +183,7 @@ class EmbeddingTable(ModelServable):
         inputs: Mapping[str, np.ndarray],
         output_names: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
+        self._checked(signature, inputs, output_names)
         keys = inputs["keys"]
         get, missing = self._rows.get, len(self._rows)
         rows = np.fromiter(
@@ -163,7 +201,8 @@ def _read_lines(path: str) -> list[str]:
     except UnicodeDecodeError as exc:
         raise _bad(path, f"not UTF-8 text: {exc}") from None
     except OSError as exc:
-        raise ServoError(Code.UNAVAILABLE, f"{path}: cannot read: {exc}") from None
+        # NOT_FOUND, as the other platforms say of a model file they cannot read.
+        raise ServoError(Code.NOT_FOUND, f"{path}: cannot read: {exc}") from None
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     return lines
@@ -190,7 +229,7 @@ def load_vocab(path: str, settings: Mapping[str, Any]) -> VocabTable:
     default_key = settings.get("default_key", "")
     if not isinstance(default_key, str):
         raise _bad(os.path.join(path, SETTINGS_FILE), "default_key must be a string")
-    return VocabTable(keys, default_value, default_key.encode())
+    return VocabTable(path, keys, default_value, default_key.encode())
 
 
 def load_embeddings(path: str, settings: Mapping[str, Any]) -> EmbeddingTable:
@@ -230,7 +269,7 @@ def load_embeddings(path: str, settings: Mapping[str, Any]) -> EmbeddingTable:
             f"an embedding's default_value must be a number or a list of {dim} numbers",
         )
     vectors = np.asarray(rows, dtype=np.float32)
-    return EmbeddingTable(_unique_keys(table_path, keys), vectors, default_row)
+    return EmbeddingTable(path, _unique_keys(table_path, keys), vectors, default_row)
 
 
 def load(path: str, options: PlatformOptions) -> ModelServable:

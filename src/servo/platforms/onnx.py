@@ -29,13 +29,17 @@ import onnxruntime as ort
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
-from servo.platforms.router import PlatformOptions
+from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import (
     DEFAULT_SIGNATURE,
     PREDICT_METHOD,
     ModelServable,
     Signature,
     TensorSpec,
+    missing_input,
+    unknown_output,
+    unknown_signature,
+    unloaded,
 )
 
 PLATFORM = "onnx"
@@ -177,17 +181,12 @@ class OnnxServable(ModelServable):
         output_names: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
         if signature.name != DEFAULT_SIGNATURE:
-            raise ServoError(
-                Code.INVALID_ARGUMENT,
-                f'Serving signature name: "{signature.name}" not found in signature def',
-            )
+            raise unknown_signature(signature.name)
         names = self._all_outputs if output_names is None else list(output_names)
         for name in self._input_names:
             # ONNX Runtime's C++ run does not check for missing feeds before it runs the graph.
             if name not in inputs:
-                raise ServoError(
-                    Code.INVALID_ARGUMENT, f"Missing input {name!r} of signature {signature.name}"
-                )
+                raise missing_input(self._signature, name)
         if self._strings_in:
             inputs = _strings_to_str(inputs, self._strings_in)
         try:
@@ -206,11 +205,12 @@ class OnnxServable(ModelServable):
 
     def close(self) -> None:
         self._session = None
-        self._run = _closed
+        what = f"ONNX model {self.path}"
 
+        def closed(*_args: Any) -> Any:
+            raise unloaded(what)
 
-def _closed(*_args: Any) -> Any:
-    raise ServoError(Code.FAILED_PRECONDITION, "The ONNX model is unloaded")
+        self._run = closed
 
 
 def _run_error(exc: Exception, output_names: Sequence[str], signature: Signature) -> ServoError:
@@ -218,11 +218,7 @@ def _run_error(exc: Exception, output_names: Sequence[str], signature: Signature
         return exc
     unknown = [n for n in output_names if n not in signature.outputs]
     if unknown:
-        return ServoError(
-            Code.INVALID_ARGUMENT,
-            f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be "
-            f"in the set {{{','.join(signature.outputs)}}}.",
-        )
+        return unknown_output(signature, unknown[0])
     # A bad feed (dtype, shape) is the caller's error; anything else is the model's.
     name = type(exc).__name__
     bad_input = name in ("InvalidArgument", "TypeError", "ValueError", "RuntimeError")

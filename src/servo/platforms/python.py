@@ -33,11 +33,17 @@ with no arguments, with this interface:
             ...
 
 `predict` gets every input of the signature as a numpy array of its dtype (strings are object
-arrays of bytes) and returns a dict with every output of the signature (or, for a signature
-with one output, the array itself). Dtypes are names such as "float32", "int64", "string",
-"bool" or TensorFlow's ("DT_FLOAT"); a shape is a list with -1 for an unknown dim, or null for
-an unknown rank. An exception raised by `predict` becomes an INTERNAL error for that request;
-raise `servo.core.status.ServoError` to choose the code (INVALID_ARGUMENT for bad inputs).
+arrays of bytes), of the signature's shape where it gives one (its rank, and its size in every
+dim that is not -1), and returns a dict with every output of the signature (or, for a signature
+with one output, the array itself). servo refuses any other call with INVALID_ARGUMENT before
+`predict` runs: a signature the model does not have, a missing or extra input, another dtype or
+shape, an output alias the signature does not have (ModelServable's contract).
+
+An exception raised by `predict` becomes an INTERNAL error for that request; raise
+`servo.core.status.ServoError` to choose the code (INVALID_ARGUMENT for bad inputs).
+
+Dtypes are names such as "float32", "int64", "string", "bool" or TensorFlow's ("DT_FLOAT"); a
+shape is a list with -1 for an unknown dim, or null for an unknown rank.
 """
 
 from __future__ import annotations
@@ -53,13 +59,17 @@ import numpy as np
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, parse, to_numpy
-from servo.platforms.router import PlatformOptions
+from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import (
     DEFAULT_SIGNATURE,
     PREDICT_METHOD,
     ModelServable,
     Signature,
     TensorSpec,
+    check_inputs,
+    check_outputs,
+    unknown_signature,
+    unloaded,
 )
 
 MODULE_FILE = "model.py"
@@ -173,8 +183,14 @@ class PythonServable(ModelServable):
     may_run_inline = False  # user code: it may block, so it never runs on the event loop
 
     def __init__(
-        self, model: Any, signatures: dict[str, Signature], module_name: str | None = None
+        self,
+        path: str,
+        model: Any,
+        signatures: dict[str, Signature],
+        module_name: str | None = None,
     ) -> None:
+        self.path = path
+        self._closed = False
         self._model = model
         self._module_name = module_name  # model.py's entry in sys.modules, dropped at close
         self._predict = model.predict
@@ -195,6 +211,14 @@ class PythonServable(ModelServable):
         inputs: Mapping[str, np.ndarray],
         output_names: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
+        if self._closed:  # the model's unload() ran: predict may find nothing to use
+            raise unloaded(f"Python model {self.path}")
+        own = self._signatures.get(signature.name)
+        if own is None:
+            raise unknown_signature(signature.name)
+        check_inputs(own, inputs)
+        check_outputs(own, output_names)
+        signature = own
         try:
             if self._lock is None:
                 result = self._predict(dict(inputs), signature.name)
@@ -225,6 +249,10 @@ class PythonServable(ModelServable):
         return outputs
 
     def close(self) -> None:
+        """Calls the model's unload() once, however often it is called."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             unload = getattr(self._model, "unload", None)
             if callable(unload):
@@ -274,13 +302,14 @@ def _make(module: Any, path: str) -> PythonServable:
         raise ServoError(
             Code.INTERNAL, f"{where} failed to load: {type(exc).__name__}: {exc}"
         ) from exc
-    servable = PythonServable(model, _DEFAULT_SIGNATURES, module.__name__)
+    servable = PythonServable(path, model, _DEFAULT_SIGNATURES, module.__name__)
     try:
         raw = getattr(model, "signatures", None)
         if callable(raw):
             raw = raw()
         if raw is not None:
-            servable = PythonServable(model, parse_signatures(raw, where), module.__name__)
+            signatures = parse_signatures(raw, where)
+            servable = PythonServable(path, model, signatures, module.__name__)
     except BaseException:
         servable.close()  # load() succeeded: give back what it took
         raise

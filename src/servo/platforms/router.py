@@ -14,14 +14,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
 
 from servo.core.loader import Loader, ResourceAllocation
 from servo.core.servable_id import ServableId
 from servo.core.source_adapter import UnarySourceAdapter
 from servo.core.status import Code, ServoError
+from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import ModelServable
 
 log = logging.getLogger(__name__)
@@ -53,18 +53,6 @@ PLATFORMS: dict[str, PlatformInfo] = {
         "servo.platforms.lookup", None, None, ("vocab.txt", "embeddings.tsv", "lookup.json")
     ),
 }
-
-
-@dataclass(frozen=True)
-class PlatformOptions:
-    """Settings every platform may read; each field says who uses it."""
-
-    saved_model_tags: tuple[str, ...] = ("serve",)  # tensorflow
-    intra_op_parallelism: int = (
-        0  # tensorflow, tflite, onnx: threads in one op; 0 = runtime's choice
-    )
-    inter_op_parallelism: int = 0  # tensorflow, onnx: ops run at once; 0 = runtime's choice
-    extra: Mapping[str, Any] = field(default_factory=dict)  # anything else, by platform
 
 
 def platform_info(platform: str) -> PlatformInfo:

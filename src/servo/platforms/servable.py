@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from servo.core.status import Code, ServoError
-from servo.dtypes import DataType
+from servo.dtypes import DataType, to_numpy
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -42,10 +42,6 @@ class TensorSpec:
     shape: tuple[int, ...] | None
     tensor_name: str = ""
     shape_recorded: bool = True
-
-    @property
-    def has_batch_dim(self) -> bool:
-        return bool(self.shape) and self.shape[0] == -1  # type: ignore[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +82,38 @@ def signature_def_map_json(signatures: Mapping[str, Signature]) -> dict[str, Any
 class ModelServable(abc.ABC):
     """A loaded model: named signatures, and a way to run them.
 
-    Implementers guarantee: `signatures` does not change after load; `run` returns one array
-    per requested output alias (every output when `output_names` is None); errors in the
-    caller's inputs raise `ServoError(INVALID_ARGUMENT, ...)`.
+    The contract every platform keeps (tests/platforms/test_conformance.py checks it on each):
 
-    Thread-safety: `run` may be called from many threads at once.
+    - `signatures` is fixed at load: the same names, and for each input and output alias the
+      same dtype and shape (None for an unknown rank, -1 for an unknown dim), for the
+      servable's whole life.
+    - `run(signature, inputs, output_names)` runs one of the servable's signatures on a numpy
+      array for each of its input aliases, of the signature's dtype (strings: object arrays of
+      bytes), and returns one array per requested output alias: every output when
+      `output_names` is None, else those of the (non-empty) sequence. It raises `ServoError`,
+      never another exception, and with INVALID_ARGUMENT for each mistake of the caller's:
+      a signature the servable does not have (`unknown_signature`, TFS's text); an input
+      missing, or one the signature does not have (`missing_input`, `unexpected_inputs`); an
+      input of another dtype; an output alias the signature does not have (`unknown_output`,
+      TFS's text); a shape the model cannot take. A platform may run shapes other than the
+      signature's where the model can compute them (TensorFlow's session, like TFS's, does not
+      hold a fed tensor to its placeholder's static shape; a lookup table takes keys of any
+      shape); an empty batch runs like any other where the model takes it. A failure of the
+      model itself has another code (the runtime's own, or INTERNAL for a Python model's
+      exception). After a failed run the servable answers the next one as before.
+    - `close()` frees what the servable holds; calling it again does nothing. `run` after
+      `close` raises `ServoError(FAILED_PRECONDITION)` saying that the model at its path is
+      unloaded (`unloaded`). The manager never closes a servable while a run is in progress
+      (it unloads a version only after every handle to it is released).
+
+    A platform's `load(path, options)` raises `ServoError` when version directory `path` holds
+    no model it can serve, with a message naming the path (or the file): NOT_FOUND when the
+    platform's file is missing or is not a file, the code its docstring names when the file is
+    corrupt (DATA_LOSS or INVALID_ARGUMENT, as TFS's for the same file). A failed load leaves
+    nothing behind: no open session, file or thread, no imported module, nothing written.
+
+    Thread-safety: `run` may be called from many threads at once; each call gets the answer
+    to its own inputs.
     """
 
     platform: str = ""
@@ -114,39 +137,103 @@ class ModelServable(abc.ABC):
         the signature's dtype) and returns the requested outputs by alias."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Frees what the servable holds; called once, when its version unloads."""
+        """Frees what the servable holds, when its version unloads; a second call does
+        nothing."""
+
+
+# -- the contract's errors, with the same codes and texts on every platform ------------------
+
+
+def unknown_signature(name: str) -> ServoError:
+    """A signature the servable does not have, in TFS's words."""
+    return ServoError(
+        Code.INVALID_ARGUMENT, f'Serving signature name: "{name}" not found in signature def'
+    )
+
+
+def unknown_output(signature: Signature, alias: str) -> ServoError:
+    """An output alias that `signature` does not have, in TFS's words."""
+    return ServoError(
+        Code.INVALID_ARGUMENT,
+        f"output tensor alias not found in signature: {alias} Outputs expected to be in the "
+        f"set {{{','.join(signature.outputs)}}}.",
+    )
+
+
+def missing_input(signature: Signature, alias: str) -> ServoError:
+    return ServoError(
+        Code.INVALID_ARGUMENT, f"Missing input {alias!r} of signature {signature.name}"
+    )
+
+
+def unexpected_inputs(signature: Signature, inputs: Mapping[str, Any]) -> ServoError:
+    """Inputs that `signature` does not have (the caller found more inputs than it has)."""
+    extra = [alias for alias in inputs if alias not in signature.inputs]
+    return ServoError(
+        Code.INVALID_ARGUMENT,
+        f"Unexpected input {', '.join(map(repr, extra))}: signature {signature.name} has "
+        f"inputs {{{','.join(signature.inputs)}}}",
+    )
+
+
+def check_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
+    """The contract's checks of `run`'s inputs, for platforms whose runtime makes none: an
+    array for every input of `signature` and for no other, each of its dtype (a string input
+    takes object, bytes or str arrays) and of its shape where the signature records one (the
+    same rank, and the same size in every known dim)."""
+    for alias, spec in signature.inputs.items():
+        value = inputs.get(alias)
+        if value is None:
+            raise missing_input(signature, alias)
+        where = f"Input {alias!r} of signature {signature.name}"
+        if not isinstance(value, np.ndarray):
+            raise ServoError(
+                Code.INVALID_ARGUMENT, f"{where} is a {type(value).__name__}, not an array"
+            )
+        want = to_numpy(spec.dtype)
+        if value.dtype != want and not (want.kind == "O" and value.dtype.kind in "SUO"):
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"{where} has dtype {value.dtype}; the signature's is {spec.dtype.name}",
+            )
+        if spec.shape is not None and not _fits(value.shape, spec.shape):
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"{where} has shape {_dims(value.shape)}; the signature's is {_dims(spec.shape)}",
+            )
+    if len(inputs) != len(signature.inputs):
+        raise unexpected_inputs(signature, inputs)
+
+
+def check_outputs(signature: Signature, output_names: Sequence[str] | None) -> None:
+    """That every requested output alias is one of `signature`'s."""
+    for alias in output_names or ():
+        if alias not in signature.outputs:
+            raise unknown_output(signature, alias)
+
+
+def _fits(shape: Sequence[int], wanted: Sequence[int]) -> bool:
+    """That `shape` has `wanted`'s rank and its size in every dim `wanted` knows (not -1)."""
+    return len(shape) == len(wanted) and all(
+        want in (-1, dim) for dim, want in zip(shape, wanted, strict=True)
+    )
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return f"[{','.join(str(d) for d in shape)}]"
+
+
+def unloaded(what: str) -> ServoError:
+    """`run` after `close`: `what` names the model and its path."""
+    return ServoError(Code.FAILED_PRECONDITION, f"{what} is unloaded")
 
 
 # -- classify and regress, built on run() as TFS builds them on a session --------------------
-
-_method_name_check = False
-
-
-def set_signature_method_name_check(enabled: bool) -> None:
-    """TFS's process-wide `--enable_signature_method_name_check` (off by default): when on,
-    predict refuses signatures whose method is not predict, classify or regress, and classify
-    and regress need their own method. When off, classify and regress check only the shape of
-    a signature, so TF2 models (whose signatures all say predict) can classify and regress."""
-    global _method_name_check
-    _method_name_check = enabled
-
-
-def signature_method_name_check() -> bool:
-    return _method_name_check
-
-
-def verify_predict_signature(signature: Signature) -> None:
-    """TFS's check of a predict request's signature (only with the method-name check on)."""
-    if _method_name_check and signature.method_name not in (
-        PREDICT_METHOD,
-        CLASSIFY_METHOD,
-        REGRESS_METHOD,
-    ):
-        raise ServoError(
-            Code.INTERNAL,
-            f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
-            f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {signature.method_name}",
-        )
+#
+# `method_name_check` is TFS's `--enable_signature_method_name_check` (off by default): when on,
+# classify and regress need signatures of their own method; when off they check only a
+# signature's tensors, so that TF2 models (whose signatures all say predict) can classify and
+# regress.
 
 
 def debug_string(signature: Signature) -> str:
@@ -177,9 +264,9 @@ def _shape(tensor: np.ndarray) -> str:
     return f"[{','.join(str(d) for d in tensor.shape)}]"
 
 
-def check_classify_signature(signature: Signature) -> list[str]:
+def check_classify_signature(signature: Signature, method_name_check: bool) -> list[str]:
     """TFS's PreProcessClassification: the outputs to fetch (`classes`, `scores` or both)."""
-    if _method_name_check and signature.method_name != CLASSIFY_METHOD:
+    if method_name_check and signature.method_name != CLASSIFY_METHOD:
         raise ServoError(
             Code.INVALID_ARGUMENT,
             f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
@@ -210,9 +297,9 @@ def check_classify_signature(signature: Signature) -> list[str]:
     return wanted
 
 
-def check_regress_signature(signature: Signature) -> None:
+def check_regress_signature(signature: Signature, method_name_check: bool) -> None:
     """TFS's PreProcessRegression."""
-    if _method_name_check and signature.method_name != REGRESS_METHOD:
+    if method_name_check and signature.method_name != REGRESS_METHOD:
         raise ServoError(
             Code.INVALID_ARGUMENT,
             f"Expected regression signature method_name to be {REGRESS_METHOD}. "
@@ -243,13 +330,16 @@ def _examples_tensor(examples: Sequence[bytes]) -> np.ndarray:
 
 
 def classify(
-    servable: ModelServable, signature: Signature, examples: Sequence[bytes]
+    servable: ModelServable,
+    signature: Signature,
+    examples: Sequence[bytes],
+    method_name_check: bool = False,
 ) -> list[list[Classification]]:
     """Runs a classify signature on serialized `tf.Example`s: per example, its (label, score)
     pairs. Without a `classes` output the labels are empty; without `scores`, the scores 0.
     Beyond TFS, a 1-D output counts as one class per example, labels may be of any type
     (written as text) and scores of any real type."""
-    wanted = check_classify_signature(signature)
+    wanted = check_classify_signature(signature, method_name_check)
     batch = len(examples)
     outputs = servable.run(signature, {CLASSIFY_INPUTS: _examples_tensor(examples)}, wanted)
     classes = outputs.get(CLASSIFY_OUTPUT_CLASSES)
@@ -295,10 +385,13 @@ def classify(
 
 
 def regress(
-    servable: ModelServable, signature: Signature, examples: Sequence[bytes]
+    servable: ModelServable,
+    signature: Signature,
+    examples: Sequence[bytes],
+    method_name_check: bool = False,
 ) -> list[float]:
     """Runs a regress signature on serialized `tf.Example`s: one value per example."""
-    check_regress_signature(signature)
+    check_regress_signature(signature, method_name_check)
     batch = len(examples)
     outputs = servable.run(
         signature, {REGRESS_INPUTS: _examples_tensor(examples)}, [REGRESS_OUTPUTS]

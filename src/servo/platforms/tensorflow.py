@@ -37,8 +37,17 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
-from servo.platforms.router import PlatformOptions
-from servo.platforms.servable import ModelServable, Signature, TensorSpec
+from servo.platforms.options import PlatformOptions
+from servo.platforms.servable import (
+    ModelServable,
+    Signature,
+    TensorSpec,
+    missing_input,
+    unexpected_inputs,
+    unknown_output,
+    unknown_signature,
+    unloaded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,10 +245,9 @@ class TensorFlowServable(ModelServable):
         try:
             feeds = [inputs[alias] for alias in program.input_aliases]
         except KeyError as exc:
-            raise ServoError(
-                Code.INVALID_ARGUMENT,
-                f"Missing input {exc.args[0]!r} of signature {signature.name}",
-            ) from None
+            raise missing_input(signature, exc.args[0]) from None
+        if len(inputs) != len(feeds):  # a callable would ignore what it is not fed by
+            raise unexpected_inputs(self._signatures[signature.name], inputs)
         try:
             values = program.call(*feeds)
         except tf.errors.OpError as exc:
@@ -260,24 +268,17 @@ class TensorFlowServable(ModelServable):
             if program is not None:
                 return program
             if self._session is None:
-                raise ServoError(Code.FAILED_PRECONDITION, f"SavedModel {self.path} is unloaded")
+                raise unloaded(f"SavedModel {self.path}")
             signature = self._signatures.get(name)
             if signature is None:
-                raise ServoError(
-                    Code.INVALID_ARGUMENT,
-                    f'Serving signature name: "{name}" not found in signature def',
-                )
+                raise unknown_signature(name)
             if output_names is None:
                 output_aliases = tuple(signature.outputs)
             else:
                 output_aliases = tuple(dict.fromkeys(output_names))
                 unknown = [a for a in output_aliases if a not in signature.outputs]
                 if unknown:
-                    raise ServoError(
-                        Code.INVALID_ARGUMENT,
-                        f"output tensor alias not found in signature: {unknown[0]} "
-                        f"Outputs expected to be in the set {{{','.join(signature.outputs)}}}.",
-                    )
+                    raise unknown_output(signature, unknown[0])
             input_aliases = tuple(signature.inputs)
             feeds = [self._tensor_name(signature, a, signature.inputs[a]) for a in input_aliases]
             fetches: list[str] = []
@@ -321,7 +322,7 @@ class TensorFlowServable(ModelServable):
                 f"Signature {signature.name}: {alias} names operation {name}, not a tensor; "
                 f"it cannot be run",
             )
-        return element.name
+        return str(element.name)
 
     def close(self) -> None:
         with self._lock:

@@ -17,7 +17,9 @@ Signatures, the first of these that the model has (1 and 3 are what TFS does):
 Interpreters are not thread-safe, so each run takes one from a pool (created lazily, at most
 `tflite_num_interpreters` of them) and gives it back. A fed input whose shape differs from the
 interpreter's current one resizes that input (any dim, as TFS's session does), so a model
-exported with batch size 1 answers any batch size.
+exported with batch size 1 answers any batch size. An input is not resized beyond 6 dims (or
+its own rank, when that is more): XNNPack, TF Lite's default CPU delegate, takes at most 6, and
+in TF 2.21 crashes the process when a delegated input is resized to 8 or more.
 
 The interpreter is `ai_edge_litert`'s when that package is installed (TF Lite's maintained
 home), else TensorFlow's `tf.lite.Interpreter`, which TF 2.21 still ships (deprecated).
@@ -46,13 +48,18 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, from_numpy
-from servo.platforms.router import PlatformOptions
+from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import (
     DEFAULT_SIGNATURE,
     PREDICT_METHOD,
     ModelServable,
     Signature,
     TensorSpec,
+    missing_input,
+    unexpected_inputs,
+    unknown_output,
+    unknown_signature,
+    unloaded,
 )
 
 try:  # pragma: no cover - depends on what is installed
@@ -64,6 +71,8 @@ PLATFORM = "tflite"
 MODEL_FILE = "model.tflite"
 SIGNATURE_DEFS_METADATA = b"signature_defs_metadata"
 NUM_INTERPRETERS_KEY = "tflite_num_interpreters"
+# The most dims an input is resized to (beyond its own rank): XNNPack's XNN_MAX_TENSOR_DIMS.
+MAX_RESIZED_RANK = 6
 
 
 def load(path: str, options: PlatformOptions) -> TfLiteServable:
@@ -88,7 +97,7 @@ def load(path: str, options: PlatformOptions) -> TfLiteServable:
 
     first = make()
     programs = _programs(first.interpreter, content, model_path)
-    pool = _Pool(make, size, first)
+    pool = _Pool(make, size, first, f"TF Lite model {model_path}")
     return TfLiteServable(model_path, programs, pool)
 
 
@@ -117,6 +126,7 @@ class _Program:
     signature: Signature
     inputs: Mapping[str, int]  # alias -> tensor index (subgraph 0), or runner input name
     outputs: Mapping[str, int]
+    max_ranks: Mapping[str, int]  # alias -> the most dims a fed input may have
     runner_key: str | None = None
 
 
@@ -162,7 +172,12 @@ def _programs(interpreter: Any, content: bytes, model_path: str) -> dict[str, _P
         out_specs[alias] = TensorSpec(_dtype(d["dtype"], f"Output {name}"), _shape(d), name)
         out_index[alias] = d["index"]
     signature = Signature(DEFAULT_SIGNATURE, in_specs, out_specs, PREDICT_METHOD)
-    return {DEFAULT_SIGNATURE: _Program(signature, in_index, out_index)}
+    max_ranks = {a: _max_rank(inputs[s.tensor_name]) for a, s in in_specs.items()}
+    return {DEFAULT_SIGNATURE: _Program(signature, in_index, out_index, max_ranks)}
+
+
+def _max_rank(detail: Mapping[str, Any]) -> int:
+    return max(MAX_RESIZED_RANK, len(detail["shape"]))
 
 
 def _program_from_sigdef(
@@ -205,7 +220,8 @@ def _program_from_sigdef(
     in_specs, in_index = resolve(sigdef.inputs, inputs, "input")
     out_specs, out_index = resolve(sigdef.outputs, outputs, "output")
     signature = Signature(key, in_specs, out_specs, sigdef.method_name or PREDICT_METHOD)
-    return _Program(signature, in_index, out_index)
+    max_ranks = {a: _max_rank(inputs[s.tensor_name]) for a, s in in_specs.items()}
+    return _Program(signature, in_index, out_index, max_ranks)
 
 
 def _program_from_runner(interpreter: Any, key: str, model_path: str) -> _Program:
@@ -223,6 +239,7 @@ def _program_from_runner(interpreter: Any, key: str, model_path: str) -> _Progra
         signature,
         {a: d["index"] for a, d in runner.get_input_details().items()},
         {a: d["index"] for a, d in runner.get_output_details().items()},
+        {a: _max_rank(d) for a, d in runner.get_input_details().items()},
         runner_key=key,
     )
 
@@ -315,7 +332,8 @@ class _Slot:
 class _Pool:
     """At most `size` interpreters, made on demand; `acquire` waits when all are busy."""
 
-    def __init__(self, make: Callable[[], _Slot], size: int, first: _Slot) -> None:
+    def __init__(self, make: Callable[[], _Slot], size: int, first: _Slot, what: str) -> None:
+        self._what = what  # the model, as the error after close names it
         self._make = make
         self._size = size
         self._idle = [first]
@@ -327,7 +345,7 @@ class _Pool:
         with self._cond:
             while True:
                 if self._closed:
-                    raise ServoError(Code.FAILED_PRECONDITION, "The TF Lite model is unloaded")
+                    raise unloaded(self._what)
                 if self._idle:
                     return self._idle.pop()
                 if self._created < self._size:
@@ -385,30 +403,28 @@ class TfLiteServable(ModelServable):
     ) -> dict[str, np.ndarray]:
         program = self._programs.get(signature.name)
         if program is None:
-            raise ServoError(
-                Code.INVALID_ARGUMENT,
-                f'Serving signature name: "{signature.name}" not found in signature def',
-            )
+            raise unknown_signature(signature.name)
         wanted = program.outputs.keys() if output_names is None else output_names
         for alias in wanted:
             if alias not in program.outputs:
-                raise ServoError(
-                    Code.INVALID_ARGUMENT,
-                    f"output tensor alias not found in signature: {alias} Outputs expected to "
-                    f"be in the set {{{','.join(program.outputs)}}}.",
-                )
+                raise unknown_output(program.signature, alias)
         feeds: dict[str, np.ndarray] = {}
         for alias in program.inputs:
             try:
                 value = inputs[alias]
             except KeyError:
+                raise missing_input(program.signature, alias) from None
+            if value.ndim > program.max_ranks[alias]:
                 raise ServoError(
                     Code.INVALID_ARGUMENT,
-                    f"Missing input {alias!r} of signature {signature.name}",
-                ) from None
+                    f"Input {alias!r} of signature {signature.name} has {value.ndim} dims; "
+                    f"this TF Lite model takes at most {program.max_ranks[alias]}",
+                )
             # Strings stay object arrays of bytes: TF Lite takes them as they are, while
             # numpy's fixed-width bytes would drop a string's trailing NUL bytes.
             feeds[alias] = value
+        if len(inputs) != len(feeds):  # the interpreter would ignore them
+            raise unexpected_inputs(program.signature, inputs)
         slot = self._pool.acquire()
         try:
             if program.runner_key is not None:
@@ -450,13 +466,16 @@ class TfLiteServable(ModelServable):
         if runner is None:
             runner = slot.runners[key] = slot.interpreter.get_signature_runner(key)
         # The runner resizes its inputs to the fed shapes itself.
-        return runner(**feeds)
+        outputs: dict[str, np.ndarray] = runner(**feeds)
+        return outputs
 
     def close(self) -> None:
         self._pool.close()
 
 
 def _output(value: np.ndarray) -> np.ndarray:
+    if type(value) is not np.ndarray:  # a rank-0 tensor comes back as a numpy scalar
+        value = np.asarray(value)
     if value.dtype.kind == "S":  # servo's strings are object arrays of bytes
         out = np.empty(value.shape, dtype=object)
         out.ravel()[:] = [bytes(v) for v in value.ravel()]

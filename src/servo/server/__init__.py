@@ -1,1 +1,1 @@
-"""The model server: server core, config files, command line, metrics."""
+"""The server core and what it owns: config files, request logs, warm-up."""

@@ -81,10 +81,6 @@ def read_monitoring_config(path: str) -> MonitoringConfig:
     return read_text_proto(path, MonitoringConfig())
 
 
-def read_batching_parameters(path: str) -> BatchingParameters:
-    return read_text_proto(path, BatchingParameters())
-
-
 def read_ssl_config(path: str) -> SSLConfig:
     return read_text_proto(path, SSLConfig())
 

@@ -46,18 +46,16 @@ import random as _random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from google.protobuf.message import Message
 
 from servo.core.status import Code, ServoError
 from servo.protos import (
-    classification_pb2,
     inference_pb2,
     logging_config_pb2,
     model_pb2,
-    predict_pb2,
     prediction_log_pb2,
-    regression_pb2,
 )
 from servo.util.tfrecord import RecordWriter
 
@@ -225,37 +223,24 @@ class ServerRequestLogger:
         rate = logger.rate
         return rate > 0.0 and self._random() < rate
 
-    def log_predict(
-        self,
-        model_name: str,
-        request: predict_pb2.PredictRequest,
-        response: predict_pb2.PredictResponse,
-    ) -> None:
+    def log_predict(self, model_name: str, request: Message, response: Message) -> None:
+        """A PredictRequest and its PredictResponse."""
         self._log(model_name, "predict_log", request, response, _answer_spec(request, response))
 
-    def log_classify(
-        self,
-        model_name: str,
-        request: classification_pb2.ClassificationRequest,
-        response: classification_pb2.ClassificationResponse,
-    ) -> None:
+    def log_classify(self, model_name: str, request: Message, response: Message) -> None:
+        """A ClassificationRequest and its ClassificationResponse."""
         self._log(model_name, "classify_log", request, response, _answer_spec(request, response))
 
-    def log_regress(
-        self,
-        model_name: str,
-        request: regression_pb2.RegressionRequest,
-        response: regression_pb2.RegressionResponse,
-    ) -> None:
+    def log_regress(self, model_name: str, request: Message, response: Message) -> None:
+        """A RegressionRequest and its RegressionResponse."""
         self._log(model_name, "regress_log", request, response, _answer_spec(request, response))
 
-    def log_multi_inference(
-        self,
-        model_name: str,
-        request: inference_pb2.MultiInferenceRequest,
-        response: inference_pb2.MultiInferenceResponse,
-    ) -> None:
-        spec = _multi_inference_spec(request, response)
+    def log_multi_inference(self, model_name: str, request: Message, response: Message) -> None:
+        """A MultiInferenceRequest and its MultiInferenceResponse."""
+        spec = _multi_inference_spec(
+            cast(inference_pb2.MultiInferenceRequest, request),
+            cast(inference_pb2.MultiInferenceResponse, response),
+        )
         self._log(model_name, "multi_inference_log", request, response, spec)
 
     def _log(
@@ -314,7 +299,7 @@ def _check_rate(where: str, field: str, rate: float) -> None:
 
 def _answer_spec(request: Message, response: Message) -> model_pb2.ModelSpec:
     """The model spec the answer carries (name, version, signature), else the request's."""
-    if response.HasField("model_spec"):  # type: ignore[attr-defined]
+    if response.HasField("model_spec"):
         return response.model_spec  # type: ignore[attr-defined,no-any-return]
     return request.model_spec  # type: ignore[attr-defined,no-any-return]
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from servo.core.aspired_versions_manager import (
     AspiredVersionsManager,
@@ -33,7 +33,9 @@ from servo.core.servable_state import ManagerState, ServableState
 from servo.core.servable_state_monitor import ServableStateMonitor
 from servo.core.source import connect_source_to_target
 from servo.core.status import Code, ServoError, Status
-from servo.platforms.router import LoadHook, PlatformOptions, PlatformRouter, ServableWrapper
+from servo.platforms.options import PlatformOptions
+from servo.platforms.router import LoadHook, PlatformRouter, ServableWrapper
+from servo.protos.logging_config_pb2 import LoggingConfig
 from servo.server.config import (
     ModelServerConfig,
     model_platform,
@@ -44,6 +46,7 @@ from servo.server.config import (
 from servo.sources.file_system import (
     FileSystemStoragePathSource,
     FileSystemStoragePathSourceConfig,
+    ServableToMonitor,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,12 @@ def _settled(request: ServableRequest, states: Mapping[ServableId, ManagerState]
         and (request.version is None or request.version == id.version)
         for id, state in states.items()
     )
+
+
+class LoggingConfigs(Protocol):
+    """What takes each config's per-model `logging_config` (the request logger)."""
+
+    def update(self, configs: Mapping[str, LoggingConfig]) -> None: ...
 
 
 @dataclass
@@ -78,7 +87,7 @@ class ServerCoreOptions:
     # Seconds a config (re)load waits for its new models; None waits as long as it takes.
     model_wait_timeout: float | None = None
     # Told each config's per-model logging_config (servo.server.request_logger).
-    request_logger: Any = None
+    request_logger: LoggingConfigs | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,9 @@ class ServerCore:
         self._latest: dict[str, ServableRequest] = {}  # requests are immutable: made once
         self._reload_lock = threading.Lock()
 
-    def _source_config(self, servables: tuple) -> FileSystemStoragePathSourceConfig:
+    def _source_config(
+        self, servables: tuple[ServableToMonitor, ...]
+    ) -> FileSystemStoragePathSourceConfig:
         return FileSystemStoragePathSourceConfig(
             servables,
             self.options.file_system_poll_wait_seconds,

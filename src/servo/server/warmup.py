@@ -48,9 +48,9 @@ from google.protobuf.message import DecodeError
 
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError, Status
+from servo.metrics import ServerMetrics
 from servo.platforms.servable import ModelServable
 from servo.protos import prediction_log_pb2
-from servo.server.metrics import ServerMetrics
 from servo.util.tfrecord import read_records
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import errno
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import BinaryIO, cast
 
 import google_crc32c
 
@@ -51,7 +51,7 @@ def masked_crc32c(data: bytes) -> int:
     TensorFlow masks the CRCs it stores because a CRC computed over data that itself holds
     CRCs is weak; the mask must match bit for bit or TensorFlow rejects the file.
     """
-    crc = google_crc32c.value(data)
+    crc = int(google_crc32c.value(data))
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
@@ -168,14 +168,6 @@ def _loss(path: str, index: int, offset: int, kind: str, detail: str) -> ServoEr
     )
 
 
-def write_records(path: str, records: Iterable[bytes]) -> int:
-    """Writes `records` as a new TFRecord file at `path` (replacing any); returns how many."""
-    with RecordWriter(path) as writer:
-        for record in records:
-            writer.write(record)
-        return writer.records_written
-
-
 class RecordWriter:
     """Writes records to a TFRecord file.
 
@@ -218,7 +210,7 @@ class RecordWriter:
                 raise os_error(exc, f"Cannot open {path} for writing") from exc
         try:
             mode = "ab" if append else "xb" if exclusive else "wb"
-            self._file: BinaryIO | None = open(path, mode)  # noqa: SIM115 -- kept open
+            self._file: BinaryIO | None = cast(BinaryIO, open(path, mode))  # noqa: SIM115
         except OSError as exc:
             raise os_error(exc, f"Cannot open {path} for writing") from exc
 

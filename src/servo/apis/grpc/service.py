@@ -9,7 +9,8 @@ The method paths are wire facts; the messages are servo's own classes with TFS's
 so TFS's clients and servo's server agree without sharing code. Handlers are registered by hand
 (not generated from a .proto service) because a service generated in servo's proto package would
 have servo's name on the wire. Errors carry TFS's codes and messages (cut at 1024 characters as
-TFS cuts them); the client's deadline bounds the model call.
+TFS cuts them); the client's deadline bounds the model call. Each method decodes its message
+into the data plane's call (`servo.apis.messages`), and the data plane does the rest.
 """
 
 from __future__ import annotations
@@ -18,29 +19,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from servo.apis.grpc import handlers
-from servo.apis.inference import Runner
-from servo.core.servable_handle import ServableHandle
+from servo.apis import messages
+from servo.apis.data_plane import DataPlane, ModelSpec
 from servo.core.status import Code, ServoError
-from servo.platforms import servable as model
 from servo.protos import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
-    model_pb2,
     predict_pb2,
     regression_pb2,
     status_pb2,
 )
 from servo.server import config as configs
-from servo.server.metrics import ServerMetrics
-from servo.server.server_core import ServerCore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +44,8 @@ PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 MAX_MESSAGE_BYTES = 2**31 - 1  # TFS accepts messages up to 2 GB
 ERROR_MESSAGE_LIMIT = 1024
+
+T = TypeVar("T")
 
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -62,44 +60,43 @@ def _message(text: str) -> str:
     return text
 
 
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, text: str) -> NoReturn:
+    """Ends the RPC with `code` and TFS's cut of `text` (grpc's abort raises AbortError)."""
+    await context.abort(code, _message(text))
+    raise AssertionError("grpc.aio's abort returned")
+
+
 class Services:
-    """The handlers of both services, over one server core.
+    """The handlers of both services: decode -> data plane -> encode, each RPC inside one error
+    boundary (`_call`) that turns errors into TFS's status and records the request metrics.
 
     Thread-safety: handlers run on the gRPC server's event loop.
     """
 
-    def __init__(
-        self,
-        core: ServerCore,
-        runner: Runner,
-        metrics: ServerMetrics | None = None,
-        *,
-        tensor_content: bool = False,
-        request_logger: Any = None,
-    ) -> None:
-        self.core = core
-        self.runner = runner
-        self.metrics = metrics
+    def __init__(self, plane: DataPlane, *, tensor_content: bool = False) -> None:
+        self.plane = plane
+        self.core = plane.core
         self.tensor_content = tensor_content
-        self.request_logger = request_logger
 
-    # -- plumbing --------------------------------------------------------------------------
+    # -- the error boundary ----------------------------------------------------------------
 
     async def _call(
         self,
         api: str,
         name: str,
         context: grpc.aio.ServicerContext,
-        work: Callable[[], Awaitable[Any]],
-    ) -> Any:
-        """Runs one RPC: errors become TFS's status, metrics are recorded."""
+        work: Callable[[float | None], Awaitable[T]],
+    ) -> T:
+        """Runs one RPC, `work(seconds left before the client's deadline)`: errors become
+        TFS's status; the inference APIs' requests are counted by model name and status, and
+        the latency of those that succeed is recorded."""
         started = time.perf_counter()
         code = Code.OK
         try:
-            return await work()
+            return await work(context.time_remaining())
         except ServoError as exc:
             code = exc.code
-            await context.abort(grpc_code(exc.code), _message(exc.message))
+            await _abort(context, grpc_code(exc.code), exc.message)
         except asyncio.CancelledError:
             code = Code.CANCELLED
             raise
@@ -108,173 +105,83 @@ class Services:
         except Exception as exc:  # a bug: answer it, log it, keep serving
             code = Code.INTERNAL
             log.exception("gRPC %s failed", api)
-            await context.abort(grpc.StatusCode.INTERNAL, _message(f"{type(exc).__name__}: {exc}"))
+            await _abort(context, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
-            if self.metrics is not None and api in _INFERENCE_APIS:
-                self.metrics.request_count.inc(name, code.name)
-                if code is Code.OK:  # as TFS (and servo's REST side): successes are timed
-                    self.metrics.request_latency.observe(
-                        (time.perf_counter() - started) * 1e6, name, api, "GRPC"
-                    )
-
-    def _handle(self, request: Any) -> ServableHandle:
-        """The handle for `request.model_spec`, with TFS's error for a missing spec."""
-        if not request.HasField("model_spec"):
-            raise ServoError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
-        return self._spec_handle(request.model_spec)
-
-    def _spec_handle(self, spec: Any) -> ServableHandle:
-        if not spec.name:
-            raise ServoError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
-        return self.core.servable_handle(*handlers.spec_fields(spec))
-
-    async def _run(
-        self,
-        handle: ServableHandle,
-        call: Callable[[], Any],
-        key: str,
-        context: grpc.aio.ServicerContext,
-        api: str,
-    ) -> Any:
-        return await self.runner.run(handle, call, key, context.time_remaining(), api)
+            if api in _INFERENCE_APIS:
+                self.plane.record_request(name, api, "GRPC", code, started)
 
     # -- PredictionService -----------------------------------------------------------------
 
     async def predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        async def work() -> predict_pb2.PredictResponse:
-            handle = self._handle(request)
-            try:
-                servable, id = handle.servable, handle.id
-                prepared = handlers.prepare_predict(servable, request)
-            except BaseException:
-                handle.release()
-                raise
-            outputs = await self.runner.predict(
-                handle,
-                prepared.signature,
-                prepared.inputs,
-                prepared.outputs,
-                context.time_remaining(),
-            )
-            response = handlers.predict_response(
-                request, id, prepared, outputs, self.tensor_content
-            )
-            if self.request_logger is not None and self.request_logger.should_log(id.name):
-                self.request_logger.log_predict(id.name, request, response)
-            return response
-
-        return await self._call("Predict", request.model_spec.name, context, work)
+        call = messages.PredictMessage(request, self.tensor_content)
+        return await self._call(
+            "Predict",
+            request.model_spec.name,
+            context,
+            lambda timeout: self.plane.predict(_spec(request), call, timeout),
+        )
 
     async def classify(
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        return await self._on_examples(
-            "Classify", request, context, model.classify, handlers.classify_response
+        call = messages.classify_message(request)
+        return await self._call(
+            "Classify",
+            request.model_spec.name,
+            context,
+            lambda timeout: self.plane.classify(_spec(request), call, timeout),
         )
 
     async def regress(
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
-        return await self._on_examples(
-            "Regress", request, context, model.regress, handlers.regress_response
+        call = messages.regress_message(request)
+        return await self._call(
+            "Regress",
+            request.model_spec.name,
+            context,
+            lambda timeout: self.plane.regress(_spec(request), call, timeout),
         )
-
-    async def _on_examples(
-        self,
-        api: str,
-        request: Any,
-        context: grpc.aio.ServicerContext,
-        run: Callable[[Any, Any, list[bytes]], Any],
-        respond: Callable[[Any, Any, Any], Any],
-    ) -> Any:
-        """Classify and Regress: the same steps around their own model call and answer."""
-
-        async def work() -> Any:
-            handle = self._handle(request)
-            try:
-                servable, id = handle.servable, handle.id
-                signature = handlers.example_signature(servable, request.model_spec.signature_name)
-                examples = handlers.serialized_examples(request.input)
-            except BaseException:
-                handle.release()
-                raise
-            self._count_examples(id.name, len(examples))
-            results = await self._run(
-                handle, lambda: run(servable, signature, examples), signature.name, context, api
-            )
-            response = respond(request, id, results)
-            logger = self.request_logger
-            if logger is not None and logger.should_log(id.name):
-                getattr(logger, f"log_{api.lower()}")(id.name, request, response)
-            return response
-
-        return await self._call(api, request.model_spec.name, context, work)
 
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.MultiInferenceResponse:
-        name = request.tasks[0].model_spec.name if request.tasks else ""
-
-        async def work() -> inference_pb2.MultiInferenceResponse:
-            # Without tasks TFS looks up an empty ModelSpec: "ModelSpec has no name specified."
-            spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-            handle = self._spec_handle(spec)
-            try:
-                servable, id = handle.servable, handle.id
-                tasks = handlers.prepare_multi_inference(servable, request)
-                examples = handlers.serialized_examples(request.input)
-            except BaseException:
-                handle.release()
-                raise
-            self._count_examples(id.name, len(examples))
-            results = await self._run(
-                handle,
-                lambda: handlers.run_multi_inference(servable, tasks, examples),
-                "MultiInference",
-                context,
-                "MultiInference",
-            )
-            response = handlers.multi_inference_response(id, tasks, results)
-            if self.request_logger is not None and self.request_logger.should_log(id.name):
-                self.request_logger.log_multi_inference(id.name, request, response)
-            return response
-
-        return await self._call("MultiInference", name, context, work)
+        call = messages.MultiInferenceMessage(request)
+        spec = call.model_spec
+        return await self._call(
+            "MultiInference",
+            spec.name,
+            context,
+            lambda timeout: self.plane.multi_inference(spec, call, timeout),
+        )
 
     async def get_model_metadata(
         self,
         request: get_model_metadata_pb2.GetModelMetadataRequest,
         context: grpc.aio.ServicerContext,
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        async def work() -> get_model_metadata_pb2.GetModelMetadataResponse:
-            if not request.HasField("model_spec"):
-                raise ServoError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
-            handlers.check_metadata_request(request)
-            with self._handle(request) as handle:
-                return handlers.metadata_response(handle.servable, handle.id)
+        async def work(_: float | None) -> get_model_metadata_pb2.GetModelMetadataResponse:
+            spec = _spec(request)
+            messages.check_metadata_request(request)
+            return self.plane.metadata(spec, messages.metadata_response)
 
         return await self._call("GetModelMetadata", request.model_spec.name, context, work)
-
-    def _count_examples(self, name: str, count: int) -> None:
-        if self.metrics is not None:
-            self.metrics.request_example_count_total.inc(name, amount=count)
 
     # -- ModelService ----------------------------------------------------------------------
 
     async def get_model_status(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        async def work() -> get_model_status_pb2.GetModelStatusResponse:
-            if not request.HasField("model_spec"):
-                raise ServoError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+        async def work(_: float | None) -> get_model_status_pb2.GetModelStatusResponse:
             response = get_model_status_pb2.GetModelStatusResponse()
-            for v in self.core.model_status(*handlers.spec_fields(request.model_spec)):
+            for v in self.plane.model_status(_spec(request)):
                 entry = response.model_version_status.add()
                 entry.version = v.version
-                entry.state = int(v.state)
-                entry.status.error_code = int(v.status.code)
+                # protoc's stubs type enum fields as their enum class; protobuf takes numbers.
+                entry.state = int(v.state)  # type: ignore[assignment]
+                entry.status.error_code = int(v.status.code)  # type: ignore[assignment]
                 entry.status.error_message = v.status.message
             return response
 
@@ -305,15 +212,15 @@ class Services:
                 None, self.core.reload_config, request.config
             )
         except configs.ConfigError as exc:
-            status.error_code = int(Code.INVALID_ARGUMENT)
+            status.error_code = int(Code.INVALID_ARGUMENT)  # type: ignore[assignment]
             status.error_message = str(exc)
         except ServoError as exc:
-            status.error_code = int(exc.code)
+            status.error_code = int(exc.code)  # type: ignore[assignment]
             status.error_message = exc.message
         response.status.CopyFrom(status)
         if status.error_code:
             log.error("ReloadConfig failed: %s", status.error_message)
-            await context.abort(grpc_code(Code(status.error_code)), _message(status.error_message))
+            await _abort(context, grpc_code(Code(status.error_code)), status.error_message)
         return response
 
     # -- registration ----------------------------------------------------------------------
@@ -370,6 +277,13 @@ class Services:
             },
         )
         return [prediction, model_service]
+
+
+def _spec(request: Any) -> ModelSpec:
+    """A request's model spec; TFS's error when it has none."""
+    if not request.HasField("model_spec"):
+        raise ServoError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+    return messages.model_spec(request.model_spec)
 
 
 _INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference"})

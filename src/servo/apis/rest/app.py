@@ -25,20 +25,21 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
+from google.protobuf.message import Message
 
-from servo.apis import inference
-from servo.apis.grpc.handlers import predict_messages
-from servo.apis.inference import Runner, signature_for_rest
+from servo.apis import messages
+from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
 from servo.apis.rest import json_codec
+from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.platforms import servable as model
-from servo.server.metrics import ServerMetrics
-from servo.server.server_core import ServerCore
+from servo.platforms.servable import ModelServable
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +82,16 @@ class RequestTooLarge(Exception):
 
 
 class RestApi:
-    """Thread-safety: runs on one event loop; the state it reads (core, metrics) is
-    thread-safe."""
+    """Thread-safety: runs on one event loop; the state it reads (the data plane's core and
+    metrics) is thread-safe."""
 
-    def __init__(
-        self,
-        core: ServerCore,
-        runner: Runner,
-        options: RestOptions | None = None,
-        metrics: ServerMetrics | None = None,
-        request_logger: Any = None,
-    ) -> None:
-        self.core = core
-        self.request_logger = request_logger
-        self.runner = runner
+    def __init__(self, plane: DataPlane, options: RestOptions | None = None) -> None:
+        self.plane = plane
+        self.metrics = plane.metrics
         self.options = options or RestOptions()
-        self.metrics = metrics
         self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
-        self._routes: dict[str, tuple[str, str, int | None, str | None]] = {}
-        self._inference: dict[str, Callable[..., Awaitable[bytes]]] = {
+        self._routes: dict[str, tuple[str, ModelSpec]] = {}
+        self._inference: dict[str, Callable[[ModelSpec, bytes], Awaitable[bytes]]] = {
             "predict": self._predict,
             "classify": self._classify,
             "regress": self._regress,
@@ -143,7 +135,6 @@ class RestApi:
         """`_v1` with TFS's REST metrics: the request counted by model name ("" when the path
         names none) and status; when it succeeds, its latency by model name and API
         ("predict", "classify", "regress"; "" for status, metadata and preflights)."""
-        assert self.metrics is not None
         started = time.perf_counter()
         seen = ["", ""]  # the model name and the API, once the path is parsed
         code = Code.OK
@@ -162,12 +153,7 @@ class RestApi:
             code = Code.INTERNAL
             raise
         finally:
-            name, api = seen
-            self.metrics.request_count.inc(name, code.name)
-            if code is Code.OK:
-                self.metrics.request_latency.observe(
-                    (time.perf_counter() - started) * 1e6, name, api, "REST"
-                )
+            self.plane.record_request(seen[0], seen[1], "REST", code, started)
 
     # -- /v1 -------------------------------------------------------------------------------
 
@@ -179,35 +165,36 @@ class RestApi:
             route = self._routes.get(path)
             if route is None:
                 route = self._route(path)
-            api, name, version, label = route
+            api, spec = route
             if seen is not None:
-                seen[0], seen[1] = name, api
+                seen[0], seen[1] = spec.name, api
             body = await self._read_body(scope, proto)
-            return 200, await self._inference[api](name, version, label, body)
+            return 200, await self._inference[api](spec, body)
         if method == "GET":
             match = _STATUS.fullmatch(path)
             if match is None:
                 raise _malformed(method, path)
             if not match.group(1):
                 raise ServoError(Code.INVALID_ARGUMENT, "Missing model name in request.")
-            name, version, label = _model_spec(*match.group(1, 2, 3))
+            spec = _model_spec(*match.group(1, 2, 3))
             if seen is not None:
-                seen[0] = name
+                seen[0] = spec.name
             if match.group(4):
-                return 200, self._metadata(name, version, label)
-            return 200, self._status(name, version, label)
+                return 200, self._metadata(spec)
+            return 200, self._status(spec)
         if method == "OPTIONS":
             if _ORIGIN.search(scope.headers.get("origin") or ""):
                 return 200, b""
             raise ServoError(Code.FAILED_PRECONDITION, "Origin header is missing in CORS preflight")
         raise _malformed(method, path)
 
-    def _route(self, path: str) -> tuple[str, str, int | None, str | None]:
-        """A predict/classify/regress path's parts; remembered, as clients reuse few paths."""
+    def _route(self, path: str) -> tuple[str, ModelSpec]:
+        """A predict/classify/regress path's API and model spec; remembered, as clients reuse
+        few paths."""
         match = _PREDICTION.fullmatch(path)
         if match is None:
             raise _malformed("POST", path)
-        route = (match.group(4).lower(), *_model_spec(*match.group(1, 2, 3)))
+        route = (match.group(4).lower(), _model_spec(*match.group(1, 2, 3)))
         if len(self._routes) >= _ROUTE_CACHE_SIZE:
             self._routes.clear()
         self._routes[path] = route
@@ -219,7 +206,7 @@ class RestApi:
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body of {length} bytes is over the {limit} limit")
         if length is not None:
-            body = await proto()
+            body: bytes = await proto()
             if len(body) > limit:
                 raise RequestTooLarge(
                     f"Request body of {len(body)} bytes is over the {limit} limit"
@@ -241,80 +228,28 @@ class RestApi:
             )
         return body
 
-    # -- inference -------------------------------------------------------------------------
+    # -- inference: decode -> data plane -> encode ---------------------------------------
 
-    async def _predict(
-        self, name: str, version: int | None, label: str | None, body: bytes
-    ) -> bytes:
-        doc = json_codec.loads(body)
-        handle = self.core.servable_handle(name, version, label)
-        try:
-            servable = handle.servable
-            request = json_codec.parse_predict(doc, lambda s: signature_for_rest(servable, s))
-            signature = request.signature
-            inference.check_inputs(signature, request.inputs)
-        except BaseException:
-            handle.release()
-            raise
-        id = handle.id
-        outputs = await self.runner.predict(
-            handle, signature, request.inputs, None, self.options.timeout
+    async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+        call = _JsonPredict(json_codec.loads(body))
+        return await self.plane.predict(spec, call, self.options.timeout)
+
+    async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
+        call = _JsonExamples(
+            json_codec.loads(body), json_codec.dumps_classify, messages.classify_messages
         )
-        logger = self.request_logger
-        if logger is not None and logger.should_log(name):
-            logger.log_predict(name, *predict_messages(id, signature, request.inputs, outputs))
-        return json_codec.dumps_predict(outputs, request.row_format)
+        return await self.plane.classify(spec, call, self.options.timeout)
 
-    async def _classify(
-        self, name: str, version: int | None, label: str | None, body: bytes
-    ) -> bytes:
-        results = await self._examples(name, version, label, body, model.classify, "Classify")
-        return json_codec.dumps_classify(results)
-
-    async def _regress(
-        self, name: str, version: int | None, label: str | None, body: bytes
-    ) -> bytes:
-        results = await self._examples(name, version, label, body, model.regress, "Regress")
-        return json_codec.dumps_regress(results)
-
-    async def _examples(
-        self,
-        name: str,
-        version: int | None,
-        label: str | None,
-        body: bytes,
-        api: Any,
-        api_name: str,
-    ) -> Any:
-        signature_name, examples = json_codec.parse_examples(json_codec.loads(body))
-        handle = self.core.servable_handle(name, version, label)
-        try:
-            servable = handle.servable
-            key = signature_name or model.DEFAULT_SIGNATURE
-            signature = servable.signatures.get(key)
-            if signature is None:
-                raise ServoError(
-                    Code.INVALID_ARGUMENT, f"No signature was found with the name: {key}"
-                )
-        except BaseException:
-            handle.release()
-            raise
-        if self.metrics is not None:
-            self.metrics.request_example_count_total.inc(name, amount=len(examples))
-        size = sum(map(len, examples)).bit_length()  # the cost grows with the examples
-        return await self.runner.run(
-            handle,
-            lambda: api(servable, signature, examples),
-            (key, size),
-            self.options.timeout,
-            api_name,
+    async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
+        call = _JsonExamples(
+            json_codec.loads(body), json_codec.dumps_regress, messages.regress_messages
         )
+        return await self.plane.regress(spec, call, self.options.timeout)
 
     # -- status and metadata ---------------------------------------------------------------
 
-    def _status(self, name: str, version: int | None, label: str | None) -> bytes:
+    def _status(self, spec: ModelSpec) -> bytes:
         """TFS's GetModelStatusResponse in proto JSON (int64 as strings, enums by name)."""
-        versions = self.core.model_status(name, version, label)
         return orjson.dumps(
             {
                 "model_version_status": [
@@ -326,33 +261,103 @@ class RestApi:
                             "error_message": v.status.message,
                         },
                     }
-                    for v in versions
+                    for v in self.plane.model_status(spec)
                 ]
             },
             option=orjson.OPT_INDENT_2,
         )
 
-    def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
+    def _metadata(self, spec: ModelSpec) -> bytes:
         """TFS's metadata answer: the model spec and the SignatureDefMap (its key doubled)."""
-        with self.core.servable_handle(name, version, label) as handle:
-            signatures = handle.servable.signatures
-            served = handle.id.version
-        return orjson.dumps(
-            {
-                "model_spec": {"name": name, "signature_name": "", "version": str(served)},
-                "metadata": {"signature_def": model.signature_def_map_json(signatures)},
-            },
-            option=orjson.OPT_INDENT_2,
+
+        def answer(id: ServableId, servable: ModelServable) -> bytes:
+            return orjson.dumps(
+                {
+                    "model_spec": {
+                        "name": spec.name,
+                        "signature_name": "",
+                        "version": str(id.version),
+                    },
+                    "metadata": {
+                        "signature_def": model.signature_def_map_json(servable.signatures)
+                    },
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+
+        return self.plane.metadata(spec, answer)
+
+
+# -- the data plane's calls, in JSON -------------------------------------------------------------
+
+
+class _JsonPredict:
+    """A predict body; its values are read once the signature gives their dtypes, and the
+    answer takes the body's form ("instances" -> "predictions", "inputs" -> "outputs")."""
+
+    __slots__ = ("_body", "_doc", "signature_name")
+    output_filter = ()
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self._doc = doc
+        # Read before the model is looked up, as TFS reads it.
+        self.signature_name = json_codec.signature_name(doc)
+        self._body: json_codec.PredictBody | None = None
+
+    def missing_signature(self, key: str) -> ServoError:
+        """TFS's REST text (its gRPC one differs)."""
+        return ServoError(
+            Code.INVALID_ARGUMENT, f'Serving signature name: "{key}" not found in signature def'
         )
+
+    def input_names(self, signature: model.Signature) -> Collection[str]:
+        self._body = json_codec.parse_predict(self._doc, lambda _: signature)
+        return self._body.inputs.keys()
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        assert self._body is not None
+        return self._body.inputs
+
+    def answer(self, prediction: Prediction) -> bytes:
+        assert self._body is not None
+        return json_codec.dumps_predict(prediction.outputs, self._body.row_format)
+
+    def log_messages(self, prediction: Prediction, answer: bytes) -> tuple[Message, Message]:
+        return messages.predict_messages(prediction)
+
+
+class _JsonExamples:
+    """A classify or regress body: its examples as serialized tf.Examples, read before the
+    model is looked up (they need no signature). `dumps` writes the answer, `as_messages` the
+    messages of its request log."""
+
+    __slots__ = ("_as_messages", "_dumps", "_examples", "signature_name")
+
+    def __init__(
+        self,
+        doc: dict[str, Any],
+        dumps: Callable[[Any], bytes],
+        as_messages: Callable[[ExampleResults[Any], Sequence[bytes]], tuple[Any, Any]],
+    ) -> None:
+        self.signature_name, self._examples = json_codec.parse_examples(doc)
+        self._dumps = dumps
+        self._as_messages = as_messages
+
+    def examples(self) -> list[bytes]:
+        return self._examples
+
+    def answer(self, results: ExampleResults[Any]) -> bytes:
+        return self._dumps(results.results)
+
+    def log_messages(self, results: ExampleResults[Any], answer: bytes) -> tuple[Any, Any]:
+        return self._as_messages(results, self._examples)
 
 
 def _malformed(method: str, path: str) -> ServoError:
     return ServoError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
 
 
-def _model_spec(
-    name: str, version: str | None, label: str | None
-) -> tuple[str, int | None, str | None]:
+def _model_spec(name: str, version: str | None, label: str | None) -> ModelSpec:
     """The model name, version and label of a path. The HTTP server has URL-decoded the path
     once already, as TFS decodes names and labels once: decoding again would turn a name's
     `%2532` into `2`."""
@@ -363,7 +368,7 @@ def _model_spec(
             raise ServoError(
                 Code.INVALID_ARGUMENT, f"Failed to convert version: {version} to numeric."
             )
-    return name, number, label or None
+    return ModelSpec(name, number, label or None)
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

@@ -3,6 +3,7 @@
 This module owns the JSON of servo's REST API, as pure functions (HTTP is `app.py`'s):
 
     loads(body)                        the request document
+    signature_name(doc)                the signature it names
     parse_predict(doc, get_signature)  a predict body's inputs, as arrays of the signature's dtypes
     parse_examples(doc)                a classify/regress body's serialized tf.Examples
     dumps_predict, dumps_classify, dumps_regress, dumps_error    answers
@@ -217,7 +218,8 @@ def _not_object(doc: Any) -> ServoError:
     return _format_error(doc, "Is not object")
 
 
-def _signature_name(doc: dict[str, Any]) -> str:
+def signature_name(doc: dict[str, Any]) -> str:
+    """The body's "signature_name" ("" when it names none); TFS's message when not a string."""
     name = doc.get("signature_name", "")
     if type(name) is not str:
         raise _format_error(
@@ -318,7 +320,7 @@ def parse_predict(doc: dict[str, Any], get_signature: Callable[[str], Signature]
     before the values are read (their dtypes come from it); it raises for unknown names."""
     if type(doc) is not dict:
         raise _not_object(doc)
-    requested = _signature_name(doc)
+    requested = signature_name(doc)
     name = requested or DEFAULT_SIGNATURE
     signature = get_signature(name)
     specs = signature.inputs
@@ -595,7 +597,7 @@ def _value(value: Any, dtype: DataType, reader: _Reader | None) -> Any:
     kind = type(value)
     if kind not in reader.types:
         raise _type_error(value, dtype)
-    if reader.low is not None and not reader.low <= value <= reader.high:  # type: ignore[operator]
+    if reader.low is not None and not reader.low <= value <= reader.high:
         raise _type_error(value, dtype)
     if kind is str:
         try:
@@ -637,7 +639,7 @@ def parse_examples(doc: dict[str, Any]) -> tuple[str, list[bytes]]:
     context's features are in every example and the example's own feature wins a clash."""
     if type(doc) is not dict:
         raise _not_object(doc)
-    name = _signature_name(doc) or DEFAULT_SIGNATURE
+    name = signature_name(doc) or DEFAULT_SIGNATURE
     context = _example(doc["context"]) if "context" in doc else b""
     if "examples" not in doc:
         # TFS says "classify" for regress requests too.

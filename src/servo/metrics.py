@@ -45,6 +45,10 @@ class _Family:
         self.labels = tuple(labels)
         self._lock = threading.Lock()
 
+    def render(self, lines: list[str]) -> None:
+        """Appends the family's lines of the Prometheus text page to `lines`."""
+        raise NotImplementedError
+
 
 class Counter(_Family):
     """A monotonic count per label values."""

@@ -1,7 +1,8 @@
-"""Version policies: which one action a manager takes next on a servable stream.
+"""Aspired-version policies: which one action a manager takes next on a servable stream.
 
 A policy is a pure function from a snapshot of a stream (every managed version, its loader
-state and whether it is aspired) to at most one action.
+state and whether it is aspired) to at most one action. (Not to be confused with the
+file-system source's servable version policy, which picks the versions to aspire.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ServableAction:
     id: ServableId
 
 
-class VersionPolicy(abc.ABC):
+class AspiredVersionPolicy(abc.ABC):
     """Decides the next action for one stream.
 
     Implementers guarantee: the answer depends only on the snapshot; an UNLOAD names a READY
@@ -52,7 +53,7 @@ def _highest_new_aspired(versions: Sequence[VersionSnapshot]) -> ServableId | No
     return max(candidates, key=lambda i: i.version, default=None)
 
 
-class AvailabilityPreservingPolicy(VersionPolicy):
+class AvailabilityPreservingPolicy(AspiredVersionPolicy):
     """Never leaves a stream without a ready version while it has aspired versions.
 
     Unloads the lowest un-aspired ready version, unless it is the only ready version while
@@ -74,7 +75,7 @@ class AvailabilityPreservingPolicy(VersionPolicy):
         return ServableAction(Action.LOAD, to_load) if to_load else None
 
 
-class ResourcePreservingPolicy(VersionPolicy):
+class ResourcePreservingPolicy(AspiredVersionPolicy):
     """Never holds two generations at once: unloads un-aspired versions first and loads only
     once they are gone, newest first. Less memory, a short gap without a servable."""
 

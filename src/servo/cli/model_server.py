@@ -18,27 +18,33 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from servo import __version__
-from servo.apis.inference import Runner
+from servo.apis.data_plane import DataPlane
 from servo.apis.rest.app import RestApi, RestOptions
+from servo.apis.runner import Runner
+from servo.cli.flags import build_parser, ineffective_flags_set
 from servo.core.aspired_versions_manager import AspiredVersionsManagerOptions
 from servo.core.loader import ResourceAllocation
 from servo.core.resource_tracker import ResourceTracker
 from servo.core.status import ServoError
-from servo.platforms.router import PlatformOptions
-from servo.platforms.servable import set_signature_method_name_check
+from servo.metrics import ServerMetrics
+from servo.platforms.options import PlatformOptions
 from servo.server import config as configs
-from servo.server.flags import build_parser, ineffective_flags_set
-from servo.server.metrics import ServerMetrics
 from servo.server.server_core import ServerCore, ServerCoreOptions
+
+if TYPE_CHECKING:
+    from grpc_health.v1.health.aio import HealthServicer
+
+    from servo.batching.batching_servable import BatchingWrapper
+    from servo.server.request_logger import ServerRequestLogger
 
 log = logging.getLogger("servo.server")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a bad config file or a model that failed at start
-EXIT_USAGE = 2  # an unknown flag or a bad value (argparse's convention)
+# An unknown flag or a bad value exits with 2, argparse's convention.
 GRACE_SECONDS = 30.0  # how long calls in flight may take to finish at shutdown
 
 
@@ -46,13 +52,27 @@ class StartupError(Exception):
     """The server cannot start; the message says why."""
 
 
+class HttpServer(Protocol):
+    """The embedded HTTP server's part that the process drives (granian's)."""
+
+    async def serve(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class GrpcServer(Protocol):
+    """The gRPC server's part that the process drives (grpc.aio's)."""
+
+    async def stop(self, grace: float | None) -> Any: ...
+
+
 @dataclass
 class Servers:
     """What `start` brought up, for `stop`."""
 
-    rest: Any = None
-    rest_task: asyncio.Task | None = None
-    grpc: Any = None
+    rest: HttpServer | None = None
+    rest_task: asyncio.Task[None] | None = None
+    grpc: GrpcServer | None = None
 
 
 class ModelServer:
@@ -62,10 +82,11 @@ class ModelServer:
         self.prometheus = configs.PrometheusSettings()
         self.core: ServerCore | None = None
         self.runner: Runner | None = None
+        self.plane: DataPlane | None = None
         self.servers = Servers()
-        self.health: Any = None
-        self.request_logger: Any = None
-        self.batching: Any = None
+        self.health: HealthServicer | None = None
+        self.request_logger: ServerRequestLogger | None = None
+        self.batching: BatchingWrapper | None = None
         self._stopping = asyncio.Event()
         self._config_poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
@@ -74,7 +95,6 @@ class ModelServer:
 
     def build_core(self) -> ServerCore:
         a = self.args
-        set_signature_method_name_check(a.enable_signature_method_name_check)
         tracker = None
         if a.total_model_memory_bytes > 0:
             tracker = ResourceTracker(ResourceAllocation(a.total_model_memory_bytes))
@@ -101,13 +121,14 @@ class ModelServer:
                 },
             ),
         )
-        from servo.apis.grpc.handlers import replay
+        from servo.apis.messages import replay
         from servo.server.request_logger import ServerRequestLogger
         from servo.server.warmup import WarmupHook
 
+        check = a.enable_signature_method_name_check
         options.load_hooks = (
             WarmupHook(
-                replay,
+                lambda servable, log: replay(servable, log, check),
                 enabled=a.enable_model_warmup,
                 iterations=a.num_request_iterations_for_warmup,
                 metrics=self.metrics,
@@ -123,7 +144,7 @@ class ModelServer:
             )
         return ServerCore(options)
 
-    def _batching_wrapper(self) -> Any:
+    def _batching_wrapper(self) -> BatchingWrapper:
         from servo.batching.batching_servable import BatchingWrapper
         from servo.batching.parameters import BatchingConfigError, load_config
 
@@ -184,6 +205,13 @@ class ModelServer:
         assert self.core is not None
         threads = min(max(1, a.rest_api_num_threads), 4 * (os.cpu_count() or 1))
         self.runner = Runner(threads=threads, metrics=self.metrics)
+        self.plane = DataPlane(
+            self.core,
+            self.runner,
+            metrics=self.metrics,
+            request_logger=self.request_logger,
+            method_name_check=a.enable_signature_method_name_check,
+        )
         await self._start_grpc()
         if a.rest_api_port:
             if a.rest_api_port == a.port:
@@ -201,7 +229,7 @@ class ModelServer:
         from servo.apis.grpc.service import Services, server_options
 
         a = self.args
-        assert self.core is not None and self.runner is not None
+        assert self.plane is not None
         try:
             options = server_options(a.grpc_channel_arguments)
         except ValueError as exc:
@@ -209,13 +237,7 @@ class ModelServer:
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
         # that queues calls, while grpc.aio's limit would refuse them (RESOURCE_EXHAUSTED).
         server = grpc.aio.server(options=options)
-        services = Services(
-            self.core,
-            self.runner,
-            self.metrics,
-            tensor_content=a.enable_serialization_as_tensor_content,
-            request_logger=self.request_logger,
-        )
+        services = Services(self.plane, tensor_content=a.enable_serialization_as_tensor_content)
         server.add_generic_rpc_handlers(services.generic_handlers())
         if a.enable_grpc_healthcheck_service:
             self.health = health_aio.HealthServicer()
@@ -266,7 +288,7 @@ class ModelServer:
         from granian.server.embed import Server as Granian
 
         a = self.args
-        assert self.core is not None and self.runner is not None
+        assert self.plane is not None
         # granian listens with SO_REUSEPORT, so a second server on a busy port would start
         # and share its connections; TFS's HTTP server fails to start instead.
         busy = _port_in_use(a.bind_address, a.rest_api_port)
@@ -276,16 +298,13 @@ class ModelServer:
             )
         timeout = a.rest_api_timeout_in_ms / 1000 if a.rest_api_timeout_in_ms > 0 else None
         app = RestApi(
-            self.core,
-            self.runner,
+            self.plane,
             RestOptions(
                 timeout=timeout,
                 enable_cors=a.rest_api_enable_cors_support,
                 max_body_bytes=a.rest_api_max_body_bytes,
                 metrics_path=self.prometheus.path if self.prometheus.enabled else None,
             ),
-            self.metrics,
-            self.request_logger,
         )
         server = Granian(
             app,
@@ -296,7 +315,7 @@ class ModelServer:
             backlog=1024,
         )
         bound = asyncio.get_running_loop().create_future()
-        server.on_startup(lambda: bound.done() or bound.set_result(None))
+        server.on_startup(lambda: None if bound.done() else bound.set_result(None))
         task = asyncio.create_task(server.serve())
         done, _ = await asyncio.wait({task, bound}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
@@ -308,7 +327,7 @@ class ModelServer:
         log.info("Exporting HTTP/REST API at:%s:%d ...", a.bind_address, a.rest_api_port)
         task.add_done_callback(self._on_rest_exit)
 
-    def _on_rest_exit(self, task: asyncio.Task) -> None:
+    def _on_rest_exit(self, task: asyncio.Task[None]) -> None:
         if not self._stopping.is_set():
             log.error("The HTTP server stopped unexpectedly: %s", task.exception())
             self._stopping.set()

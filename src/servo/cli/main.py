@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         if command != "serve":
             print(f"servo: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
             return 2
-    from servo.server.model_server import main as serve
+    from servo.cli.model_server import main as serve
 
     return serve(argv)
 

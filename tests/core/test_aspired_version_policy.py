@@ -1,18 +1,18 @@
-"""Version policies as tables of snapshots and expected actions."""
+"""Aspired-version policies as tables of snapshots and expected actions."""
 
 from __future__ import annotations
 
 import pytest
 
-from servo.core.loader_harness import LoaderState
-from servo.core.servable_id import ServableId
-from servo.core.version_policy import (
+from servo.core.aspired_version_policy import (
     Action,
     AvailabilityPreservingPolicy,
     ResourcePreservingPolicy,
     ServableAction,
     VersionSnapshot,
 )
+from servo.core.loader_harness import LoaderState
+from servo.core.servable_id import ServableId
 
 NEW, LOADING, READY = LoaderState.NEW, LoaderState.LOADING, LoaderState.READY
 QUIESCING, UNLOADING = LoaderState.QUIESCING, LoaderState.UNLOADING

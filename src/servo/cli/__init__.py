@@ -1,0 +1,1 @@
+"""The composition root: the `servo` command, its flags, and the server process."""

@@ -1,0 +1,22 @@
+"""PlatformOptions: the settings a platform's `load(path, options)` may read.
+
+The server's flags fill them in (`--saved_model_tags`, `--tensorflow_intra_op_parallelism`,
+...); each platform reads the fields it has a use for and ignores the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PlatformOptions:
+    """Settings every platform may read; each field says who uses it."""
+
+    saved_model_tags: tuple[str, ...] = ("serve",)  # tensorflow
+    # tensorflow, tflite, onnx: threads in one op; 0 = runtime's choice
+    intra_op_parallelism: int = 0
+    inter_op_parallelism: int = 0  # tensorflow, onnx: ops run at once; 0 = runtime's choice
+    extra: Mapping[str, Any] = field(default_factory=dict)  # anything else, by platform
