@@ -3,6 +3,8 @@ wrong, before anything starts."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from servo.cli.flags import build_parser
@@ -40,3 +42,22 @@ def test_good_values() -> None:
     assert (args.total_model_memory_bytes, args.model_platform) == (0, "onnx")
     defaults = build_parser().parse_args([])
     assert (defaults.log_level, defaults.model_platform) == ("info", "")
+
+
+def test_per_model_flag_has_a_default_and_overrides() -> None:
+    from servo.cli.flags import PerModel, parse_int32, per_model
+
+    parse = per_model(parse_int32)
+    value = parse("8,slow=2, other = 3")
+    assert value == PerModel(8, (("slow", 2), ("other", 3)))
+    assert value.get("slow") == 2
+    assert value.get("unknown") == 8
+    assert parse("4") == PerModel(4)
+
+
+@pytest.mark.parametrize("text", ["", "slow=2", "1,2", "=3", "8,slow=x"])
+def test_per_model_flag_refuses_what_it_cannot_read(text: str) -> None:
+    from servo.cli.flags import parse_int32, per_model
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        per_model(parse_int32)(text)

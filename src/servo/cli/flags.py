@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,49 @@ def parse_budget(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 (unlimited) or more bytes, got {value}")
     return value
+
+
+@dataclass(frozen=True)
+class PerModel:
+    """A setting with a default and overrides by model name, written on the command line as
+    `DEFAULT[,MODEL=VALUE...]`, e.g. `--max_concurrent_calls_per_model=8,slow=2`."""
+
+    default: Any
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, model_name: str) -> Any:
+        for name, value in self.overrides:
+            if name == model_name:
+                return value
+        return self.default
+
+
+def per_model(parse: Callable[[str], Any]) -> Callable[[str], PerModel]:
+    """A flag type: `parse` for the default and for each `MODEL=VALUE` override."""
+
+    def parse_per_model(text: str) -> PerModel:
+        default: Any = None
+        overrides: dict[str, Any] = {}
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            name, sep, value = (x.strip() for x in part.rpartition("="))
+            if not sep:
+                if default is not None:
+                    raise argparse.ArgumentTypeError(f"two defaults in {text!r}")
+                default = parse(value)
+            elif not name:
+                raise argparse.ArgumentTypeError(f"no model name before '=' in {text!r}")
+            else:
+                overrides[name] = parse(value)
+        if default is None:
+            raise argparse.ArgumentTypeError(
+                f"expected DEFAULT[,MODEL=VALUE...], got {text!r}: the default comes first"
+            )
+        return PerModel(default, tuple(overrides.items()))
+
+    parse_per_model.__name__ = f"per_model_{getattr(parse, '__name__', 'value')}"
+    return parse_per_model
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
