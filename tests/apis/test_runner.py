@@ -14,15 +14,18 @@ import numpy as np
 import pytest
 
 from servo.apis.runner import Runner, size_class
+from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
+from tests.support.waiting import wait_until
 
 
 class Handle:
     """A handle the test holds for the whole request; `shared` records the references the
     runner takes of its own, `released` is set when the last of them is released."""
 
-    def __init__(self, servable: Any) -> None:
+    def __init__(self, servable: Any, id: ServableId | None = None) -> None:
         self.servable = servable
+        self.id = id or ServableId("m", 1)
         self.shared = 0
         self.released = threading.Event()
 
@@ -51,7 +54,7 @@ SIGNATURE = SimpleNamespace(name="serving_default")
 def runner() -> Iterator[Runner]:
     # Every call under 10 ms counts as fast, so that a loaded machine does not change where
     # the calls run.
-    runner = Runner(threads=2, inline_seconds=0.01)
+    runner = Runner(concurrency=lambda name: 2, inline_seconds=0.01)
     yield runner
     runner.close()
 
@@ -152,17 +155,15 @@ def test_an_inline_call_over_its_deadline_answers_deadline_exceeded_and_leaves_t
 
 
 def test_runtime_latency_is_recorded_per_model_api_and_runtime() -> None:
-    from servo.core.servable_id import ServableId
     from servo.metrics import ServerMetrics
 
     class Onnx(Servable):
         platform = "onnx"
 
     metrics = ServerMetrics()
-    runner = Runner(threads=2, inline_seconds=0.01, metrics=metrics)
+    runner = Runner(concurrency=lambda name: 2, inline_seconds=0.01, metrics=metrics)
     try:
         handle = Handle(Onnx())
-        handle.id = ServableId("m", 1)  # type: ignore[attr-defined]
 
         async def go() -> None:
             for _ in range(Runner.POOL_WINDOW + 2):  # on the pool, then inline
@@ -171,5 +172,119 @@ def test_runtime_latency_is_recorded_per_model_api_and_runtime() -> None:
 
         asyncio.run(go())
         assert metrics.runtime_latency.count("m", "Predict", "onnx") == Runner.POOL_WINDOW + 2
+    finally:
+        runner.close()
+
+
+# -- each version's own lane of threads ----------------------------------------------------------
+
+
+class Blocking(Servable):
+    """A model whose calls wait until the test lets them go; `started` counts the calls that
+    began."""
+
+    may_run_inline = False
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.started = 0
+
+    def run(self, signature: Any, inputs: dict, output_names: Any) -> dict:
+        self.started += 1
+        self.go.wait(60)
+        return {"thread": threading.current_thread().name}
+
+
+def lanes(concurrency: int, queue: int) -> Runner:
+    return Runner(concurrency=lambda name: concurrency, queue=lambda name: queue)
+
+
+def test_a_hung_model_holds_only_its_own_threads() -> None:
+    runner, hung, other = lanes(2, 8), Blocking(), Servable()
+    try:
+
+        async def go() -> str:
+            stuck = [
+                asyncio.ensure_future(predict(runner, Handle(hung, ServableId("hung", 1)), {}, 30))
+                for _ in range(2)
+            ]
+            await asyncio.to_thread(wait_until, lambda: hung.started == 2)
+            out = await predict(runner, Handle(other, ServableId("other", 1)), {}, 5)
+            hung.go.set()
+            await asyncio.gather(*stuck)
+            return out["thread"]
+
+        assert asyncio.run(go()).startswith("servo-run-other-1")
+    finally:
+        hung.go.set()
+        runner.close()
+
+
+def test_calls_past_a_versions_threads_and_queue_answer_unavailable() -> None:
+    runner, hung = lanes(1, 1), Blocking()
+    handle = Handle(hung, ServableId("hung", 3))
+    try:
+
+        async def go() -> ServoError:
+            running = asyncio.ensure_future(predict(runner, handle, {}, 30))
+            waiting = asyncio.ensure_future(predict(runner, handle, {}, 30))
+            await asyncio.to_thread(wait_until, lambda: hung.started == 1)
+            try:
+                await predict(runner, handle, {}, 30)
+            except ServoError as error:
+                return error
+            finally:
+                hung.go.set()
+                await asyncio.gather(running, waiting)
+            raise AssertionError("a third call was accepted")
+
+        error = asyncio.run(go())
+        assert error.code == Code.UNAVAILABLE
+        assert "hung:3" in error.message or "hung" in error.message
+        assert "--max_concurrent_calls_per_model" in error.message
+        assert "--max_queued_calls_per_model" in error.message
+        assert hung.started == 2  # the two accepted calls ran
+    finally:
+        hung.go.set()
+        runner.close()
+
+
+def test_a_call_still_waiting_for_a_thread_at_its_deadline_never_runs() -> None:
+    runner, hung = lanes(1, 4), Blocking()
+    handle = Handle(hung, ServableId("hung", 1))
+    try:
+
+        async def go() -> None:
+            running = asyncio.ensure_future(predict(runner, handle, {}, 30))
+            await asyncio.to_thread(wait_until, lambda: hung.started == 1)
+            with pytest.raises(ServoError) as error:
+                await predict(runner, handle, {}, 0.05)
+            assert error.value.code == Code.DEADLINE_EXCEEDED
+            hung.go.set()
+            await running
+
+        asyncio.run(go())
+        # The dropped call gave its place back: the version's references all ended.
+        assert handle.released.wait(5)
+        assert hung.started == 1
+    finally:
+        hung.go.set()
+        runner.close()
+
+
+def test_a_versions_threads_end_with_the_version() -> None:
+    import gc
+
+    runner, servable = lanes(2, 0), Servable()
+    try:
+        asyncio.run(predict(runner, Handle(servable, ServableId("gone", 7)), {}, None))
+
+        def lane_threads() -> list[threading.Thread]:
+            return [t for t in threading.enumerate() if t.name.startswith("servo-run-gone-7")]
+
+        assert lane_threads()
+        del servable
+        gc.collect()
+        wait_until(lambda: not lane_threads(), what="the unloaded version's threads end")
     finally:
         runner.close()

@@ -212,7 +212,7 @@ def data_plane(
 ) -> DataPlane:
     return DataPlane(
         core,  # type: ignore[arg-type]  # a fake of ServerCore's request half
-        Runner(threads=2, inline_seconds=inline_seconds, metrics=metrics),
+        Runner(concurrency=lambda name: 2, inline_seconds=inline_seconds, metrics=metrics),
         metrics=metrics,
         request_logger=request_logger,
         method_name_check=method_name_check,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from servo.core.servable_handle import ServableHandle
+from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 
 if TYPE_CHECKING:
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
 
 
 DEADLINE_MESSAGE = "Deadline Exceeded"
+
+# A version's model-call threads and the calls that may wait for one, unless told otherwise.
+DEFAULT_CONCURRENCY = 4 * (os.cpu_count() or 1)
+DEFAULT_QUEUE = 128
 
 
 def size_class(inputs: Mapping[str, np.ndarray]) -> int:
@@ -50,6 +56,36 @@ class _Cost:
         self.average = 0.0  # moving average of inline calls
 
 
+class _Lane:
+    """One version's share of the model-call threads: its own pool of `limit` threads and at
+    most `queue_limit` calls waiting for one. A call that outlives its deadline keeps its
+    thread until it returns, so a hung or slow model uses up only its own lane."""
+
+    __slots__ = ("__weakref__", "in_flight", "limit", "lock", "pool", "queue_limit")
+
+    def __init__(self, name: str, limit: int, queue_limit: int) -> None:
+        self.limit = limit
+        self.queue_limit = queue_limit
+        self.in_flight = 0  # calls submitted and not yet ended (running or waiting)
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(limit, thread_name_prefix=f"servo-run-{name}")
+
+    def enter(self, id: ServableId) -> None:
+        with self.lock:
+            if self.in_flight >= self.limit + self.queue_limit:
+                raise ServoError(
+                    Code.UNAVAILABLE,
+                    f"Servable {id} is at its limit of calls: {self.limit} running and "
+                    f"{self.queue_limit} waiting (--max_concurrent_calls_per_model, "
+                    "--max_queued_calls_per_model); retry later",
+                )
+            self.in_flight += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
 class Runner:
     """Runs model calls where they are cheapest.
 
@@ -67,9 +103,15 @@ class Runner:
     that outlasts its deadline answers DEADLINE_EXCEEDED all the same when it ends. A call
     with a batch queue goes there instead.
 
+    Each version has its own pool (a `_Lane`): `concurrency(model_name)` threads, and at most
+    `queue(model_name)` calls waiting for one; a call beyond that answers UNAVAILABLE at
+    once. A slow or hung model thus holds only its own threads, and other models (and its
+    own next version) keep theirs. A call still waiting when its deadline passes (or when
+    its request goes away) is dropped before it runs.
+
     A call on the pool or in a batch queue holds its own reference to the version
     (`ServableHandle.share`) until it ends, even after a deadline has answered the client:
-    the version stays loaded while its code runs.
+    the version stays loaded while its code runs, and unloads once its calls return.
 
     Thread-safety: `run` is called from the event loop's thread.
     """
@@ -78,13 +120,13 @@ class Runner:
 
     def __init__(
         self,
-        threads: int = 0,
+        concurrency: Callable[[str], int] = lambda name: DEFAULT_CONCURRENCY,
+        queue: Callable[[str], int] = lambda name: DEFAULT_QUEUE,
         inline_seconds: float = 0.0002,
         metrics: ServerMetrics | None = None,
     ) -> None:
-        self._pool = ThreadPoolExecutor(
-            threads or max(2, os.cpu_count() or 2), thread_name_prefix="servo-run"
-        )
+        self._concurrency = concurrency
+        self._queue = queue
         self._inline_seconds = inline_seconds
         # TFS's runtime latency: the model call's own time (a batched call's includes its
         # wait in the batch queue, as TFS's batching session's does), by model, API, runtime.
@@ -92,9 +134,28 @@ class Runner:
         self._costs: weakref.WeakKeyDictionary[Any, dict[Hashable, _Cost]] = (
             weakref.WeakKeyDictionary()
         )
+        self._lanes: weakref.WeakKeyDictionary[Any, _Lane] = weakref.WeakKeyDictionary()
+        self._closed = False
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Stops every lane's threads once their calls end (without waiting for them)."""
+        self._closed = True
+        for lane in list(self._lanes.values()):
+            lane.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _lane(self, handle: ServableHandle) -> _Lane:
+        servable = handle.servable
+        lane = self._lanes.get(servable)
+        if lane is None:
+            if self._closed:
+                raise ServoError(Code.UNAVAILABLE, "The server is shutting down")
+            name = handle.id.name
+            limit = max(1, self._concurrency(name))
+            lane = _Lane(f"{name}-{handle.id.version}", limit, max(0, self._queue(name)))
+            self._lanes[servable] = lane
+            # The lane's threads end with the version (the servable is dropped on unload).
+            weakref.finalize(servable, lane.pool.shutdown, wait=False)
+        return lane
 
     def _cost(self, servable: Any, key: Hashable) -> _Cost:
         costs = self._costs.get(servable)
@@ -179,13 +240,25 @@ class Runner:
                         cost.inline, cost.average = True, cost.best
                     cost.best, cost.samples = float("inf"), 0
 
+        lane = self._lane(own)
         try:
-            future = self._pool.submit(timed)
+            lane.enter(own.id)
         except BaseException:
             own.release()
             raise
-        future.add_done_callback(lambda _: own.release())
-        return await self._wait(asyncio.wrap_future(future), timeout)
+        try:
+            future = lane.pool.submit(timed)
+        except BaseException:
+            lane.leave()
+            own.release()
+            raise
+
+        def done(_: Any) -> None:
+            lane.leave()
+            own.release()
+
+        future.add_done_callback(done)
+        return await self._wait(future, timeout)
 
     async def _wait_batched(
         self,
@@ -202,13 +275,17 @@ class Runner:
             own.release()
 
         future.add_done_callback(done)
-        return await self._wait(asyncio.wrap_future(future), timeout)
+        return await self._wait(future, timeout)
 
     @staticmethod
-    async def _wait(awaitable: Any, timeout: float | None) -> Any:
-        if timeout is None:
-            return await awaitable
+    async def _wait(future: Future[Any], timeout: float | None) -> Any:
+        """The call's result; at the deadline (or when the request is cancelled) a call that
+        has not started yet is dropped, and one that has goes on in the background."""
         try:
-            return await asyncio.wait_for(asyncio.shield(awaitable), timeout)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
         except TimeoutError:
+            future.cancel()
             raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+        except asyncio.CancelledError:
+            future.cancel()
+            raise

@@ -59,6 +59,13 @@ def parse_byte_count(text: str) -> int:
     return value
 
 
+def parse_count(text: str) -> int:
+    value = parse_int32(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def parse_budget(text: str) -> int:
     value = parse_int64(text)
     if value < 0:
@@ -276,6 +283,21 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "A version that does not fit ends with RESOURCE_EXHAUSTED.",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
+    Flag(
+        "max_concurrent_calls_per_model",
+        per_model(parse_count),
+        PerModel(0),
+        "Model calls of one version that run at once, on threads of its own (calls too "
+        "short to leave the event loop aside); 0 means --rest_api_num_threads. Per model: "
+        "DEFAULT[,MODEL=N...].",
+    ),
+    Flag(
+        "max_queued_calls_per_model",
+        per_model(parse_count),
+        PerModel(128),
+        "Model calls of one version that may wait for a thread; more answer UNAVAILABLE "
+        "(HTTP 503). Per model: DEFAULT[,MODEL=N...].",
+    ),
 )
 
 

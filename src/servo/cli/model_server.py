@@ -204,7 +204,12 @@ class ModelServer:
         a = self.args
         assert self.core is not None
         threads = min(max(1, a.rest_api_num_threads), 4 * (os.cpu_count() or 1))
-        self.runner = Runner(threads=threads, metrics=self.metrics)
+        concurrency, queued = a.max_concurrent_calls_per_model, a.max_queued_calls_per_model
+        self.runner = Runner(
+            concurrency=lambda name: concurrency.get(name) or threads,
+            queue=queued.get,
+            metrics=self.metrics,
+        )
         self.plane = DataPlane(
             self.core,
             self.runner,

@@ -15,7 +15,8 @@ headers to every `/v1` answer). With metrics on, every `/v1` request is counted 
 and status, and the latency of those that succeed is recorded, as TFS's HTTP server does.
 
 The whole request path of the protocol reads top to bottom here, with one error boundary in
-`__rsgi__`; decoding and encoding live in `json_codec`, model calls in `inference.Runner`.
+`__rsgi__`; decoding and encoding live in `json_codec`, the requests' steps in
+`data_plane.DataPlane`.
 """
 
 from __future__ import annotations
