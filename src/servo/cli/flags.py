@@ -134,6 +134,13 @@ def parse_platform(text: str) -> str:
     return text
 
 
+def parse_platforms(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        parse_platform(name)
+    return names
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str
@@ -283,6 +290,15 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "A version that does not fit ends with RESOURCE_EXHAUSTED.",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
+    Flag(
+        "preload_platforms",
+        parse_platforms,
+        (),
+        "Platforms whose runtimes are imported at start, before the ports open (e.g. "
+        "tensorflow,onnx): importing TensorFlow into a running server holds the interpreter "
+        "lock long enough to stall every request (a 508 ms stall was measured); a server "
+        "that may be sent such models later should name them here.",
+    ),
     Flag(
         "max_concurrent_calls_per_model",
         per_model(parse_count),

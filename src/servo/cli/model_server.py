@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +32,7 @@ from servo.core.resource_tracker import ResourceTracker
 from servo.core.status import ServoError
 from servo.metrics import ServerMetrics
 from servo.platforms.options import PlatformOptions
+from servo.platforms.router import import_platform
 from servo.server import config as configs
 from servo.server.server_core import ServerCore, ServerCoreOptions
 
@@ -185,11 +187,19 @@ class ModelServer:
         )
 
     def load_models(self) -> None:
-        """Reads the configs and loads their models (blocking); raises StartupError."""
+        """Reads the configs, imports the preloaded platforms and loads the models (blocking);
+        raises StartupError."""
         try:
             config = self.read_configs()
         except configs.ConfigError as exc:
             raise StartupError(str(exc)) from None
+        for platform in self.args.preload_platforms:
+            started = time.perf_counter()
+            try:
+                import_platform(platform)
+            except ServoError as exc:
+                raise StartupError(f"--preload_platforms: {exc.message}") from None
+            log.info("Preloaded the %s platform in %.2f s", platform, time.perf_counter() - started)
         if self.prometheus.enabled:
             self.metrics = ServerMetrics()
         self.core = self.build_core()
