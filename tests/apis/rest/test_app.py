@@ -23,6 +23,7 @@ import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest.app import RestOptions
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError, Status
@@ -750,6 +751,28 @@ def test_gzip_request_bodies_are_accepted(rest: RestClient) -> None:
 def test_other_content_encodings_are_501(rest: RestClient) -> None:
     answer = rest.post(f"{H2}:predict", b"{}", headers={"Content-Encoding": "br"})
     assert (answer.status, answer.error) == (501, "Unsupported Content-Encoding: br; use gzip")
+
+
+def test_the_decoded_size_limits_are_the_apps_own(served: FakeCore) -> None:
+    """RestOptions' limits reach predict, classify and regress; over them is 400."""
+    limits = DecodeLimits(max_tensor_bytes=16, max_request_bytes=32)
+    rest = RestClient(data_plane(served), RestOptions(decode_limits=limits))
+    try:
+        assert rest.post(f"{H2}:predict", {"instances": [1.0] * 4}).status == 200
+        answer = rest.post(f"{H2}:predict", {"instances": [1.0] * 5})
+        assert (answer.status, answer.error) == (
+            400,
+            "Input 'x' of shape [5] and type DT_FLOAT would take 20 bytes decoded, over the "
+            "limit of 16 bytes per tensor (--max_decoded_bytes_per_tensor)",
+        )
+        for api in ("classify", "regress"):
+            answer = rest.post(f"{H2}:{api}", {"examples": [{"x": 1.0}] * 5})
+            assert answer.status == 400
+            assert answer.error.startswith("The request's 5 examples would take ")
+            assert answer.error.endswith("bytes per tensor (--max_decoded_bytes_per_tensor)")
+    finally:
+        rest.close()
+    served.assert_released()
 
 
 def test_a_corrupt_gzip_body_is_400(rest: RestClient) -> None:

@@ -25,6 +25,7 @@ import grpc
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ModelSpec
+from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.core.status import Code, ServoError
 from servo.protos import (
     classification_pb2,
@@ -69,14 +70,22 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, text:
 class Services:
     """The handlers of both services: decode -> data plane -> encode, each RPC inside one error
     boundary (`_call`) that turns errors into TFS's status and records the request metrics.
+    Request tensors and examples are decoded within `decode_limits`.
 
     Thread-safety: handlers run on the gRPC server's event loop.
     """
 
-    def __init__(self, plane: DataPlane, *, tensor_content: bool = False) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        tensor_content: bool = False,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.plane = plane
         self.core = plane.core
         self.tensor_content = tensor_content
+        self.decode_limits = decode_limits
 
     # -- the error boundary ----------------------------------------------------------------
 
@@ -115,7 +124,7 @@ class Services:
     async def predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        call = messages.PredictMessage(request, self.tensor_content)
+        call = messages.PredictMessage(request, self.tensor_content, self.decode_limits)
         return await self._call(
             "Predict",
             request.model_spec.name,
@@ -126,7 +135,7 @@ class Services:
     async def classify(
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        call = messages.classify_message(request)
+        call = messages.classify_message(request, self.decode_limits)
         return await self._call(
             "Classify",
             request.model_spec.name,
@@ -137,7 +146,7 @@ class Services:
     async def regress(
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
-        call = messages.regress_message(request)
+        call = messages.regress_message(request, self.decode_limits)
         return await self._call(
             "Regress",
             request.model_spec.name,
@@ -148,7 +157,7 @@ class Services:
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.MultiInferenceResponse:
-        call = messages.MultiInferenceMessage(request)
+        call = messages.MultiInferenceMessage(request, self.decode_limits)
         spec = call.model_spec
         return await self._call(
             "MultiInference",
