@@ -30,6 +30,7 @@ from servo.apis.decoded_size import DecodeLimits
 from servo.apis.grpc.service import (
     MODEL_SERVICE,
     PREDICTION_SERVICE,
+    MalformedLog,
     channel_arguments,
     grpc_code,
     server_options,
@@ -50,7 +51,7 @@ from servo.protos import (
     predict_pb2,
     regression_pb2,
 )
-from tests.support.inprocess import RPCS, FakeCore, GrpcClient, data_plane
+from tests.support.inprocess import RPCS, Aborted, FakeCore, GrpcClient, data_plane
 from tests.support.requests import (
     CLASSIFY,
     PREDICT,
@@ -1029,3 +1030,65 @@ def test_examples_with_a_context_are_counted_before_the_context_is_copied(
     finally:
         limited.close()
     served.assert_released()
+
+
+# -- malformed messages --------------------------------------------------------------------------
+
+
+REQUEST_MESSAGES = {
+    "Predict": "PredictRequest",
+    "Classify": "ClassificationRequest",
+    "Regress": "RegressionRequest",
+    "MultiInference": "MultiInferenceRequest",
+    "GetModelMetadata": "GetModelMetadataRequest",
+    "GetModelStatus": "GetModelStatusRequest",
+    "HandleReloadConfigRequest": "ReloadConfigRequest",
+}
+
+
+@pytest.mark.parametrize("method", list(RPCS))
+def test_bytes_that_are_not_the_message_are_invalid_argument(
+    rpc: GrpcClient, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 9: UNKNOWN and a traceback per request on servo's main."""
+    with pytest.raises(Aborted) as err:
+        rpc.call_bytes(method, b"\xff\xff\xff garbage")
+    message = REQUEST_MESSAGES[method]
+    assert (err.value.code, err.value.details) == (
+        INVALID,
+        f"The request is not a tensorflow.serving.{message} in protobuf's wire format: "
+        "Wire format was corrupt",
+    )
+    assert "Traceback" not in caplog.text
+
+
+def test_malformed_messages_are_counted_and_warned_of_at_a_bounded_rate(
+    served: FakeCore, metrics: ServerMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    plane = data_plane(served, metrics=metrics)
+    malformed_log = MalformedLog(interval=60.0, clock=lambda: now[0])
+    client = GrpcClient(plane)
+    client.services.malformed_log = malformed_log
+    caplog.set_level(logging.WARNING, "servo.apis.grpc.service")
+    try:
+        for _ in range(100):
+            with pytest.raises(Aborted):
+                client.call_bytes("Predict", b"\x08")
+        warnings = [r.getMessage() for r in caplog.records]
+        assert warnings == [
+            "Refused a malformed gRPC request to Predict, not a "
+            "tensorflow.serving.PredictRequest: Wire format was corrupt (and 0 more since the "
+            "last such warning; this warning is written at most every 60 s)"
+        ]
+        now[0] = 60.0
+        with pytest.raises(Aborted):
+            client.call_bytes("Regress", b"\x08")
+        assert len(caplog.records) == 2
+        assert "request to Regress, not a tensorflow.serving.RegressionRequest" in (
+            caplog.records[1].getMessage()
+        )
+        assert "(and 99 more since the last such warning" in caplog.records[1].getMessage()
+    finally:
+        client.close()
+    assert metrics.request_count.value("", "INVALID_ARGUMENT") == 101
