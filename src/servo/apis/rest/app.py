@@ -84,6 +84,13 @@ class RequestTooLarge(Exception):
     pass
 
 
+class UnsupportedMediaType(Exception):
+    """A body in an encoding servo cannot read (HTTP 415)."""
+
+
+SUPPORTED_ENCODINGS = ("gzip", "identity")
+
+
 class RestApi:
     """Thread-safety: runs on one event loop; the state it reads (the data plane's core and
     metrics) is thread-safe."""
@@ -126,6 +133,8 @@ class RestApi:
             status, body = json_codec.http_status(exc.code), json_codec.dumps_error(exc.message)
         except RequestTooLarge as exc:
             status, body = 413, json_codec.dumps_error(str(exc))
+        except UnsupportedMediaType as exc:
+            status, body = 415, json_codec.dumps_error(str(exc))
         except Exception as exc:  # a bug: answer it, log it, keep serving
             log.exception("REST %s %s failed", method, path)
             status = 500
@@ -148,6 +157,9 @@ class RestApi:
             raise
         except RequestTooLarge:
             code = Code.RESOURCE_EXHAUSTED
+            raise
+        except UnsupportedMediaType:
+            code = Code.INVALID_ARGUMENT
             raise
         except asyncio.CancelledError:
             code = Code.CANCELLED
@@ -226,8 +238,9 @@ class RestApi:
         if encoding == "gzip":
             body = _gunzip(body, limit)
         elif encoding not in ("", "identity"):
-            raise ServoError(
-                Code.UNIMPLEMENTED, f"Unsupported Content-Encoding: {encoding}; use gzip"
+            raise UnsupportedMediaType(
+                f"Unsupported Content-Encoding: {encoding}; servo reads bodies in "
+                f"{' or '.join(SUPPORTED_ENCODINGS)}"
             )
         return body
 
