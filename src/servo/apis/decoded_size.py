@@ -73,22 +73,26 @@ class DecodeBudget:
         tensor charged in parts, as strings whose bytes are known once encoded); raises
         INVALID_ARGUMENT when the tensor or the request would go over its limit. `what()`
         describes the tensor, and is called only to word the refusal."""
+        used = self.used + nbytes
         limits = self.limits
-        tensor = taken + nbytes
+        if taken + nbytes > limits.max_tensor_bytes or used > limits.max_request_bytes:
+            raise self._refusal(nbytes, what(), taken)
+        self.used = used
+
+    def _refusal(self, nbytes: int, what: str, taken: int) -> ServoError:
+        limits, tensor = self.limits, taken + nbytes
         if tensor > limits.max_tensor_bytes:
-            raise ServoError(
+            return ServoError(
                 Code.INVALID_ARGUMENT,
-                f"{what()} would take {tensor} bytes decoded, over the limit of "
+                f"{what} would take {tensor} bytes decoded, over the limit of "
                 f"{limits.max_tensor_bytes} bytes per tensor ({PER_TENSOR_FLAG})",
             )
-        used = self.used + nbytes
-        if used > limits.max_request_bytes:
-            raise ServoError(
-                Code.INVALID_ARGUMENT,
-                f"{what()} would take the request's decoded tensors to {used} bytes, over the "
-                f"limit of {limits.max_request_bytes} bytes per request ({PER_REQUEST_FLAG})",
-            )
-        self.used = used
+        return ServoError(
+            Code.INVALID_ARGUMENT,
+            f"{what} would take the request's decoded tensors to {self.used + nbytes} bytes, "
+            f"over the limit of {limits.max_request_bytes} bytes per request "
+            f"({PER_REQUEST_FLAG})",
+        )
 
 
 def check_examples(context: int, examples: Sequence[bytes], limits: DecodeLimits) -> None:

@@ -289,10 +289,15 @@ _HELD = frozenset(t for t in DataType if _holds(t))
 _ITEMSIZE = {t: to_numpy(t).itemsize for t in _HELD}
 
 
-def _check_dtypes(signature_name: str, specs: Mapping[str, TensorSpec]) -> None:
+def _check_dtypes(signature_name: str, specs: Mapping[str, TensorSpec]) -> bool:
+    """Refuses dtypes servo cannot hold; whether any input is a string tensor."""
+    strings = False
     for name, spec in specs.items():
         dtype = spec.dtype
-        if dtype not in _READERS and dtype not in _HELD:
+        reader = _READERS.get(dtype)
+        if reader is not None:
+            strings = strings or reader.numpy is STRING_DTYPE
+        elif dtype not in _HELD:
             try:
                 label: object = DataType(dtype).name
             except ValueError:
@@ -302,6 +307,7 @@ def _check_dtypes(signature_name: str, specs: Mapping[str, TensorSpec]) -> None:
                 f"Input '{name}' of signature '{signature_name}' has dtype {label}, which "
                 "servo cannot hold in a tensor",
             )
+    return strings
 
 
 def _type_name(dtype: DataType) -> str:
@@ -343,7 +349,7 @@ def parse_predict(
     specs = signature.inputs
     if not specs:
         raise _invalid(f"Failed to get input map for signature: {requested or 'DEFAULT'}")
-    _check_dtypes(name, specs)
+    strings = _check_dtypes(name, specs)
     if budget is None:
         budget = DecodeBudget()
     if _INSTANCES in doc:
@@ -359,10 +365,14 @@ def parse_predict(
         if not instances:
             raise _format_error(doc, "No values in 'instances' array")
         inputs = _from_instances(instances, specs, budget)
-        return PredictBody(name, _take_strings(inputs, budget), True, signature)
+        if strings:
+            _take_strings(inputs, budget)
+        return PredictBody(name, inputs, True, signature)
     if _INPUTS in doc:
         inputs = _from_inputs(doc[_INPUTS], specs, budget)
-        return PredictBody(name, _take_strings(inputs, budget), False, signature)
+        if strings:
+            _take_strings(inputs, budget)
+        return PredictBody(name, inputs, False, signature)
     raise _invalid("Missing 'inputs' or 'instances' key")
 
 
@@ -377,22 +387,22 @@ def _shape_of(value: Any) -> list[int]:
     return shape
 
 
-def _reserve(budget: DecodeBudget, name: str, dtype: DataType, shape: list[int]) -> None:
+def _reserve(budget: DecodeBudget, name: str, dtype: DataType, shape: list[int]) -> int:
     """Takes a tensor of `shape` from the budget, before it is built (a string tensor: its
-    references; `_take_strings` adds its bytes)."""
+    references; `_take_strings` adds its bytes); its rank."""
     budget.take(math.prod(shape) * _ITEMSIZE[dtype], lambda: _describe(name, dtype, shape))
+    return len(shape)
 
 
 def _describe(name: str, dtype: DataType, shape: Sequence[int]) -> str:
     return f"Input '{name}' of shape {list(shape)} and type {DataType(dtype).name}"
 
 
-def _take_strings(inputs: dict[str, np.ndarray], budget: DecodeBudget) -> dict[str, np.ndarray]:
+def _take_strings(inputs: dict[str, np.ndarray], budget: DecodeBudget) -> None:
     """Adds the bytes of the string tensors to what `_reserve` took for them."""
     for name, array in inputs.items():
         if array.dtype.kind == "O" and array.size:
             _take_string_bytes(budget, name, array)
-    return inputs
 
 
 def _take_string_bytes(budget: DecodeBudget, name: str, array: np.ndarray) -> None:
@@ -433,10 +443,10 @@ def _from_instances(
     else:  # a b64 object first: TFS fills the map's first input, and only that one
         name = min(specs)
     dtype = specs[name].dtype
-    _reserve(budget, name, dtype, _shape_of(instances))
+    rank = _reserve(budget, name, dtype, _shape_of(instances))
     reader = _READERS.get(dtype)
     # Rows of one shape stacked are the whole list read as one tensor.
-    fast = _fast(instances, reader) if reader is not None else None
+    fast = _fast(instances, reader, rank) if reader is not None else None
     return {name: fast if fast is not None else _stack_values(instances, dtype)}
 
 
@@ -534,38 +544,34 @@ def _from_inputs(
                 "tensors required as per tensorinfo_map"
             )
         name, spec = next(iter(specs.items()))
-        _reserve(budget, name, spec.dtype, _shape_of(value))
-        return {name: _tensor(value, spec.dtype)}
+        rank = _reserve(budget, name, spec.dtype, _shape_of(value))
+        return {name: _tensor(value, spec.dtype, rank)}
     tensors = {}
     for name in sorted(specs) if len(specs) > 1 else specs:
         if name not in value:
             raise _invalid(f"Missing named input: {name} in 'inputs' object.")
         dtype = specs[name].dtype
-        _reserve(budget, name, dtype, _shape_of(value[name]))
-        tensors[name] = _tensor(value[name], dtype)
+        rank = _reserve(budget, name, dtype, _shape_of(value[name]))
+        tensors[name] = _tensor(value[name], dtype, rank)
     return tensors
 
 
-def _tensor(value: Any, dtype: DataType) -> np.ndarray:
+def _tensor(value: Any, dtype: DataType, rank: int | None = None) -> np.ndarray:
     """One JSON tensor (a value or nested lists) as an array of `dtype`, by TFS's rules."""
     reader = _READERS.get(dtype)
     if reader is not None:
-        fast = _fast(value, reader)
+        fast = _fast(value, reader, rank)
         if fast is not None:
             return fast
     return _validated(value, dtype, reader)
 
 
-def _fast(value: Any, reader: _Reader) -> np.ndarray | None:
+def _fast(value: Any, reader: _Reader, rank: int | None = None) -> np.ndarray | None:
     """`value` in one numpy call when every leaf has a type `reader` takes and the lists are
-    rectangular; None when the validating path must decide (and word the error)."""
-    rank = 0
-    probe = value
-    while type(probe) is list:
-        rank += 1
-        if not probe:
-            break
-        probe = probe[0]
+    rectangular; None when the validating path must decide (and word the error). `rank` is
+    `len(_shape_of(value))`, when the caller has it."""
+    if rank is None:
+        rank = len(_shape_of(value))
     try:
         if reader.numpy is STRING_DTYPE:
             return _fast_strings(value, rank)
