@@ -10,10 +10,10 @@ since that is what clients meet:
   shape), and values beyond the shape's size are ignored;
 * a shape must have a known rank and no negative dimension.
 
-Every size is checked against the shape before anything is allocated, and what the tensor takes
-once decoded against the request's `DecodeBudget` (servo.apis.decoded_size), so a small request
-cannot make the server allocate a huge array. Encoding uses `tensor_content` for numbers (one memory
-copy) and `string_val` for strings, like `tf.make_tensor_proto`.
+Every size is checked against the shape before anything is allocated, and what the tensor
+takes once decoded against the request's `DecodeBudget` (servo.apis.decoded_size), so a small
+request cannot make the server allocate a huge array. Encoding uses `tensor_content` for numbers
+(one memory copy) and `string_val` for strings, like `tf.make_tensor_proto`.
 """
 
 from __future__ import annotations
