@@ -34,6 +34,7 @@ LAYERS: list[list[str]] = [
     ["servo.platforms.router"],
     ["servo.batching"],
     ["servo.server"],
+    ["servo.apis.decoded_size"],
     ["servo.apis.tensor_codec", "servo.apis.request_checks", "servo.apis.runner"],
     ["servo.apis.data_plane"],
     ["servo.apis.messages"],

@@ -7,16 +7,20 @@ applies to request tensors.
 
 from __future__ import annotations
 
+import math
+import re
 import tracemalloc
+from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from servo import dtypes
+from servo.apis.decoded_size import DEFAULT_MAX_TENSOR_BYTES, DecodeBudget, DecodeLimits
 from servo.apis.tensor_codec import from_ndarray, to_ndarray
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
@@ -331,7 +335,7 @@ def test_huge_shape_with_typed_values_is_refused_without_allocating(values: list
     proto.float_val.extend(values)
     tracemalloc.start()
     try:
-        with raises_servo(Code.INVALID_ARGUMENT, "more than the"):
+        with raises_servo(Code.INVALID_ARGUMENT, "bytes per tensor"):
             to_ndarray(proto)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -339,12 +343,133 @@ def test_huge_shape_with_typed_values_is_refused_without_allocating(values: list
     assert peak < 1 << 20
 
 
-def test_fill_limit_is_configurable() -> None:
-    proto = _float_proto((1000,))
+# Decoded size limits (servo.apis.decoded_size) ---------------------------------------------
+
+
+def budget(tensor: int, request: int = 2**62) -> DecodeBudget:
+    return DecodeLimits(max_tensor_bytes=tensor, max_request_bytes=request).budget()
+
+
+def peak_bytes(work: Callable[[], object]) -> int:
+    """The most memory Python allocated while `work` ran (tracemalloc sees numpy's arrays)."""
+    tracemalloc.start()
+    try:
+        work()
+    except ServoError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_the_35_byte_request_of_issue_11_is_refused_without_allocating() -> None:
+    """DT_FLOAT, shape [67108864], one float_val: 256 MiB by TFS's fill rule, over the default
+    limit per tensor. (servo's main allocated it: 2 GiB was its only cap.)"""
+    proto = _float_proto((67108864,))
     proto.float_val.append(1.0)
-    assert to_ndarray(proto, max_bytes=4000).shape == (1000,)
-    with raises_servo(Code.INVALID_ARGUMENT, "4000 bytes"):
-        to_ndarray(proto, max_bytes=3999)
+    assert len(proto.SerializeToString()) < 20
+    with raises_servo(
+        Code.INVALID_ARGUMENT,
+        re.escape(
+            "Tensor of shape [67108864] and type DT_FLOAT would take 268435456 bytes decoded, "
+            f"over the limit of {DEFAULT_MAX_TENSOR_BYTES} bytes per tensor "
+            "(--max_decoded_bytes_per_tensor)"
+        ),
+    ):
+        to_ndarray(proto)
+    assert peak_bytes(lambda: to_ndarray(proto)) < 1 << 16
+
+
+def test_the_limit_per_tensor_counts_every_form() -> None:
+    fill = _float_proto((1000,))
+    fill.float_val.append(1.0)
+    listed = _float_proto((1000,))
+    listed.float_val.extend([1.0] * 1000)
+    content = _float_proto((1000,), b"\0" * 4000)
+    for proto in (fill, listed, content, _float_proto((1000,))):
+        assert to_ndarray(proto, budget(4000)).shape == (1000,)
+        with raises_servo(
+            Code.INVALID_ARGUMENT, "would take 4000 bytes decoded, over the limit of 3999"
+        ):
+            to_ndarray(proto, budget(3999))
+
+
+def test_strings_count_a_reference_and_their_bytes_per_element() -> None:
+    """A filled string is counted once for each element it fills."""
+    proto = TensorProto(dtype=DataType.DT_STRING)
+    shape_to_proto((1000,), into=proto.tensor_shape)
+    proto.string_val.append(b"x" * 100)
+    size = 1000 * (8 + 100)
+    assert to_ndarray(proto, budget(size)).tolist() == [b"x" * 100] * 1000
+    with raises_servo(Code.INVALID_ARGUMENT, f"DT_STRING would take {size} bytes decoded"):
+        to_ndarray(proto, budget(size - 1))
+    huge = TensorProto(dtype=DataType.DT_STRING)
+    shape_to_proto((2**26,), into=huge.tensor_shape)
+    huge.string_val.append(b"x" * 1000)
+    assert peak_bytes(lambda: to_ndarray(huge)) < 1 << 16
+    packed = from_ndarray(np.array([b"ab", b"", b"cde"], object), strings_as_content=True)
+    assert to_ndarray(packed, budget(3 * 8 + 5)).tolist() == [b"ab", b"", b"cde"]
+    with raises_servo(Code.INVALID_ARGUMENT, "would take 29 bytes decoded"):
+        to_ndarray(packed, budget(28))
+
+
+def test_the_limit_per_request_counts_all_its_tensors() -> None:
+    shared = budget(tensor=1000, request=1500)
+    proto = _float_proto((200,), b"\0" * 800)
+    to_ndarray(proto, shared)
+    assert shared.used == 800
+    with raises_servo(
+        Code.INVALID_ARGUMENT,
+        re.escape(
+            "Tensor of shape [200] and type DT_FLOAT would take the request's decoded tensors to "
+            "1600 bytes, over the limit of 1500 bytes per request "
+            "(--max_decoded_bytes_per_request)"
+        ),
+    ):
+        to_ndarray(proto, shared)
+    assert shared.used == 800  # a refused tensor takes nothing
+
+
+LIMITED = [t for t in SUPPORTED if t != DataType.DT_STRING]
+
+
+@FAST
+@given(
+    dtype=st.sampled_from(LIMITED),
+    dims=st.lists(st.integers(1, 2**14), min_size=1, max_size=4),
+    values=st.integers(0, 1),
+    limit=st.integers(0, 2**16),
+)
+def test_any_declared_shape_over_the_limit_is_refused_without_allocating(
+    dtype: DataType, dims: list[int], values: int, limit: int
+) -> None:
+    itemsize = dtypes.to_numpy(dtype).itemsize
+    size = math.prod(dims) * itemsize
+    assume(size > limit)
+    proto = typed_proto(dtype, tuple(dims), np.zeros(values, dtypes.to_numpy(dtype)))
+    with raises_servo(Code.INVALID_ARGUMENT, f"would take {size} bytes decoded, over the limit"):
+        to_ndarray(proto, budget(limit))
+    assert peak_bytes(lambda: to_ndarray(proto, budget(limit))) < 1 << 16
+
+
+@FAST
+@given(dtype=st.sampled_from(SUPPORTED), data=st.data())
+def test_any_tensor_under_the_limit_decodes_as_without_one(
+    dtype: DataType, data: st.DataObject
+) -> None:
+    array = data.draw(arrays(dtype))
+    proto = from_ndarray(array, dtype, use_tensor_content=data.draw(st.booleans()))
+    unlimited = to_ndarray(proto, budget(2**62))
+    if dtype == DataType.DT_STRING:
+        size = array.size * 8 + sum(map(len, array.ravel().tolist()))
+    else:
+        size = array.size * dtypes.to_numpy(dtype).itemsize
+    assert_same(to_ndarray(proto, budget(size)), unlimited)
+    assert_same(unlimited, array)
+    if size:
+        with raises_servo(Code.INVALID_ARGUMENT, "bytes per tensor"):
+            to_ndarray(proto, budget(size - 1))
 
 
 def test_element_count_overflow_is_invalid() -> None:

@@ -229,6 +229,25 @@ def test_messages_over_grpc_default_limit(stubs: GrpcStubs) -> None:
     assert tf.make_ndarray(answer.outputs["x"]).shape == (5_000_000,)
 
 
+def test_the_35_byte_request_of_issue_11_is_refused_at_the_default_limits(
+    stubs: GrpcStubs,
+) -> None:
+    """Finding 2: DT_FLOAT, shape [67108864], one float_val fills 256 MiB. servo's main
+    allocated it (and then refused its dtype); now it is refused from its shape."""
+    request = tfs(predict_request("two_io", signature_name="fail"))
+    code = request.inputs["code"]
+    code.dtype = tf.float32.as_datatype_enum
+    code.tensor_shape.dim.add().size = 67108864
+    code.float_val.append(1.0)
+    assert code.ByteSize() < 20
+    assert rpc_status(stubs.predictions.Predict, request) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor parsing error: code (Tensor of shape [67108864] and type DT_FLOAT would take "
+        "268435456 bytes decoded, over the limit of 134217728 bytes per tensor "
+        "(--max_decoded_bytes_per_tensor))",
+    )
+
+
 def test_rest_and_grpc_give_the_same_answers(api_server: ServerProcess, stubs: GrpcStubs) -> None:
     def rest(name: str, body: dict, verb: str = "predict") -> Any:
         answer = httpx.post(f"{api_server.rest}/v1/models/{name}:{verb}", json=body, timeout=30)

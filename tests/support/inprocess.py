@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from servo.apis.data_plane import DataPlane, RequestLogger
+from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.apis.grpc.service import MODEL_SERVICE, PREDICTION_SERVICE, Services
 from servo.apis.rest.app import RestApi, RestOptions
 from servo.apis.runner import Runner
@@ -400,10 +401,16 @@ class GrpcClient(_Loop):
     """Calls TFS's methods as a client over grpc.aio would: by the method's path, through the
     handlers `Services.generic_handlers()` registers, the request and the answer serialized."""
 
-    def __init__(self, plane: DataPlane, *, tensor_content: bool = False) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        tensor_content: bool = False,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
+    ) -> None:
         super().__init__()
         self.plane = plane
-        self.services = Services(plane, tensor_content=tensor_content)
+        self.services = Services(plane, tensor_content=tensor_content, decode_limits=decode_limits)
         self.handlers = self.services.generic_handlers()
 
     def handler(self, path: str) -> grpc.RpcMethodHandler | None:
@@ -417,17 +424,22 @@ class GrpcClient(_Loop):
     def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
         """`method`'s answer (of the request's family of classes: servo's or the official
         client's); raises Aborted with the call's status when it fails."""
-        service, response_class = RPCS[method]
+        wire = self.call_bytes(method, request.SerializeToString(), timeout)
+        response_class = RPCS[method][1]
+        if type(request).__module__.startswith("tensorflow_serving."):
+            response_class = tfs_class(response_class)
+        return response_class.FromString(wire)  # type: ignore[attr-defined]
+
+    def call_bytes(self, method: str, data: bytes, timeout: float | None = 30.0) -> bytes:
+        """`method` called with the bytes a client sent; the answer's bytes (or Aborted)."""
+        service = RPCS[method][0]
         handler = self.handler(f"/{service}/{method}")
         assert handler is not None, f"no handler for {service}/{method}"
         assert handler.request_deserializer is not None
         assert handler.response_serializer is not None
-        decoded = handler.request_deserializer(request.SerializeToString())
+        decoded = handler.request_deserializer(data)
         answer = self.run(handler.unary_unary(decoded, _Context(timeout)))
-        wire = handler.response_serializer(answer)
-        if type(request).__module__.startswith("tensorflow_serving."):
-            response_class = tfs_class(response_class)
-        return response_class.FromString(wire)  # type: ignore[attr-defined]
+        return handler.response_serializer(answer)  # type: ignore[no-any-return]
 
     def error(self, method: str, request: Any, timeout: float | None = 30.0) -> Aborted:
         """The status a call that must fail ends with."""

@@ -30,6 +30,7 @@ from servo.apis.data_plane import (
     MultiInferenceResults,
     Prediction,
 )
+from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeBudget, DecodeLimits, check_examples
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.platforms import servable as model
@@ -83,11 +84,11 @@ def missing_signature(key: str) -> ServoError:
     return ServoError(Code.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
 
 
-def decode_input(alias: str, tensor: Any) -> np.ndarray:
-    """A request tensor as an array; a malformed one is TFS's "tensor parsing error", with
-    servo's reason after it."""
+def decode_input(alias: str, tensor: Any, budget: DecodeBudget | None = None) -> np.ndarray:
+    """A request tensor as an array, taken from the request's `budget`; a malformed one (or
+    one over a limit) is TFS's "tensor parsing error", with servo's reason after it."""
     try:
-        return tensor_codec.to_ndarray(tensor)
+        return tensor_codec.to_ndarray(tensor, budget)
     except ServoError as exc:
         if exc.code != Code.INVALID_ARGUMENT:
             raise
@@ -98,13 +99,20 @@ def decode_input(alias: str, tensor: Any) -> np.ndarray:
 
 class PredictMessage:
     """A PredictRequest as the data plane's PredictCall; answered with a PredictResponse,
-    whose tensors are packed (`tensor_content`, strings included) when `tensor_content`."""
+    whose tensors are packed (`tensor_content`, strings included) when `tensor_content`.
+    Its inputs are decoded within `limits`."""
 
-    __slots__ = ("request", "tensor_content")
+    __slots__ = ("limits", "request", "tensor_content")
 
-    def __init__(self, request: predict_pb2.PredictRequest, tensor_content: bool = False) -> None:
+    def __init__(
+        self,
+        request: predict_pb2.PredictRequest,
+        tensor_content: bool = False,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.request = request
         self.tensor_content = tensor_content
+        self.limits = limits
 
     @property
     def signature_name(self) -> str:
@@ -121,7 +129,8 @@ class PredictMessage:
         return self.request.inputs.keys()  # type: ignore[return-value]
 
     def inputs(self) -> dict[str, np.ndarray]:
-        return {alias: decode_input(alias, t) for alias, t in self.request.inputs.items()}
+        budget = self.limits.budget()
+        return {alias: decode_input(alias, t, budget) for alias, t in self.request.inputs.items()}
 
     def answer(self, prediction: Prediction) -> predict_pb2.PredictResponse:
         return predict_response(
@@ -169,22 +178,26 @@ def predict_messages(
 # -- classify and regress ------------------------------------------------------------------
 
 
-def serialized_examples(input: input_pb2.Input) -> list[bytes]:
+def serialized_examples(
+    input: input_pb2.Input, limits: DecodeLimits = DEFAULT_LIMITS
+) -> list[bytes]:
     """The examples of an Input, serialized; with a context, each example is the context's
-    bytes followed by its own (a protobuf merge: the example's features win), as TFS does."""
+    bytes followed by its own (a protobuf merge: the example's features win), as TFS does.
+    What they take (the context once in every example) is checked against `limits` before
+    they are joined."""
     kind = input.WhichOneof("kind")
+    context = b""
     if kind == "example_list":
         examples = [e.SerializeToString() for e in input.example_list.examples]
     elif kind == "example_list_with_context":
         context = input.example_list_with_context.context.SerializeToString()
-        examples = [
-            context + e.SerializeToString() for e in input.example_list_with_context.examples
-        ]
+        examples = [e.SerializeToString() for e in input.example_list_with_context.examples]
     else:
         examples = []
     if not examples:
         raise ServoError(Code.INVALID_ARGUMENT, "Input is empty.")
-    return examples
+    check_examples(len(context), examples, limits)
+    return [context + e for e in examples] if context else examples
 
 
 def classification_result(
@@ -206,26 +219,29 @@ def regression_result(into: regression_pb2.RegressionResult, values: Sequence[fl
 
 class ExamplesMessage:
     """A ClassificationRequest or RegressionRequest as the data plane's ExamplesCall: made by
-    `classify_message` and `regress_message`, which say how its answer is written."""
+    `classify_message` and `regress_message`, which say how its answer is written. Its
+    examples are decoded within `limits`."""
 
-    __slots__ = ("_fill", "_response", "request")
+    __slots__ = ("_fill", "_response", "limits", "request")
 
     def __init__(
         self,
         request: Any,
         response: Callable[[], Any],
         fill: Callable[[Any, Any], None],
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         self.request = request
         self._response = response  # the response message's class
         self._fill = fill  # writes the results into its `result`
+        self.limits = limits
 
     @property
     def signature_name(self) -> str:
         return str(self.request.model_spec.signature_name)
 
     def examples(self) -> list[bytes]:
-        return serialized_examples(self.request.input)
+        return serialized_examples(self.request.input, self.limits)
 
     def answer(self, results: ExampleResults[Any]) -> Any:
         response = self._response()
@@ -238,14 +254,18 @@ class ExamplesMessage:
         return self.request, answer
 
 
-def classify_message(request: classification_pb2.ClassificationRequest) -> ExamplesMessage:
+def classify_message(
+    request: classification_pb2.ClassificationRequest, limits: DecodeLimits = DEFAULT_LIMITS
+) -> ExamplesMessage:
     return ExamplesMessage(
-        request, classification_pb2.ClassificationResponse, classification_result
+        request, classification_pb2.ClassificationResponse, classification_result, limits
     )
 
 
-def regress_message(request: regression_pb2.RegressionRequest) -> ExamplesMessage:
-    return ExamplesMessage(request, regression_pb2.RegressionResponse, regression_result)
+def regress_message(
+    request: regression_pb2.RegressionRequest, limits: DecodeLimits = DEFAULT_LIMITS
+) -> ExamplesMessage:
+    return ExamplesMessage(request, regression_pb2.RegressionResponse, regression_result, limits)
 
 
 def classify_messages(
@@ -280,12 +300,16 @@ def _as_messages(
 
 
 class MultiInferenceMessage:
-    """A MultiInferenceRequest as the data plane's MultiInferenceCall."""
+    """A MultiInferenceRequest as the data plane's MultiInferenceCall; its examples, decoded
+    once for all its tasks, within `limits`."""
 
-    __slots__ = ("request", "tasks")
+    __slots__ = ("limits", "request", "tasks")
 
-    def __init__(self, request: inference_pb2.MultiInferenceRequest) -> None:
+    def __init__(
+        self, request: inference_pb2.MultiInferenceRequest, limits: DecodeLimits = DEFAULT_LIMITS
+    ) -> None:
         self.request = request
+        self.limits = limits
         self.tasks = [
             InferenceTask(t.model_spec.name, t.model_spec.signature_name, t.method_name)
             for t in request.tasks
@@ -298,7 +322,7 @@ class MultiInferenceMessage:
         return model_spec(self.request.tasks[0].model_spec) if self.request.tasks else ModelSpec("")
 
     def examples(self) -> list[bytes]:
-        return serialized_examples(self.request.input)
+        return serialized_examples(self.request.input, self.limits)
 
     def answer(self, results: MultiInferenceResults) -> inference_pb2.MultiInferenceResponse:
         response = inference_pb2.MultiInferenceResponse()

@@ -10,9 +10,10 @@ since that is what clients meet:
   shape), and values beyond the shape's size are ignored;
 * a shape must have a known rank and no negative dimension.
 
-Every size is checked against the shape before anything is allocated, so a small request cannot
-make the server allocate a huge array. Encoding uses `tensor_content` for numbers (one memory
-copy) and `string_val` for strings, like `tf.make_tensor_proto`.
+Every size is checked against the shape before anything is allocated, and what the tensor
+takes once decoded against the request's `DecodeBudget` (servo.apis.decoded_size), so a small
+request cannot make the server allocate a huge array. Encoding uses `tensor_content` for numbers
+(one memory copy) and `string_val` for strings, like `tf.make_tensor_proto`.
 """
 
 from __future__ import annotations
@@ -26,15 +27,12 @@ from typing import Any
 import numpy as np
 
 from servo import dtypes
+from servo.apis.decoded_size import REFERENCE_BYTES, DecodeBudget
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.protos import types_pb2
 from servo.protos.tensor_pb2 import TensorProto
 from servo.protos.tensor_shape_pb2 import TensorShapeProto
-
-MAX_TENSOR_BYTES = 2**31
-"""Default cap on the memory a decoded tensor may take beyond what its proto already holds (the
-fill rule can expand one value to a whole shape); gRPC messages themselves stop at 2 GB."""
 
 # numpy cannot hold more dimensions than this (TensorFlow allows 254).
 _MAX_RANK = 64
@@ -128,23 +126,28 @@ def _checked_shape(shape: TensorShapeProto, itemsize: int) -> tuple[tuple[int, .
     return dims, (bound if 0 not in dims else 0)
 
 
-def to_ndarray(proto: TensorProto, *, max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
+def to_ndarray(proto: TensorProto, budget: DecodeBudget | None = None) -> np.ndarray:
     """The numpy array a request's TensorProto stands for.
 
     Works with any message shaped like TensorProto (servo's or TensorFlow's class). Arrays
     decoded from `tensor_content` are read-only views of the message's bytes (no copy). Strings
-    come back as an object array of `bytes`. Raises ServoError: INVALID_ARGUMENT for a malformed
-    tensor, UNIMPLEMENTED for a dtype servo does not support.
+    come back as an object array of `bytes`. The tensor's decoded size is taken from `budget`
+    (the request's; by default one with the default limits) before anything is allocated.
+    Raises ServoError: INVALID_ARGUMENT for a malformed tensor or one over a limit,
+    UNIMPLEMENTED for a dtype servo does not support.
     """
     codec = _codec_for(proto.dtype)
     dims, count = _checked_shape(proto.tensor_shape, codec.array.itemsize)
+    if budget is None:
+        budget = DecodeBudget()
     content = proto.tensor_content
     if content:
         if codec is _STRING:
-            return _decode_string_content(content, count).reshape(dims)
+            return _decode_string_content(content, dims, count, budget).reshape(dims)
         expected = count * codec.wire.itemsize
         if len(content) != expected:
             raise _content_size_error(len(content), codec, dims, count)
+        budget.take(count * codec.array.itemsize, lambda: _describe(codec, dims))
         flat = np.frombuffer(content, dtype=codec.wire)
         if codec is _BOOL:
             # TensorFlow refuses other bytes; numpy would keep them as odd, unequal "trues".
@@ -153,7 +156,11 @@ def to_ndarray(proto: TensorProto, *, max_bytes: int = MAX_TENSOR_BYTES) -> np.n
         elif not _LITTLE_ENDIAN:
             flat = flat.astype(codec.array)
         return flat.reshape(dims)
-    return _decode_field(proto, codec, dims, count, max_bytes)
+    return _decode_field(proto, codec, dims, count, budget)
+
+
+def _describe(codec: _Codec, dims: tuple[int, ...]) -> str:
+    return f"Tensor of shape {list(dims)} and type {codec.name}"
 
 
 def _content_size_error(size: int, codec: _Codec, dims: tuple[int, ...], count: int) -> ServoError:
@@ -171,19 +178,15 @@ def _content_size_error(size: int, codec: _Codec, dims: tuple[int, ...], count: 
 
 
 def _decode_field(
-    proto: TensorProto, codec: _Codec, dims: tuple[int, ...], count: int, max_bytes: int
+    proto: TensorProto, codec: _Codec, dims: tuple[int, ...], count: int, budget: DecodeBudget
 ) -> np.ndarray:
     field = getattr(proto, codec.field)
     present = len(field)
+    if codec is _STRING:
+        return _decode_strings(field, present, dims, count, budget).reshape(dims)
+    budget.take(count * codec.array.itemsize, lambda: _describe(codec, dims))
     if codec.dtype in _COMPLEX_TYPES:
         present //= 2  # a trailing lone real part is not an element
-    if present < count and count * codec.array.itemsize > max_bytes:
-        raise _invalid(
-            f"Tensor of shape {list(dims)} and type {codec.name} would take "
-            f"{count * codec.array.itemsize} bytes, more than the {max_bytes} allowed"
-        )
-    if codec is _STRING:
-        return _decode_strings(field, present, count).reshape(dims)
     # The protobuf container converts to numpy in C, far faster than iterating in Python.
     values = np.asarray(field, dtype=codec.field_array)
     if codec.dtype in _COMPLEX_TYPES:
@@ -205,19 +208,29 @@ def _decode_field(
     return flat.reshape(dims)
 
 
-def _decode_strings(field: Sequence[bytes], present: int, count: int) -> np.ndarray:
+def _decode_strings(
+    field: Sequence[bytes], present: int, dims: tuple[int, ...], count: int, budget: DecodeBudget
+) -> np.ndarray:
+    # The values the tensor uses are in the message already; a fill repeats the last one.
+    values = list(field[:count]) if present > count else list(field)
+    size = count * REFERENCE_BYTES + sum(map(len, values))
+    if values and count > present:
+        size += (count - present) * len(values[-1])
+    budget.take(size, lambda: _describe(_STRING, dims))
     flat = np.empty(count, dtype=object)
     if present >= count:
-        flat[:] = list(field[:count])
+        flat[:] = values
     elif present == 0:
         flat[:] = b""
     else:
-        flat[:present] = list(field)
-        flat[present:] = field[present - 1]
+        flat[:present] = values
+        flat[present:] = values[-1]
     return flat
 
 
-def _decode_string_content(content: bytes, count: int) -> np.ndarray:
+def _decode_string_content(
+    content: bytes, dims: tuple[int, ...], count: int, budget: DecodeBudget
+) -> np.ndarray:
     """TensorFlow's string encoding in tensor_content: every length as a varint, then the bytes."""
     if count > len(content):  # every length takes at least one byte
         raise _invalid(f"tensor_content of {len(content)} bytes cannot hold {count} strings")
@@ -237,6 +250,7 @@ def _decode_string_content(content: bytes, count: int) -> np.ndarray:
         lengths.append(length)
     if pos + sum(lengths) != len(content):
         raise _invalid(f"tensor_content's string lengths do not add up to its {len(content)} bytes")
+    budget.take(count * REFERENCE_BYTES + len(content) - pos, lambda: _describe(_STRING, dims))
     flat = np.empty(count, dtype=object)
     for i, length in enumerate(lengths):
         flat[i] = content[pos : pos + length]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from servo.apis.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
 from servo.platforms.router import PLATFORMS
 
 CPUS = os.cpu_count() or 1
@@ -288,6 +289,21 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         0,
         "RAM budget for loaded models (TFS's estimate: 1.2 x size on disk); 0 = unlimited. "
         "A version that does not fit ends with RESOURCE_EXHAUSTED.",
+    ),
+    Flag(
+        "max_decoded_bytes_per_tensor",
+        parse_byte_count,
+        DEFAULT_MAX_TENSOR_BYTES,
+        "Most bytes one request tensor (or a request's examples) may take once decoded, "
+        "checked from its shape and dtype before anything is allocated; larger ones are "
+        "INVALID_ARGUMENT (400).",
+    ),
+    Flag(
+        "max_decoded_bytes_per_request",
+        parse_byte_count,
+        DEFAULT_MAX_REQUEST_BYTES,
+        "Most bytes all of a request's tensors may take once decoded; more is "
+        "INVALID_ARGUMENT (400).",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
     Flag(

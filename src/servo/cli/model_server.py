@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from servo import __version__
 from servo.apis.data_plane import DataPlane
+from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest.app import RestApi, RestOptions
 from servo.apis.runner import Runner
 from servo.cli.flags import build_parser, ineffective_flags_set
@@ -236,6 +237,11 @@ class ModelServer:
                 )
             await self._start_rest()
 
+    def decode_limits(self) -> DecodeLimits:
+        """--max_decoded_bytes_per_tensor and --max_decoded_bytes_per_request."""
+        a = self.args
+        return DecodeLimits(a.max_decoded_bytes_per_tensor, a.max_decoded_bytes_per_request)
+
     async def _start_grpc(self) -> None:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -252,7 +258,11 @@ class ModelServer:
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
         # that queues calls, while grpc.aio's limit would refuse them (RESOURCE_EXHAUSTED).
         server = grpc.aio.server(options=options)
-        services = Services(self.plane, tensor_content=a.enable_serialization_as_tensor_content)
+        services = Services(
+            self.plane,
+            tensor_content=a.enable_serialization_as_tensor_content,
+            decode_limits=self.decode_limits(),
+        )
         server.add_generic_rpc_handlers(services.generic_handlers())
         if a.enable_grpc_healthcheck_service:
             self.health = health_aio.HealthServicer()
@@ -319,6 +329,7 @@ class ModelServer:
                 enable_cors=a.rest_api_enable_cors_support,
                 max_body_bytes=a.rest_api_max_body_bytes,
                 metrics_path=self.prometheus.path if self.prometheus.enabled else None,
+                decode_limits=self.decode_limits(),
             ),
         )
         server = Granian(

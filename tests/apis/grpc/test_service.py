@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2 as tfs_metadata_pb2
 
+from servo.apis.decoded_size import DecodeLimits
 from servo.apis.grpc.service import (
     MODEL_SERVICE,
     PREDICTION_SERVICE,
+    MalformedLog,
     channel_arguments,
     grpc_code,
     server_options,
@@ -48,7 +51,7 @@ from servo.protos import (
     predict_pb2,
     regression_pb2,
 )
-from tests.support.inprocess import RPCS, FakeCore, GrpcClient, data_plane
+from tests.support.inprocess import RPCS, Aborted, FakeCore, GrpcClient, data_plane
 from tests.support.requests import (
     CLASSIFY,
     PREDICT,
@@ -926,3 +929,166 @@ def test_metrics_count_every_inference_call_and_time_the_good_ones(
     assert latency("nope", "Predict", "GRPC") == 0
     assert metrics.runtime_latency.count("half_plus_two", "Predict", "TF1") == 2
     assert metrics.request_example_count_total.value("half_plus_two") == 4
+
+
+# -- decoded size limits -------------------------------------------------------------------------
+
+
+def fill_request(dims: tuple[int, ...]) -> predict_pb2.PredictRequest:
+    """A predict on two_io's "fail" signature (int32 "code") with a DT_FLOAT of shape `dims`
+    and one float_val, which TFS's fill rule expands to the whole shape."""
+    request = predict_request("two_io", signature_name="fail")
+    code = request.inputs["code"]
+    code.dtype = DataType.DT_FLOAT
+    for size in dims:
+        code.tensor_shape.dim.add().size = size
+    code.float_val.append(1.0)
+    return request
+
+
+def test_the_35_byte_request_of_issue_11_is_refused_without_allocating(rpc: GrpcClient) -> None:
+    """Finding 2: a few bytes of tensor that fill 256 MiB. servo's main decoded it (and then
+    refused its dtype); now it is refused from its shape, before anything is allocated."""
+    request = fill_request((67108864,))
+    assert len(request.inputs["code"].SerializeToString()) < 20
+    tracemalloc.start()
+    try:
+        code, details = rpc.status("Predict", request)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (code, details) == (
+        INVALID,
+        "tensor parsing error: code (Tensor of shape [67108864] and type DT_FLOAT would take "
+        "268435456 bytes decoded, over the limit of 134217728 bytes per tensor "
+        "(--max_decoded_bytes_per_tensor))",
+    )
+    assert peak < 1 << 20
+
+
+def test_the_limits_are_the_services_own(served: FakeCore) -> None:
+    """Two inputs each under the limit per tensor, over the limit per request together."""
+    limits = DecodeLimits(max_tensor_bytes=1000, max_request_bytes=1500)
+    limited = GrpcClient(data_plane(served), decode_limits=limits)
+    try:
+        request = predict_request("two_io", [[1.0, 2.0]] * 100, "a")  # 800 bytes
+        request.inputs["tag"].CopyFrom(tensor([b"ab"] * 100, None))  # 100 x (8 + 2)
+        code, details = limited.status("Predict", request)
+        assert code == INVALID
+        assert details.startswith("tensor parsing error: ")
+        assert details.endswith(
+            "would take the request's decoded tensors to 1800 bytes, over the limit of 1500 "
+            "bytes per request (--max_decoded_bytes_per_request))"
+        )
+        del request.inputs["tag"].string_val[50:]
+        request.inputs["tag"].tensor_shape.dim[0].size = 50
+        del request.inputs["a"].tensor_shape.dim[:]
+        request.inputs["a"].CopyFrom(tensor([[1.0, 2.0]] * 50))
+        answer = limited.call("Predict", request)
+        assert len(answer.outputs["sum"].float_val) == 50
+        code, details = limited.status("Predict", fill_request((251,)))  # 1004 bytes
+        assert code == INVALID
+        assert "1004 bytes decoded, over the limit of 1000 bytes per tensor" in details
+    finally:
+        limited.close()
+    served.assert_released()
+
+
+def test_examples_with_a_context_are_counted_before_the_context_is_copied(
+    served: FakeCore,
+) -> None:
+    """The context is in every example the model is given: 200 examples of a 1 MB context are
+    200 MB, refused before they are joined."""
+    context = example(x=1.0)
+    context.features.feature["pad"].bytes_list.value.append(b"p" * 1_000_000)
+    size = len(context.SerializeToString())
+    limits = DecodeLimits(max_tensor_bytes=100 * 2**20)
+    limited = GrpcClient(data_plane(served), decode_limits=limits)
+    try:
+        regress = regress_request("half_plus_two", "regress_x_to_y", context=context)
+        regress.input.example_list_with_context.examples.extend([example()] * 200)
+        multi = multi_request("half_plus_two", [(REGRESS, "regress_x_to_y")])
+        multi.input.CopyFrom(regress.input)
+        classify = classify_request("half_plus_two", "classify_x_to_y")
+        classify.input.CopyFrom(regress.input)
+        requests = {"Regress": regress, "Classify": classify, "MultiInference": multi}
+        for method, request in requests.items():
+            tracemalloc.start()
+            try:
+                code, details = limited.status(method, request)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert (code, details) == (
+                INVALID,
+                f"The request's 200 examples would take {200 * (size + 8)} bytes decoded, over "
+                f"the limit of {100 * 2**20} bytes per tensor (--max_decoded_bytes_per_tensor)",
+            ), method
+            assert peak < 4 * size, method  # the request's own bytes, never 200 copies
+        del regress.input.example_list_with_context.examples[50:]
+        assert len(limited.call("Regress", regress).result.regressions) == 50
+    finally:
+        limited.close()
+    served.assert_released()
+
+
+# -- malformed messages --------------------------------------------------------------------------
+
+
+REQUEST_MESSAGES = {
+    "Predict": "PredictRequest",
+    "Classify": "ClassificationRequest",
+    "Regress": "RegressionRequest",
+    "MultiInference": "MultiInferenceRequest",
+    "GetModelMetadata": "GetModelMetadataRequest",
+    "GetModelStatus": "GetModelStatusRequest",
+    "HandleReloadConfigRequest": "ReloadConfigRequest",
+}
+
+
+@pytest.mark.parametrize("method", list(RPCS))
+def test_bytes_that_are_not_the_message_are_invalid_argument(
+    rpc: GrpcClient, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 9: UNKNOWN and a traceback per request on servo's main."""
+    with pytest.raises(Aborted) as err:
+        rpc.call_bytes(method, b"\xff\xff\xff garbage")
+    message = REQUEST_MESSAGES[method]
+    assert (err.value.code, err.value.details) == (
+        INVALID,
+        f"The request is not a tensorflow.serving.{message} in protobuf's wire format: "
+        "Wire format was corrupt",
+    )
+    assert "Traceback" not in caplog.text
+
+
+def test_malformed_messages_are_counted_and_warned_of_at_a_bounded_rate(
+    served: FakeCore, metrics: ServerMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    plane = data_plane(served, metrics=metrics)
+    malformed_log = MalformedLog(interval=60.0, clock=lambda: now[0])
+    client = GrpcClient(plane)
+    client.services.malformed_log = malformed_log
+    caplog.set_level(logging.WARNING, "servo.apis.grpc.service")
+    try:
+        for _ in range(100):
+            with pytest.raises(Aborted):
+                client.call_bytes("Predict", b"\x08")
+        warnings = [r.getMessage() for r in caplog.records]
+        assert warnings == [
+            "Refused a malformed gRPC request to Predict, not a "
+            "tensorflow.serving.PredictRequest: Wire format was corrupt (and 0 more since the "
+            "last such warning; this warning is written at most every 60 s)"
+        ]
+        now[0] = 60.0
+        with pytest.raises(Aborted):
+            client.call_bytes("Regress", b"\x08")
+        assert len(caplog.records) == 2
+        assert "request to Regress, not a tensorflow.serving.RegressionRequest" in (
+            caplog.records[1].getMessage()
+        )
+        assert "(and 99 more since the last such warning" in caplog.records[1].getMessage()
+    finally:
+        client.close()
+    assert metrics.request_count.value("", "INVALID_ARGUMENT") == 101

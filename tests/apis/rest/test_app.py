@@ -23,6 +23,7 @@ import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest.app import RestOptions
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError, Status
@@ -747,9 +748,36 @@ def test_gzip_request_bodies_are_accepted(rest: RestClient) -> None:
     assert answer.json() == {"predictions": [2.5]}
 
 
-def test_other_content_encodings_are_501(rest: RestClient) -> None:
-    answer = rest.post(f"{H2}:predict", b"{}", headers={"Content-Encoding": "br"})
-    assert (answer.status, answer.error) == (501, "Unsupported Content-Encoding: br; use gzip")
+def test_other_content_encodings_are_415(rest: RestClient) -> None:
+    """HTTP's Unsupported Media Type, naming what servo reads (finding 9 of issue 11: 501)."""
+    for encoding, named in [("br", "br"), ("gzip, br", "gzip, br"), (" Deflate", "deflate")]:
+        answer = rest.post(f"{H2}:predict", b"{}", headers={"Content-Encoding": encoding})
+        assert (answer.status, answer.error) == (
+            415,
+            f"Unsupported Content-Encoding: {named}; servo reads bodies in gzip or identity",
+        )
+
+
+def test_the_decoded_size_limits_are_the_apps_own(served: FakeCore) -> None:
+    """RestOptions' limits reach predict, classify and regress; over them is 400."""
+    limits = DecodeLimits(max_tensor_bytes=16, max_request_bytes=32)
+    rest = RestClient(data_plane(served), RestOptions(decode_limits=limits))
+    try:
+        assert rest.post(f"{H2}:predict", {"instances": [1.0] * 4}).status == 200
+        answer = rest.post(f"{H2}:predict", {"instances": [1.0] * 5})
+        assert (answer.status, answer.error) == (
+            400,
+            "Input 'x' of shape [5] and type DT_FLOAT would take 20 bytes decoded, over the "
+            "limit of 16 bytes per tensor (--max_decoded_bytes_per_tensor)",
+        )
+        for api in ("classify", "regress"):
+            answer = rest.post(f"{H2}:{api}", {"examples": [{"x": 1.0}] * 5})
+            assert answer.status == 400
+            assert answer.error.startswith("The request's 5 examples would take ")
+            assert answer.error.endswith("bytes per tensor (--max_decoded_bytes_per_tensor)")
+    finally:
+        rest.close()
+    served.assert_released()
 
 
 def test_a_corrupt_gzip_body_is_400(rest: RestClient) -> None:
@@ -908,6 +936,7 @@ def test_metrics_count_what_fails_before_a_model_is_named(
     rest.options(f"{H2}:predict", headers={"Origin": "http://a"})
     rest.options(f"{H2}:predict")
     rest.post(f"{H2}:predict", b" " * (MAX_BODY_BYTES + 1))
+    rest.post(f"{H2}:predict", b"{}", headers={"Content-Encoding": "br"})
     rest.post("/v1/models/buggy:predict", {"instances": [1.0]})
     rest.get("/v2/elsewhere")  # outside /v1: not counted
     count = metrics.request_count.value
@@ -915,8 +944,9 @@ def test_metrics_count_what_fails_before_a_model_is_named(
     assert count("", "OK") == 1  # the preflight with an Origin
     assert count("", "FAILED_PRECONDITION") == 1
     assert count("half_plus_two", "RESOURCE_EXHAUSTED") == 1
+    assert count("half_plus_two", "INVALID_ARGUMENT") == 1  # the Content-Encoding: 415
     assert count("buggy", "INTERNAL") == 1
-    assert sum(metrics.request_count._values.values()) == 5
+    assert sum(metrics.request_count._values.values()) == 6
 
 
 def test_a_cancelled_request_is_counted_cancelled(served: FakeCore) -> None:

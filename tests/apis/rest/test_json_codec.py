@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest import json_codec as jc
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
@@ -1045,3 +1046,75 @@ def test_every_code_has_a_status() -> None:
         503,
         504,
     }
+
+
+# -- decoded size limits ---------------------------------------------------------------------
+
+
+def limited(body: str, signature: Signature, tensor: int, request: int = 2**62) -> jc.PredictBody:
+    limits = DecodeLimits(max_tensor_bytes=tensor, max_request_bytes=request)
+    return jc.parse_predict(jc.loads(body.encode()), lambda name: signature, limits.budget())
+
+
+@pytest.mark.parametrize(
+    ("body", "signature", "name", "shape"),
+    [
+        ('{"instances": [[1, 2], [3, 4], [5, 6]]}', FLOAT_X, "x", [3, 2]),
+        ('{"instances": [{"a": [1, 2, 3], "b": 1}, {"a": [4, 5, 6], "b": 2}]}', TWO, "a", [2, 3]),
+        ('{"inputs": [[1, 2, 3], [4, 5, 6]]}', FLOAT_X, "x", [2, 3]),
+        ('{"inputs": {"a": [[1, 2, 3], [4, 5, 6]], "b": [1, 2]}}', TWO, "a", [2, 3]),
+        ('{"inputs": {"a": 1.0, "b": [1, 2, 3, 4, 5, 6]}}', TWO, "b", [6]),
+    ],
+)
+def test_every_form_is_refused_over_the_limit_per_tensor(
+    body: str, signature: Signature, name: str, shape: list[int]
+) -> None:
+    """A tensor of 6 floats, 24 bytes: taken from its shape before it is built."""
+    parsed = limited(body, signature, 24)
+    assert parsed.inputs[name].shape == tuple(shape)
+    assert error_of(limited, body, signature, 23).message == (
+        f"Input '{name}' of shape {shape} and type DT_FLOAT would take 24 bytes decoded, over "
+        "the limit of 23 bytes per tensor (--max_decoded_bytes_per_tensor)"
+    )
+
+
+def test_the_limit_per_request_counts_every_input() -> None:
+    body = '{"inputs": {"a": [1, 2, 3], "b": [4, 5, 6]}}'
+    assert values(limited(body, TWO, 12, 24).inputs["b"]) == [4, 5, 6]
+    assert error_of(limited, body, TWO, 12, 23).message == (
+        "Input 'b' of shape [3] and type DT_FLOAT would take the request's decoded tensors to 24 "
+        "bytes, over the limit of 23 bytes per request (--max_decoded_bytes_per_request)"
+    )
+
+
+def test_strings_count_a_reference_and_their_bytes() -> None:
+    strings = sig(s=D.DT_STRING)
+    for body in ['{"instances": ["abc", "de"]}', '{"inputs": [{"b64": "YWJj"}, {"b64": "ZGU="}]}']:
+        assert values(limited(body, strings, 2 * 8 + 5).inputs["s"]) == [b"abc", b"de"]
+        assert error_of(limited, body, strings, 2 * 8 + 4).message == (
+            "Input 's' of shape [2] and type DT_STRING would take 21 bytes decoded, over the "
+            "limit of 20 bytes per tensor (--max_decoded_bytes_per_tensor)"
+        )
+
+
+def test_a_refused_tensor_is_not_built() -> None:
+    """A ragged list or a bad value after the first row does not matter: the first row's
+    shape is refused before any value is read."""
+    body = '{"instances": [[1, 2, 3, 4], "not a row"]}'
+    assert "would take 32 bytes decoded" in error_of(limited, body, FLOAT_X, 31).message
+    assert "Failed to process element: 1" in error_of(limited, body, FLOAT_X, 32).message
+
+
+def test_examples_with_a_context_are_counted_before_the_context_is_copied() -> None:
+    doc = {"context": {"pad": "p" * 1000}, "examples": [{"x": 1.0}] * 100}
+    context = len(jc.parse_examples({"examples": [doc["context"]]})[1][0])
+    own = len(jc.parse_examples({"examples": [{"x": 1.0}]})[1][0])
+    size = 100 * (context + own + 8)
+    limits = DecodeLimits(max_tensor_bytes=size)
+    assert len(jc.parse_examples(doc, limits)[1]) == 100
+    with pytest.raises(ServoError) as caught:
+        jc.parse_examples(doc, DecodeLimits(max_tensor_bytes=size - 1))
+    assert caught.value.message == (
+        f"The request's 100 examples would take {size} bytes decoded, over the limit of "
+        f"{size - 1} bytes per tensor (--max_decoded_bytes_per_tensor)"
+    )

@@ -12,6 +12,7 @@ import hypothesis.strategies as st
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 
+from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest import json_codec as jc
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, to_numpy
@@ -273,3 +274,41 @@ def test_fuzz_answers_are_json_or_a_servo_error(outputs: dict[str, Any], row: bo
         return
     written = json.loads(answer)  # Python's parser takes the bare NaN and Infinity
     assert set(written) == {"predictions" if row else "outputs"}
+
+
+def _decoded_size(array: np.ndarray) -> int:
+    return array.size * array.dtype.itemsize
+
+
+@given(tensors(min_dims=1), tensors(min_dims=1), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_tensors_under_the_limits_decode_as_without_them_and_over_are_refused(
+    first: tuple[DataType, np.ndarray], second: tuple[DataType, np.ndarray], row: bool
+) -> None:
+    """Whatever the form: exactly at the limits, the same arrays as with no limit; a byte
+    under either, INVALID_ARGUMENT naming its flag."""
+    (a_type, a), (b_type, b) = first, second
+    b = np.resize(b, (a.shape[0], *b.shape[1:]))
+    body = as_request(jc.dumps_predict({"a": a, "b": b}, row_format=row), row)
+    signature = sig(a=a_type, b=b_type)
+    per_tensor = max(_decoded_size(a), _decoded_size(b))
+    per_request = _decoded_size(a) + _decoded_size(b)
+
+    def decode(tensor: int, request: int) -> dict[str, np.ndarray]:
+        budget = DecodeLimits(tensor, request).budget()
+        return jc.parse_predict(jc.loads(body), lambda name: signature, budget).inputs
+
+    exact = decode(per_tensor, per_request)
+    assert_same(exact["a"], a)
+    assert_same(exact["b"], b)
+    for tensor, request, flag in [
+        (per_tensor - 1, per_request, "--max_decoded_bytes_per_tensor"),
+        (per_tensor, per_request - 1, "--max_decoded_bytes_per_request"),
+    ]:
+        try:
+            decode(tensor, request)
+        except ServoError as exc:
+            assert exc.code == Code.INVALID_ARGUMENT
+            assert exc.message.endswith(f"({flag})")
+        else:
+            raise AssertionError(f"decoded within {tensor}, {request}")

@@ -11,6 +11,12 @@ so TFS's clients and servo's server agree without sharing code. Handlers are reg
 have servo's name on the wire. Errors carry TFS's codes and messages (cut at 1024 characters as
 TFS cuts them); the client's deadline bounds the model call. Each method decodes its message
 into the data plane's call (`servo.apis.messages`), and the data plane does the rest.
+
+Bytes that are not the method's message in protobuf's wire format are answered
+INVALID_ARGUMENT, saying so, and logged as one warning at most every
+MALFORMED_WARNING_SECONDS (with the count of those seen since), never a traceback per request:
+the request deserializers catch the parse error and hand the handler a `_Malformed` in place of
+the message.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ModelSpec
+from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.core.status import Code, ServoError
 from servo.protos import (
     classification_pb2,
@@ -44,6 +52,7 @@ PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 MAX_MESSAGE_BYTES = 2**31 - 1  # TFS accepts messages up to 2 GB
 ERROR_MESSAGE_LIMIT = 1024
+MALFORMED_WARNING_SECONDS = 60.0
 
 T = TypeVar("T")
 
@@ -66,17 +75,85 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, text:
     raise AssertionError("grpc.aio's abort returned")
 
 
+class _Malformed:
+    """What a request deserializer hands the handler for bytes that are not its message."""
+
+    __slots__ = ("message", "reason")
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.message = message  # TFS's name of the message expected
+        self.reason = reason  # protobuf's
+
+
+def _deserializer(request_cls: Any) -> Callable[[bytes], Any]:
+    parse = request_cls.FromString
+    # servo's classes live in servo's proto package; clients know TFS's names.
+    name = request_cls.DESCRIPTOR.full_name.removeprefix("servo.")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:  # protobuf's words follow the message type it names
+            return _Malformed(name, str(exc).rpartition("': ")[2] or str(exc))
+        except Exception as exc:  # whatever else the parser refuses is the client's bytes too
+            return _Malformed(name, f"{type(exc).__name__}: {exc}")
+
+    return deserialize
+
+
+class MalformedLog:
+    """Warns of malformed requests at most once every `interval` seconds; a warning counts the
+    ones seen since the last. `clock` is time.monotonic but in tests.
+
+    Thread-safety: used on the gRPC server's event loop only."""
+
+    def __init__(
+        self,
+        interval: float = MALFORMED_WARNING_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.unreported = 0  # malformed requests since the last warning
+        self._last: float | None = None
+
+    def report(self, method: str, what: str) -> None:
+        self.unreported += 1
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            return
+        log.warning(
+            "Refused a malformed gRPC request to %s, %s (and %d more since the last such "
+            "warning; this warning is written at most every %g s)",
+            method,
+            what,
+            self.unreported - 1,
+            self.interval,
+        )
+        self._last, self.unreported = now, 0
+
+
 class Services:
     """The handlers of both services: decode -> data plane -> encode, each RPC inside one error
     boundary (`_call`) that turns errors into TFS's status and records the request metrics.
+    Request tensors and examples are decoded within `decode_limits`.
 
     Thread-safety: handlers run on the gRPC server's event loop.
     """
 
-    def __init__(self, plane: DataPlane, *, tensor_content: bool = False) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        tensor_content: bool = False,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
+        malformed_log: MalformedLog | None = None,
+    ) -> None:
         self.plane = plane
         self.core = plane.core
         self.tensor_content = tensor_content
+        self.decode_limits = decode_limits
+        self.malformed_log = malformed_log or MalformedLog()
 
     # -- the error boundary ----------------------------------------------------------------
 
@@ -115,7 +192,7 @@ class Services:
     async def predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        call = messages.PredictMessage(request, self.tensor_content)
+        call = messages.PredictMessage(request, self.tensor_content, self.decode_limits)
         return await self._call(
             "Predict",
             request.model_spec.name,
@@ -126,7 +203,7 @@ class Services:
     async def classify(
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        call = messages.classify_message(request)
+        call = messages.classify_message(request, self.decode_limits)
         return await self._call(
             "Classify",
             request.model_spec.name,
@@ -137,7 +214,7 @@ class Services:
     async def regress(
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
-        call = messages.regress_message(request)
+        call = messages.regress_message(request, self.decode_limits)
         return await self._call(
             "Regress",
             request.model_spec.name,
@@ -148,7 +225,7 @@ class Services:
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.MultiInferenceResponse:
-        call = messages.MultiInferenceMessage(request)
+        call = messages.MultiInferenceMessage(request, self.decode_limits)
         spec = call.model_spec
         return await self._call(
             "MultiInference",
@@ -223,58 +300,89 @@ class Services:
             await _abort(context, grpc_code(Code(status.error_code)), status.error_message)
         return response
 
+    async def _malformed(
+        self, api: str, request: _Malformed, context: grpc.aio.ServicerContext
+    ) -> NoReturn:
+        """Answers bytes that are not the method's message: INVALID_ARGUMENT, and a warning
+        (rate-limited) in the log."""
+        self.malformed_log.report(api, f"not a {request.message}: {request.reason}")
+
+        async def work(_: float | None) -> NoReturn:
+            raise ServoError(
+                Code.INVALID_ARGUMENT,
+                f"The request is not a {request.message} in protobuf's wire format: "
+                f"{request.reason}",
+            )
+
+        await self._call(api, "", context, work)
+        raise AssertionError("a malformed request was answered")
+
     # -- registration ----------------------------------------------------------------------
 
     def generic_handlers(self) -> Sequence[grpc.GenericRpcHandler]:
-        def unary(fn: Any, request_cls: Any, response_cls: Any) -> grpc.RpcMethodHandler:
+        def unary(api: str, fn: Any, request_cls: Any, response_cls: Any) -> grpc.RpcMethodHandler:
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if type(request) is _Malformed:
+                    await self._malformed(api, request, context)
+                return await fn(request, context)
+
             return grpc.unary_unary_rpc_method_handler(
-                fn,
-                request_deserializer=request_cls.FromString,
+                handle,
+                request_deserializer=_deserializer(request_cls),
                 response_serializer=response_cls.SerializeToString,
             )
 
-        prediction = grpc.method_handlers_generic_handler(
+        def service(name: str, methods: Sequence[tuple[str, Any, Any, Any]]) -> Any:
+            return grpc.method_handlers_generic_handler(
+                name, {method[0]: unary(*method) for method in methods}
+            )
+
+        prediction = service(
             PREDICTION_SERVICE,
-            {
-                "Predict": unary(
-                    self.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse
-                ),
-                "Classify": unary(
+            [
+                ("Predict", self.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+                (
+                    "Classify",
                     self.classify,
                     classification_pb2.ClassificationRequest,
                     classification_pb2.ClassificationResponse,
                 ),
-                "Regress": unary(
+                (
+                    "Regress",
                     self.regress,
                     regression_pb2.RegressionRequest,
                     regression_pb2.RegressionResponse,
                 ),
-                "MultiInference": unary(
+                (
+                    "MultiInference",
                     self.multi_inference,
                     inference_pb2.MultiInferenceRequest,
                     inference_pb2.MultiInferenceResponse,
                 ),
-                "GetModelMetadata": unary(
+                (
+                    "GetModelMetadata",
                     self.get_model_metadata,
                     get_model_metadata_pb2.GetModelMetadataRequest,
                     get_model_metadata_pb2.GetModelMetadataResponse,
                 ),
-            },
+            ],
         )
-        model_service = grpc.method_handlers_generic_handler(
+        model_service = service(
             MODEL_SERVICE,
-            {
-                "GetModelStatus": unary(
+            [
+                (
+                    "GetModelStatus",
                     self.get_model_status,
                     get_model_status_pb2.GetModelStatusRequest,
                     get_model_status_pb2.GetModelStatusResponse,
                 ),
-                "HandleReloadConfigRequest": unary(
+                (
+                    "HandleReloadConfigRequest",
                     self.handle_reload_config_request,
                     model_management_pb2.ReloadConfigRequest,
                     model_management_pb2.ReloadConfigResponse,
                 ),
-            },
+            ],
         )
         return [prediction, model_service]
 

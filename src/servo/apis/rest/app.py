@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
+from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.apis.rest import json_codec
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
@@ -76,10 +77,19 @@ class RestOptions:
     max_body_bytes: int = 64 * 2**20
     # The Prometheus page's path, or None when metrics are off.
     metrics_path: str | None = None
+    # --max_decoded_bytes_per_tensor and --max_decoded_bytes_per_request
+    decode_limits: DecodeLimits = DEFAULT_LIMITS
 
 
 class RequestTooLarge(Exception):
     pass
+
+
+class UnsupportedMediaType(Exception):
+    """A body in an encoding servo cannot read (HTTP 415)."""
+
+
+SUPPORTED_ENCODINGS = ("gzip", "identity")
 
 
 class RestApi:
@@ -124,6 +134,8 @@ class RestApi:
             status, body = json_codec.http_status(exc.code), json_codec.dumps_error(exc.message)
         except RequestTooLarge as exc:
             status, body = 413, json_codec.dumps_error(str(exc))
+        except UnsupportedMediaType as exc:
+            status, body = 415, json_codec.dumps_error(str(exc))
         except Exception as exc:  # a bug: answer it, log it, keep serving
             log.exception("REST %s %s failed", method, path)
             status = 500
@@ -146,6 +158,9 @@ class RestApi:
             raise
         except RequestTooLarge:
             code = Code.RESOURCE_EXHAUSTED
+            raise
+        except UnsupportedMediaType:
+            code = Code.INVALID_ARGUMENT
             raise
         except asyncio.CancelledError:
             code = Code.CANCELLED
@@ -224,26 +239,33 @@ class RestApi:
         if encoding == "gzip":
             body = _gunzip(body, limit)
         elif encoding not in ("", "identity"):
-            raise ServoError(
-                Code.UNIMPLEMENTED, f"Unsupported Content-Encoding: {encoding}; use gzip"
+            raise UnsupportedMediaType(
+                f"Unsupported Content-Encoding: {encoding}; servo reads bodies in "
+                f"{' or '.join(SUPPORTED_ENCODINGS)}"
             )
         return body
 
     # -- inference: decode -> data plane -> encode ---------------------------------------
 
     async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
-        call = _JsonPredict(json_codec.loads(body))
+        call = _JsonPredict(json_codec.loads(body), self.options.decode_limits)
         return await self.plane.predict(spec, call, self.options.timeout)
 
     async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
         call = _JsonExamples(
-            json_codec.loads(body), json_codec.dumps_classify, messages.classify_messages
+            json_codec.loads(body),
+            json_codec.dumps_classify,
+            messages.classify_messages,
+            self.options.decode_limits,
         )
         return await self.plane.classify(spec, call, self.options.timeout)
 
     async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
         call = _JsonExamples(
-            json_codec.loads(body), json_codec.dumps_regress, messages.regress_messages
+            json_codec.loads(body),
+            json_codec.dumps_regress,
+            messages.regress_messages,
+            self.options.decode_limits,
         )
         return await self.plane.regress(spec, call, self.options.timeout)
 
@@ -293,14 +315,16 @@ class RestApi:
 
 
 class _JsonPredict:
-    """A predict body; its values are read once the signature gives their dtypes, and the
-    answer takes the body's form ("instances" -> "predictions", "inputs" -> "outputs")."""
+    """A predict body; its values are read (within `limits`) once the signature gives their
+    dtypes, and the answer takes the body's form ("instances" -> "predictions", "inputs" ->
+    "outputs")."""
 
-    __slots__ = ("_body", "_doc", "signature_name")
+    __slots__ = ("_body", "_doc", "_limits", "signature_name")
     output_filter = ()
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], limits: DecodeLimits = DEFAULT_LIMITS) -> None:
         self._doc = doc
+        self._limits = limits
         # Read before the model is looked up, as TFS reads it.
         self.signature_name = json_codec.signature_name(doc)
         self._body: json_codec.PredictBody | None = None
@@ -312,7 +336,7 @@ class _JsonPredict:
         )
 
     def input_names(self, signature: model.Signature) -> Collection[str]:
-        self._body = json_codec.parse_predict(self._doc, lambda _: signature)
+        self._body = json_codec.parse_predict(self._doc, lambda _: signature, self._limits.budget())
         return self._body.inputs.keys()
 
     def inputs(self) -> dict[str, np.ndarray]:
@@ -329,8 +353,8 @@ class _JsonPredict:
 
 class _JsonExamples:
     """A classify or regress body: its examples as serialized tf.Examples, read before the
-    model is looked up (they need no signature). `dumps` writes the answer, `as_messages` the
-    messages of its request log."""
+    model is looked up (they need no signature), within `limits`. `dumps` writes the answer,
+    `as_messages` the messages of its request log."""
 
     __slots__ = ("_as_messages", "_dumps", "_examples", "signature_name")
 
@@ -339,8 +363,9 @@ class _JsonExamples:
         doc: dict[str, Any],
         dumps: Callable[[Any], bytes],
         as_messages: Callable[[ExampleResults[Any], Sequence[bytes]], tuple[Any, Any]],
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
-        self.signature_name, self._examples = json_codec.parse_examples(doc)
+        self.signature_name, self._examples = json_codec.parse_examples(doc, limits)
         self._dumps = dumps
         self._as_messages = as_messages
 

@@ -4,8 +4,9 @@ This module owns the JSON of servo's REST API, as pure functions (HTTP is `app.p
 
     loads(body)                        the request document
     signature_name(doc)                the signature it names
-    parse_predict(doc, get_signature)  a predict body's inputs, as arrays of the signature's dtypes
-    parse_examples(doc)                a classify/regress body's serialized tf.Examples
+    parse_predict(doc, get_signature, budget)  a predict body's inputs, as arrays of the
+                                       signature's dtypes
+    parse_examples(doc, limits)        a classify/regress body's serialized tf.Examples
     dumps_predict, dumps_classify, dumps_regress, dumps_error    answers
     http_status(code)                  the HTTP status TFS gives an error code
 
@@ -17,6 +18,12 @@ byte-order mark and ignores text after the document. Input dtypes come from the 
 The common case, numbers of the right kind in a rectangular nested list, becomes an array in
 one numpy call after one pass over the leaves' Python types; anything else takes the
 validating path, which walks the value the way TFS does and raises TFS's error.
+
+Decoded sizes (servo.apis.decoded_size) are taken from the request's budget before a tensor
+is built, from the shape TFS's rules give it (the first element's length at each level: every
+tensor that decodes has it); a string tensor's bytes are added once they are encoded (they
+cannot outgrow the body they came in), and examples are checked before their context is
+copied into each.
 
 Writing runs on orjson with numpy support, which writes float32 in its shortest round-trip
 form (`2.05`, where a float64 detour would write 2.049999952316284). orjson writes NaN and
@@ -50,6 +57,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from servo.apis.decoded_size import DEFAULT_LIMITS, REFERENCE_BYTES, DecodeBudget, DecodeLimits
+from servo.apis.decoded_size import check_examples as _check_examples
 from servo.apis.rest import _base64, _rapidjson
 from servo.apis.rest._rapidjson import debug_string as _debug
 from servo.apis.rest._rapidjson import json_type as _json_type
@@ -276,12 +285,19 @@ def _holds(dtype: DataType) -> bool:
 # The dtypes servo has arrays for. JSON spells only the ones in _READERS; for the others
 # (half, complex, ...) TFS's message is UNIMPLEMENTED "Conversion of JSON Value ...".
 _HELD = frozenset(t for t in DataType if _holds(t))
+# What an element of each takes, decoded (a string's reference; its bytes are added after).
+_ITEMSIZE = {t: to_numpy(t).itemsize for t in _HELD}
 
 
-def _check_dtypes(signature_name: str, specs: Mapping[str, TensorSpec]) -> None:
+def _check_dtypes(signature_name: str, specs: Mapping[str, TensorSpec]) -> bool:
+    """Refuses dtypes servo cannot hold; whether any input is a string tensor."""
+    strings = False
     for name, spec in specs.items():
         dtype = spec.dtype
-        if dtype not in _READERS and dtype not in _HELD:
+        reader = _READERS.get(dtype)
+        if reader is not None:
+            strings = strings or reader.numpy is STRING_DTYPE
+        elif dtype not in _HELD:
             try:
                 label: object = DataType(dtype).name
             except ValueError:
@@ -291,6 +307,7 @@ def _check_dtypes(signature_name: str, specs: Mapping[str, TensorSpec]) -> None:
                 f"Input '{name}' of signature '{signature_name}' has dtype {label}, which "
                 "servo cannot hold in a tensor",
             )
+    return strings
 
 
 def _type_name(dtype: DataType) -> str:
@@ -313,11 +330,17 @@ class PredictBody:
     signature: Signature | None = field(default=None, repr=False, compare=False)
 
 
-def parse_predict(doc: dict[str, Any], get_signature: Callable[[str], Signature]) -> PredictBody:
+def parse_predict(
+    doc: dict[str, Any],
+    get_signature: Callable[[str], Signature],
+    budget: DecodeBudget | None = None,
+) -> PredictBody:
     """A predict body (row or columnar form) as arrays of the signature's input dtypes.
 
     `get_signature(name)` is called once, with "serving_default" when the body names none,
-    before the values are read (their dtypes come from it); it raises for unknown names."""
+    before the values are read (their dtypes come from it); it raises for unknown names.
+    Every tensor is taken from `budget` (the request's; by default one of the default limits)
+    before it is built."""
     if type(doc) is not dict:
         raise _not_object(doc)
     requested = signature_name(doc)
@@ -326,7 +349,9 @@ def parse_predict(doc: dict[str, Any], get_signature: Callable[[str], Signature]
     specs = signature.inputs
     if not specs:
         raise _invalid(f"Failed to get input map for signature: {requested or 'DEFAULT'}")
-    _check_dtypes(name, specs)
+    strings = _check_dtypes(name, specs)
+    if budget is None:
+        budget = DecodeBudget()
     if _INSTANCES in doc:
         if _INPUTS in doc:
             raise _format_error(
@@ -339,10 +364,53 @@ def parse_predict(doc: dict[str, Any], get_signature: Callable[[str], Signature]
             raise _format_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
             raise _format_error(doc, "No values in 'instances' array")
-        return PredictBody(name, _from_instances(instances, specs), True, signature)
+        inputs = _from_instances(instances, specs, budget)
+        if strings:
+            _take_strings(inputs, budget)
+        return PredictBody(name, inputs, True, signature)
     if _INPUTS in doc:
-        return PredictBody(name, _from_inputs(doc[_INPUTS], specs), False, signature)
+        inputs = _from_inputs(doc[_INPUTS], specs, budget)
+        if strings:
+            _take_strings(inputs, budget)
+        return PredictBody(name, inputs, False, signature)
     raise _invalid("Missing 'inputs' or 'instances' key")
+
+
+def _shape_of(value: Any) -> list[int]:
+    """The shape TFS's rules give a JSON tensor: the first element's length at each level."""
+    shape = []
+    while type(value) is list:
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _reserve(budget: DecodeBudget, name: str, dtype: DataType, shape: list[int]) -> int:
+    """Takes a tensor of `shape` from the budget, before it is built (a string tensor: its
+    references; `_take_strings` adds its bytes); its rank."""
+    budget.take(math.prod(shape) * _ITEMSIZE[dtype], lambda: _describe(name, dtype, shape))
+    return len(shape)
+
+
+def _describe(name: str, dtype: DataType, shape: Sequence[int]) -> str:
+    return f"Input '{name}' of shape {list(shape)} and type {DataType(dtype).name}"
+
+
+def _take_strings(inputs: dict[str, np.ndarray], budget: DecodeBudget) -> None:
+    """Adds the bytes of the string tensors to what `_reserve` took for them."""
+    for name, array in inputs.items():
+        if array.dtype.kind == "O" and array.size:
+            _take_string_bytes(budget, name, array)
+
+
+def _take_string_bytes(budget: DecodeBudget, name: str, array: np.ndarray) -> None:
+    budget.take(
+        sum(map(len, array.flat)),
+        lambda: _describe(name, DataType.DT_STRING, array.shape),
+        array.size * REFERENCE_BYTES,
+    )
 
 
 def _is_b64(value: Any) -> bool:
@@ -355,10 +423,15 @@ def _is_named(value: Any) -> bool:
     return type(value) is dict and not _is_b64(value)
 
 
-def _from_instances(instances: list[Any], specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _from_instances(
+    instances: list[Any], specs: Mapping[str, TensorSpec], budget: DecodeBudget
+) -> dict[str, np.ndarray]:
     """The row form: each instance one row of every input, stacked along a new dim 0."""
     first = instances[0]
     if type(first) is dict and not _is_b64(first):
+        for name, spec in specs.items():
+            if name in first:  # a name missing from the first row fails to decode
+                _reserve(budget, name, spec.dtype, [len(instances), *_shape_of(first[name])])
         return _from_objects(instances, specs)
     if len(specs) == 1:
         name = next(iter(specs))
@@ -370,9 +443,10 @@ def _from_instances(instances: list[Any], specs: Mapping[str, TensorSpec]) -> di
     else:  # a b64 object first: TFS fills the map's first input, and only that one
         name = min(specs)
     dtype = specs[name].dtype
+    rank = _reserve(budget, name, dtype, _shape_of(instances))
     reader = _READERS.get(dtype)
     # Rows of one shape stacked are the whole list read as one tensor.
-    fast = _fast(instances, reader) if reader is not None else None
+    fast = _fast(instances, reader, rank) if reader is not None else None
     return {name: fast if fast is not None else _stack_values(instances, dtype)}
 
 
@@ -459,7 +533,9 @@ def _too_many_dims(rank: int) -> ServoError:
     return _invalid(f"A tensor of rank {rank} has more than the {_MAX_RANK} dimensions servo holds")
 
 
-def _from_inputs(value: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _from_inputs(
+    value: Any, specs: Mapping[str, TensorSpec], budget: DecodeBudget
+) -> dict[str, np.ndarray]:
     """The columnar form: one tensor, or an object of named tensors (extra names ignored)."""
     if type(value) is not dict or _is_b64(value):
         if len(specs) > 1:
@@ -468,35 +544,34 @@ def _from_inputs(value: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.nd
                 "tensors required as per tensorinfo_map"
             )
         name, spec = next(iter(specs.items()))
-        return {name: _tensor(value, spec.dtype)}
+        rank = _reserve(budget, name, spec.dtype, _shape_of(value))
+        return {name: _tensor(value, spec.dtype, rank)}
     tensors = {}
     for name in sorted(specs) if len(specs) > 1 else specs:
         if name not in value:
             raise _invalid(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = _tensor(value[name], specs[name].dtype)
+        dtype = specs[name].dtype
+        rank = _reserve(budget, name, dtype, _shape_of(value[name]))
+        tensors[name] = _tensor(value[name], dtype, rank)
     return tensors
 
 
-def _tensor(value: Any, dtype: DataType) -> np.ndarray:
+def _tensor(value: Any, dtype: DataType, rank: int | None = None) -> np.ndarray:
     """One JSON tensor (a value or nested lists) as an array of `dtype`, by TFS's rules."""
     reader = _READERS.get(dtype)
     if reader is not None:
-        fast = _fast(value, reader)
+        fast = _fast(value, reader, rank)
         if fast is not None:
             return fast
     return _validated(value, dtype, reader)
 
 
-def _fast(value: Any, reader: _Reader) -> np.ndarray | None:
+def _fast(value: Any, reader: _Reader, rank: int | None = None) -> np.ndarray | None:
     """`value` in one numpy call when every leaf has a type `reader` takes and the lists are
-    rectangular; None when the validating path must decide (and word the error)."""
-    rank = 0
-    probe = value
-    while type(probe) is list:
-        rank += 1
-        if not probe:
-            break
-        probe = probe[0]
+    rectangular; None when the validating path must decide (and word the error). `rank` is
+    `len(_shape_of(value))`, when the caller has it."""
+    if rank is None:
+        rank = len(_shape_of(value))
     try:
         if reader.numpy is STRING_DTYPE:
             return _fast_strings(value, rank)
@@ -631,12 +706,16 @@ def _b64decode(value: Any) -> bytes:
 # -- classify and regress requests -----------------------------------------------------------
 
 
-def parse_examples(doc: dict[str, Any]) -> tuple[str, list[bytes]]:
+def parse_examples(
+    doc: dict[str, Any], limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[str, list[bytes]]:
     """A classify or regress body as (signature name, one serialized tf.Example per example).
 
     With a "context", each example is the context's bytes followed by its own, exactly as TFS
     feeds an ExampleListWithContext to the model: parsing that is a protobuf merge, so the
-    context's features are in every example and the example's own feature wins a clash."""
+    context's features are in every example and the example's own feature wins a clash.
+    What the examples take with their context is checked against `limits` before the context
+    is copied into each."""
     if type(doc) is not dict:
         raise _not_object(doc)
     name = signature_name(doc) or DEFAULT_SIGNATURE
@@ -651,7 +730,9 @@ def parse_examples(doc: dict[str, Any]) -> tuple[str, list[bytes]]:
         raise _format_error(doc, "Expecting 'examples' value to be an list/array")
     if not examples:
         raise _format_error(doc, "'examples' value is an empty array")
-    return name, [context + _example(example) for example in examples]
+    own = [_example(example) for example in examples]
+    _check_examples(len(context), own, limits)
+    return name, [context + example for example in own] if context else own
 
 
 def _example(value: Any) -> bytes:
