@@ -7,6 +7,7 @@ granian and grpc.aio call them, with no socket and no server process.
     answer = rest.post("/v1/models/m:predict", {"instances": [1.0]})   # .status, .json()
     grpc_ = GrpcClient(plane)                     # TFS's two services over the same plane
     response = grpc_.call("Predict", request)     # raises Aborted(code, details) on error
+    grpc_.call_bytes("Predict", b"\x00")          # the request's bytes, as on the wire
     with clients(core) as (rest, grpc_): ...      # both, closed, the core's handles checked
 
 The fake core resolves model specs as ServerCore does, with its messages (tests/apis/
@@ -428,6 +429,17 @@ class GrpcClient(_Loop):
         if type(request).__module__.startswith("tensorflow_serving."):
             response_class = tfs_class(response_class)
         return response_class.FromString(wire)  # type: ignore[attr-defined]
+
+    def call_bytes(self, method: str, data: bytes, timeout: float | None = 30.0) -> bytes:
+        """`method` called with `data` as the request's bytes, as the server would decode
+        them; the answer's bytes, or Aborted with the call's status."""
+        service, _ = RPCS[method]
+        handler = self.handler(f"/{service}/{method}")
+        assert handler is not None and handler.request_deserializer is not None
+        assert handler.response_serializer is not None
+        decoded = handler.request_deserializer(data)
+        answer = self.run(handler.unary_unary(decoded, _Context(timeout)))
+        return handler.response_serializer(answer)  # type: ignore[no-any-return]
 
     def error(self, method: str, request: Any, timeout: float | None = 30.0) -> Aborted:
         """The status a call that must fail ends with."""

@@ -48,7 +48,7 @@ from servo.protos import (
     predict_pb2,
     regression_pb2,
 )
-from tests.support.inprocess import RPCS, FakeCore, GrpcClient, data_plane
+from tests.support.inprocess import RPCS, Aborted, FakeCore, GrpcClient, data_plane
 from tests.support.requests import (
     CLASSIFY,
     PREDICT,
@@ -125,6 +125,28 @@ def test_methods_are_registered_under_tfs_service_names(rpc: GrpcClient) -> None
         "/tensorflow.serving.SessionService/SessionRun",
     ]:
         assert rpc.handler(path) is None, path
+
+
+@pytest.mark.parametrize("method", sorted(RPCS))
+def test_bytes_that_are_no_message_are_invalid_argument_without_a_traceback(
+    rpc: GrpcClient, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grpcio answers UNKNOWN and logs a traceback for a deserializer that raises; servo
+    answers INVALID_ARGUMENT and warns once per MALFORMED_LOG_SECONDS, however many come."""
+    name = RPCS[method][1].__name__.replace("Response", "Request")
+    with caplog.at_level(logging.WARNING):
+        for data in (b"\x00", b"\xff\xff", b"\x0a\x05ab"):
+            with pytest.raises(Aborted) as error:
+                rpc.call_bytes(method, data)
+            assert error.value.code == INVALID
+            assert error.value.details == (
+                f"Could not parse the request as a tensorflow.serving.{name}: its bytes are "
+                "not a valid protobuf message of that type"
+            )
+    warnings = [r for r in caplog.records if r.name == "servo.apis.grpc.service"]
+    assert len(warnings) == 1, caplog.text
+    assert warnings[0].levelno == logging.WARNING and warnings[0].exc_info is None
+    assert name in warnings[0].getMessage()
 
 
 def test_an_official_client_message_is_answered_in_its_classes(rpc: GrpcClient) -> None:

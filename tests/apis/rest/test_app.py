@@ -747,9 +747,10 @@ def test_gzip_request_bodies_are_accepted(rest: RestClient) -> None:
     assert answer.json() == {"predictions": [2.5]}
 
 
-def test_other_content_encodings_are_501(rest: RestClient) -> None:
+def test_other_content_encodings_are_415(rest: RestClient) -> None:
+    """HTTP's Unsupported Media Type: the client's choice of encoding (TFS answers 501)."""
     answer = rest.post(f"{H2}:predict", b"{}", headers={"Content-Encoding": "br"})
-    assert (answer.status, answer.error) == (501, "Unsupported Content-Encoding: br; use gzip")
+    assert (answer.status, answer.error) == (415, "Unsupported Content-Encoding: br; use gzip")
 
 
 def test_a_corrupt_gzip_body_is_400(rest: RestClient) -> None:

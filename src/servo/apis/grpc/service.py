@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ModelSpec
@@ -44,6 +45,7 @@ PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 MAX_MESSAGE_BYTES = 2**31 - 1  # TFS accepts messages up to 2 GB
 ERROR_MESSAGE_LIMIT = 1024
+MALFORMED_LOG_SECONDS = 60.0  # at most one warning per this about malformed requests
 
 T = TypeVar("T")
 
@@ -77,6 +79,8 @@ class Services:
         self.plane = plane
         self.core = plane.core
         self.tensor_content = tensor_content
+        self._malformed_logged = -MALFORMED_LOG_SECONDS  # when the last warning was written
+        self._malformed_since = 0  # malformed requests since then
 
     # -- the error boundary ----------------------------------------------------------------
 
@@ -223,13 +227,48 @@ class Services:
             await _abort(context, grpc_code(Code(status.error_code)), status.error_message)
         return response
 
+    # -- bytes that are no message ----------------------------------------------------------
+
+    async def _malformed(self, request: _Malformed, context: grpc.aio.ServicerContext) -> NoReturn:
+        """A request whose bytes do not parse: INVALID_ARGUMENT, and a warning at most once
+        per MALFORMED_LOG_SECONDS (with how many came since), never a traceback."""
+        now = time.monotonic()
+        self._malformed_since += 1
+        if now - self._malformed_logged >= MALFORMED_LOG_SECONDS:
+            log.warning(
+                "%d malformed gRPC request(s) since the last warning (at most one per %.0f s), "
+                "the latest a %s that does not parse: %s",
+                self._malformed_since,
+                MALFORMED_LOG_SECONDS,
+                request.message,
+                request.error,
+            )
+            self._malformed_logged, self._malformed_since = now, 0
+        await _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Could not parse the request as a tensorflow.serving.{request.message}: its bytes "
+            "are not a valid protobuf message of that type",
+        )
+
     # -- registration ----------------------------------------------------------------------
 
     def generic_handlers(self) -> Sequence[grpc.GenericRpcHandler]:
         def unary(fn: Any, request_cls: Any, response_cls: Any) -> grpc.RpcMethodHandler:
+            def decode(data: bytes) -> Any:
+                try:
+                    return request_cls.FromString(data)
+                except DecodeError as exc:
+                    return _Malformed(request_cls.DESCRIPTOR.name, exc)
+
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Malformed):
+                    await self._malformed(request, context)
+                return await fn(request, context)
+
             return grpc.unary_unary_rpc_method_handler(
-                fn,
-                request_deserializer=request_cls.FromString,
+                handle,
+                request_deserializer=decode,
                 response_serializer=response_cls.SerializeToString,
             )
 
@@ -277,6 +316,17 @@ class Services:
             },
         )
         return [prediction, model_service]
+
+
+class _Malformed:
+    """What the deserializer gives for bytes that do not parse, for the handler to refuse
+    (grpcio would answer UNKNOWN and log a traceback for a deserializer that raises)."""
+
+    __slots__ = ("error", "message")
+
+    def __init__(self, message: str, error: DecodeError) -> None:
+        self.message = message
+        self.error = error
 
 
 def _spec(request: Any) -> ModelSpec:

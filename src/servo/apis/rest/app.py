@@ -81,6 +81,10 @@ class RequestTooLarge(Exception):
     pass
 
 
+class UnsupportedEncoding(Exception):
+    """A Content-Encoding servo does not decode: HTTP's 415 (a client's mistake)."""
+
+
 class RestApi:
     """Thread-safety: runs on one event loop; the state it reads (the data plane's core and
     metrics) is thread-safe."""
@@ -123,6 +127,8 @@ class RestApi:
             status, body = json_codec.http_status(exc.code), json_codec.dumps_error(exc.message)
         except RequestTooLarge as exc:
             status, body = 413, json_codec.dumps_error(str(exc))
+        except UnsupportedEncoding as exc:
+            status, body = 415, json_codec.dumps_error(str(exc))
         except Exception as exc:  # a bug: answer it, log it, keep serving
             log.exception("REST %s %s failed", method, path)
             status = 500
@@ -145,6 +151,9 @@ class RestApi:
             raise
         except RequestTooLarge:
             code = Code.RESOURCE_EXHAUSTED
+            raise
+        except UnsupportedEncoding:
+            code = Code.INVALID_ARGUMENT
             raise
         except asyncio.CancelledError:
             code = Code.CANCELLED
@@ -223,9 +232,7 @@ class RestApi:
         if encoding == "gzip":
             body = _gunzip(body, limit)
         elif encoding not in ("", "identity"):
-            raise ServoError(
-                Code.UNIMPLEMENTED, f"Unsupported Content-Encoding: {encoding}; use gzip"
-            )
+            raise UnsupportedEncoding(f"Unsupported Content-Encoding: {encoding}; use gzip")
         return body
 
     # -- inference: decode -> data plane -> encode ---------------------------------------
