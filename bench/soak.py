@@ -296,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(failed)} failed, {len(wrong)} from a version not servable when they began; "
         f"server exit code {code}"
     )
+    answered = sorted({int(r.version) for r in records if r.version is not None})
+    if answered:
+        print(f"  answers came from {len(answered)} versions of m, {answered[0]}-{answered[-1]}")
     report("steady state", within(records, [steady]))
     report("swap windows", within(records, swaps))
     print("  busy model (m) beside a slow load of another model:")

@@ -13,7 +13,8 @@ nor a gRPC code whose HTTP status would be (INTERNAL, UNKNOWN, UNIMPLEMENTED, DA
 UNAVAILABLE, DEADLINE_EXCEEDED), and every REST answer is JSON with an `error` message when
 it fails. The models are the API tests' catalog less those built to fail or to sleep
 (`slow`, `counter`, and two_io's "fail" signature), over a fake core (tests/support/
-inprocess.py). Each property runs a fixed number of examples (`EXAMPLES`), no deadline.
+inprocess.py). Each property runs a fixed number of examples (`EXAMPLES`, 300; the variable
+SERVO_FUZZ_EXAMPLES sets another), no deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import base64
 import gzip
 import json
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +53,8 @@ from servo.protos import (
 from tests.support.catalog import ServedModel, load_into, pick
 from tests.support.inprocess import FakeCore, RestClient, data_plane
 
-EXAMPLES = 300  # per property
+# Per property; SERVO_FUZZ_EXAMPLES sets another bound for a longer run.
+EXAMPLES = int(os.environ.get("SERVO_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
