@@ -142,10 +142,13 @@ class Histogram(_Family):
             lines.append(f"{self.name}_count{{{labels}}} {cumulative}")
 
 
+# The exposition format's escapes in a label value: backslash, double quote, line feed.
+_LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+
+
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return ",".join(
-        f'{n}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for n, v in zip(names, values, strict=True)
+        f'{n}="{v.translate(_LABEL_ESCAPES)}"' for n, v in zip(names, values, strict=True)
     )
 
 

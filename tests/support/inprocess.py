@@ -7,6 +7,7 @@ granian and grpc.aio call them, with no socket and no server process.
     answer = rest.post("/v1/models/m:predict", {"instances": [1.0]})   # .status, .json()
     grpc_ = GrpcClient(plane)                     # TFS's two services over the same plane
     response = grpc_.call("Predict", request)     # raises Aborted(code, details) on error
+    grpc_.call_bytes("Predict", b"\x00")          # the request's bytes, as on the wire
     with clients(core) as (rest, grpc_): ...      # both, closed, the core's handles checked
 
 The fake core resolves model specs as ServerCore does, with its messages (tests/apis/

@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from servo.apis.decoded_size import DecodeLimits
-from servo.apis.rest.app import RestOptions
+from servo.apis.rest.app import OPENAPI_FILE, OPENAPI_PATH, RestOptions
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError, Status
 from servo.metrics import ServerMetrics
@@ -121,6 +121,16 @@ def test_malformed_requests_are_400(rest: RestClient, method: str, path: str, me
     answer = rest.request(method, path, b"" if method == "GET" else b"{}")
     assert answer.status == 400
     assert answer.error == message
+
+
+def test_the_openapi_document_is_served_at_a_path_tfs_does_not_use(rest: RestClient) -> None:
+    answer = rest.get(OPENAPI_PATH)
+    assert answer.status == 200
+    assert answer.body == OPENAPI_FILE.read_bytes()
+    assert answer.json()["openapi"].startswith("3.")
+    assert not OPENAPI_PATH.startswith("/v1/models")  # every TFS route is under /v1/models
+    # Only a GET: other methods are malformed, as on any other /v1 path.
+    assert rest.post(OPENAPI_PATH, b"{}").error == f"Malformed request: POST {OPENAPI_PATH}"
 
 
 def test_paths_outside_v1_are_404(rest: RestClient) -> None:

@@ -6,6 +6,7 @@ Routes, as TFS matches them (case-insensitive, whole path):
     GET  /v1/models/{m}[/versions/{v} | /labels/{l}]            model status
     GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature metadata
     GET  {prometheus path}                                       metrics, when enabled
+    GET  /v1/openapi.json                                        this API in OpenAPI 3
 
 Any other `/v1/...` request is 400 "Malformed request: METHOD PATH"; everything else is 404.
 Every answer is JSON; errors are `{"error": message}` with the HTTP status of their code.
@@ -28,6 +29,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +65,9 @@ CORS_HEADERS = [
     ("access-control-allow-headers", "Content-Type"),
 ]
 METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
+# The API's OpenAPI 3 document, kept beside this module (no TFS route is /v1/openapi.json).
+OPENAPI_PATH = "/v1/openapi.json"
+OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 _INT64_MAX = 2**63 - 1
 _ROUTE_CACHE_SIZE = 4096
 
@@ -102,6 +107,7 @@ class RestApi:
         self.options = options or RestOptions()
         self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
         self._routes: dict[str, tuple[str, ModelSpec]] = {}
+        self._openapi: bytes | None = None  # read on first request
         self._inference: dict[str, Callable[[ModelSpec, bytes], Awaitable[bytes]]] = {
             "predict": self._predict,
             "classify": self._classify,
@@ -115,7 +121,11 @@ class RestApi:
             return
         method, path = scope.method, scope.path
         try:
-            if _V1.match(path):
+            if path == OPENAPI_PATH and method == "GET":
+                if self._openapi is None:
+                    self._openapi = OPENAPI_FILE.read_bytes()
+                status, body = 200, self._openapi
+            elif _V1.match(path):
                 if self.metrics is None:
                     status, body = await self._v1(method, path, scope, proto, None)
                 else:
