@@ -50,6 +50,7 @@ from servo.protos import (
     regression_pb2,
 )
 from servo.server import config as configs
+from servo.server.model_management import ModelManagementGrants
 from servo.server.server_core import VersionStatus
 from tests.support.requests import tfs_class
 
@@ -400,10 +401,16 @@ class GrpcClient(_Loop):
     """Calls TFS's methods as a client over grpc.aio would: by the method's path, through the
     handlers `Services.generic_handlers()` registers, the request and the answer serialized."""
 
-    def __init__(self, plane: DataPlane, *, tensor_content: bool = False) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        tensor_content: bool = False,
+        grants: ModelManagementGrants | None = None,
+    ) -> None:
         super().__init__()
         self.plane = plane
-        self.services = Services(plane, tensor_content=tensor_content)
+        self.services = Services(plane, tensor_content=tensor_content, grants=grants)
         self.handlers = self.services.generic_handlers()
 
     def handler(self, path: str) -> grpc.RpcMethodHandler | None:

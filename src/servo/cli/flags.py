@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servo.platforms.router import PLATFORMS
+from servo.server.model_management import parse_roots
 
 CPUS = os.cpu_count() or 1
 
@@ -125,6 +126,23 @@ def parse_platform(text: str) -> str:
             f"expected one of {', '.join(sorted(PLATFORMS))}, got {text!r}"
         )
     return text
+
+
+def parse_roots_flag(text: str) -> tuple[str, ...]:
+    try:
+        return parse_roots(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -276,6 +294,42 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "A version that does not fit ends with RESOURCE_EXHAUSTED.",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
+    Flag(
+        "model_config_reload_wait_seconds",
+        parse_seconds,
+        300.0,
+        "How long a config reload (HandleReloadConfigRequest, a polled --model_config_file) "
+        "waits for the models it adds to load before it answers (UNAVAILABLE when they are "
+        "not loaded yet; they go on loading). The first config waits as long as it takes.",
+    ),
+    Flag(
+        "allow_model_config_over_network",
+        B,
+        True,
+        "Let gRPC clients change the model config (HandleReloadConfigRequest), as TFS does; "
+        "false answers PERMISSION_DENIED.",
+    ),
+    Flag(
+        "allow_python_models_over_network",
+        B,
+        False,
+        "Let a config sent over the network add a python model or change its base path "
+        "(python models run their directory's code in the server).",
+    ),
+    Flag(
+        "allowed_model_base_path_roots",
+        parse_roots_flag,
+        "",
+        "Comma list of directories every model base path must lie under (symlinks and '..' "
+        "resolved), whatever config names it; empty = anywhere.",
+    ),
+    Flag(
+        "allowed_request_log_roots",
+        parse_roots_flag,
+        "",
+        "Comma list of directories every logging_config filename_prefix must lie under "
+        "(symlinks and '..' resolved); empty = anywhere.",
+    ),
 )
 
 

@@ -37,6 +37,7 @@ from servo.protos import (
     status_pb2,
 )
 from servo.server import config as configs
+from servo.server.model_management import ModelManagementGrants, is_empty_model_list
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,17 @@ class Services:
     Thread-safety: handlers run on the gRPC server's event loop.
     """
 
-    def __init__(self, plane: DataPlane, *, tensor_content: bool = False) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        tensor_content: bool = False,
+        grants: ModelManagementGrants | None = None,
+    ) -> None:
         self.plane = plane
         self.core = plane.core
         self.tensor_content = tensor_content
+        self.grants = grants or ModelManagementGrants()
 
     # -- the error boundary ----------------------------------------------------------------
 
@@ -207,6 +215,12 @@ class Services:
                     model.base_path,
                     model.model_platform,
                 )
+            self.grants.check_network_config(self.core.config, request.config)
+            if is_empty_model_list(request.config):
+                # It would unload every model: over the network, no action (finding 8).
+                log.info("Taking no action for an empty model_config_list over the network")
+                response.status.CopyFrom(status)
+                return response
             # A reload waits for new models to load: off the event loop.
             await asyncio.get_running_loop().run_in_executor(
                 None, self.core.reload_config, request.config
