@@ -17,7 +17,13 @@ from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tests.support.models import write_python_model
-from tests.support.server import ServerProcess, grpc_stubs, model_config, running_server
+from tests.support.server import (
+    ServerProcess,
+    grpc_stubs,
+    model_config,
+    run_servo,
+    running_server,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -298,3 +304,17 @@ def test_config_changes_over_the_network_turned_off(tmp_path: Path) -> None:
             "(--allow_model_config_over_network=false); change --model_config_file instead",
         )
         assert predict(server, "a").json() == {"predictions": [1.0]}
+
+
+def test_a_startup_config_outside_the_allowed_roots_exits_1(tmp_path: Path) -> None:
+    a = write_python_model(tmp_path / "a", VERSION_MODEL)
+    done = run_servo(
+        "--model_name=a",
+        f"--model_base_path={a}",
+        f"--allowed_model_base_path_roots={tmp_path / 'models'}",
+    )
+    assert done.returncode == 1
+    assert (
+        f"Model a: base path {a} is outside the allowed roots ({tmp_path / 'models'}); add a "
+        "root to --allowed_model_base_path_roots"
+    ) in done.stderr
