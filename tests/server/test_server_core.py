@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -228,13 +229,10 @@ def test_a_reload_with_nothing_to_load_adds_the_model_and_answers(
     assert core.model_names() == ["new"]
 
 
-def test_a_reload_waits_at_most_its_bound_and_stop_ends_the_wait(tmp_path: Path) -> None:
-    import threading
-
-    gate = tmp_path / "gate"
-    slow = tmp_path / "slow" / "1"
-    slow.mkdir(parents=True)
-    (slow / "model.py").write_text(
+def gated_model(base: Path, gate: Path) -> str:
+    """A python model whose load waits until the file `gate` exists."""
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "model.py").write_text(
         "import os, time\n"
         "class Model:\n"
         "    def load(self, path):\n"
@@ -242,6 +240,47 @@ def test_a_reload_waits_at_most_its_bound_and_stop_ends_the_wait(tmp_path: Path)
         "    def predict(self, inputs, signature_name):\n"
         "        return inputs['inputs']\n"
     )
+    return str(base)
+
+
+def test_a_later_reload_goes_on_while_an_earlier_one_waits(tmp_path: Path) -> None:
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1,
+            manager=AspiredVersionsManagerOptions(num_load_threads=2),  # one for each model
+            model_wait_timeout=WAIT,
+        )
+    )
+    gate = tmp_path / "gate"
+    slow = gated_model(tmp_path / "slow", gate)
+    other = make_model(tmp_path / "other", 1)
+    outcome: list[object] = []
+
+    def first() -> None:
+        try:
+            core.reload_config(config(("slow", slow, "")))
+            outcome.append("ok")
+        except ServoError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=first)
+    waiter.start()
+    try:
+        core.monitor.wait_until(lambda: bool(core.monitor.get_version_states("slow")), WAIT)
+        core.reload_config(config(("slow", slow, ""), ("other", other, "")))
+        assert waiter.is_alive()  # still waiting for its model, which cannot load yet
+        with core.servable_handle("other") as h:
+            assert h.id == ServableId("other", 1)
+    finally:
+        gate.write_text("")
+        waiter.join(WAIT)
+        core.stop(drain_timeout=5)
+    assert outcome == ["ok"]
+
+
+def test_a_reload_waits_at_most_its_bound_and_stop_ends_the_wait(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gated_model(tmp_path / "slow", gate)
     core = ServerCore(ServerCoreOptions(file_system_poll_wait_seconds=-1, model_wait_timeout=0.0))
     try:
         with pytest.raises(ServoError) as err:

@@ -292,26 +292,28 @@ class ServerCore:
         if plan.requests:
             log.info("Waiting for models to load: %s", ", ".join(plan.models))
             states = self._wait(fresh, plan.requests, deadline)
+            why = "the server is stopping" if self._stopped.is_set() else "its wait ended"
             for name in plan.models:
                 mine = {id: st for id, st in states.items() if id.name == name}
                 if not mine:
-                    loading.append(f"{{{name}: {self._progress(name)}}}")
+                    loading.append(f"{{{name}: {self._progress(name)} (still loading: {why})}}")
                     continue
                 newest = max(mine, key=lambda i: i.version)
-                if mine[newest] == ManagerState.END:
-                    current = fresh.get_state(newest)
-                    why = f" due to error: {current.health}" if current else ""
-                    failed.append(f"{{{newest}{why}}}")
+                current = fresh.get_state(newest)
+                if mine[newest] == ManagerState.END and current and current.health.ok:
+                    loading.append(f"{{{name}: unloaded before it became available}}")
+                elif mine[newest] == ManagerState.END:
+                    error = f" due to error: {current.health}" if current else ""
+                    failed.append(f"{{{newest}{error}}}")
                 elif mine[newest] != ManagerState.AVAILABLE:
-                    loading.append(f"{{{name}: {self._progress(name)}}}")
+                    loading.append(f"{{{name}: {self._progress(name)} (still loading: {why})}}")
         if failed:
             raise ServoError(
                 Code.UNKNOWN,
                 f"{len(failed)} model(s) did not become available: {{{', '.join(failed)}, }}",
             )
         if loading or plan.nothing_to_load:
-            why = "the server is stopping" if self._stopped.is_set() else "its wait ended"
-            parts = [*plan.nothing_to_load, *(f"{m} (still loading: {why})" for m in loading)]
+            parts = [*plan.nothing_to_load, *loading]
             raise ServoError(
                 Code.UNAVAILABLE,
                 f"{len(parts)} model(s) added but not available yet; each loads its versions "
