@@ -117,7 +117,7 @@ class VersionStatus:
 
 class ServerCore:
     """Thread-safety: every public method may be called from any thread; config reloads are
-    serialized."""
+    applied one at a time, and their waits for models overlap."""
 
     def __init__(self, options: ServerCoreOptions | None = None) -> None:
         self.options = options = options or ServerCoreOptions()
