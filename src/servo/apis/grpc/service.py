@@ -217,7 +217,7 @@ class Services:
                 )
             self.grants.check_network_config(self.core.config, request.config)
             if is_empty_model_list(request.config):
-                # It would unload every model: over the network, no action (finding 8).
+                # It would unload every model: over the network it takes no action.
                 log.info("Taking no action for an empty model_config_list over the network")
                 response.status.CopyFrom(status)
                 return response
