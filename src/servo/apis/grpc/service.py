@@ -11,6 +11,8 @@ so TFS's clients and servo's server agree without sharing code. Handlers are reg
 have servo's name on the wire. Errors carry TFS's codes and messages (cut at 1024 characters as
 TFS cuts them); the client's deadline bounds the model call. Each method decodes its message
 into the data plane's call (`servo.apis.messages`), and the data plane does the rest.
+HandleReloadConfigRequest is held to the operator's grants (`servo.server.model_management`)
+before the server core sees the config; an empty `model_config_list` takes no action.
 """
 
 from __future__ import annotations
