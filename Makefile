@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.servo-installed
 REST_PORT ?= 8501
 GRPC_PORT ?= 8500
+# Loopback only: anyone who reaches the ports may use every API (README, Security).
+BIND_ADDRESS ?= 127.0.0.1
 PYTEST_ARGS ?=
 
 .PHONY: all venv serve test lint unit examples protos bench clean
@@ -39,8 +41,9 @@ serve: $(STAMP) $(MODELS)
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two"
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two/metadata"
 	@echo "  curl localhost:$(REST_PORT)/monitoring/prometheus/metrics"
-	$(BIN)/servo serve --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
-		--model_config_file=$(MODELS) --monitoring_config_file=examples/monitoring.config
+	$(BIN)/servo serve --bind_address=$(BIND_ADDRESS) --port=$(GRPC_PORT) \
+		--rest_api_port=$(REST_PORT) --model_config_file=$(MODELS) \
+		--monitoring_config_file=examples/monitoring.config
 
 # Benchmarks (loopback only, bounded in time); wrk comes from Debian's packages, KServe (the
 # Python server compared against) into a venv of its own, as it is no dependency of servo.

@@ -60,10 +60,11 @@ def api_server(api_config: Path, tfs_models: TfsModels) -> Iterator[ServerProces
     """One server for the REST and gRPC tests, which leave it as they found it: TFS's test
     models (the stand-ins; the two-version one with labels), the example models and Python
     ones; CORS on, Prometheus metrics from TFS's monitoring config text, a small body limit,
-    the health service."""
+    the health service; python models over the network (a reload test adds one)."""
     with running_server(
         [
             f"--model_config_file={api_config}",
+            "--allow_python_models_over_network",
             f"--monitoring_config_file={tfs_models.path('monitoring_config.txt')}",
             "--rest_api_enable_cors_support",
             f"--rest_api_max_body_bytes={REST_MAX_BODY_BYTES}",

@@ -61,3 +61,22 @@ def test_per_model_flag_refuses_what_it_cannot_read(text: str) -> None:
 
     with pytest.raises(argparse.ArgumentTypeError):
         per_model(parse_int32)(text)
+
+
+def test_model_management_flags_keep_tfs_behaviour_by_default() -> None:
+    defaults = build_parser().parse_args([])
+    assert defaults.allow_model_config_over_network is True
+    assert defaults.allow_python_models_over_network is False
+    assert defaults.allowed_model_base_path_roots == ()
+    assert defaults.allowed_request_log_roots == ()
+    assert defaults.model_config_reload_wait_seconds == 300.0
+    args = build_parser().parse_args(
+        [
+            "--allow_model_config_over_network=false",
+            "--allowed_model_base_path_roots=/srv/models,/srv/../opt/models",
+            "--model_config_reload_wait_seconds=0",
+        ]
+    )
+    assert args.allow_model_config_over_network is False
+    assert args.allowed_model_base_path_roots == ("/srv/models", "/opt/models")
+    assert args.model_config_reload_wait_seconds == 0.0

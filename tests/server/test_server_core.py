@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,129 @@ def test_invalid_config_changes_nothing(core, tmp_path: Path) -> None:
     with pytest.raises(configs.ConfigError):
         core.reload_config(changed)
     assert configs.model_platform(core.config.model_config_list.config[0]) == "python"
+
+
+# -- reloads that cannot hurt --------------------------------------------------------------
+
+
+def test_an_empty_config_takes_no_action(core, tmp_path: Path) -> None:
+    core.reload_config(config(("m", make_model(tmp_path / "m", 1), "")))
+    core.reload_config(configs.ModelServerConfig())  # an empty file: nothing set
+    assert core.model_names() == ["m"]
+    with core.servable_handle("m") as h:
+        assert h.id == ServableId("m", 1)
+
+
+@pytest.mark.parametrize("what", ["missing", "empty", "a file", "no numeric child"])
+def test_a_reload_with_nothing_to_load_adds_the_model_and_answers(
+    core, tmp_path: Path, what: str
+) -> None:
+    core.reload_config(config(("m", make_model(tmp_path / "m", 1), "")))
+    base = tmp_path / "new"
+    if what == "empty":
+        base.mkdir()
+    elif what == "a file":
+        base.write_text("")
+    elif what == "no numeric child":
+        (base / "latest").mkdir(parents=True)
+    with pytest.raises(ServoError) as err:
+        core.reload_config(config(("m", str(tmp_path / "m"), ""), ("new", str(base), "")))
+    assert err.value.code == Code.UNAVAILABLE
+    assert err.value.message.startswith(
+        "1 model(s) added but not available yet; each loads its versions as they appear: "
+        f"{{new: nothing to load yet at base path {base}: "
+    )
+    assert core.model_names() == ["m", "new"]
+    # The next reload is not held up, and the model loads once a version appears.
+    if what == "a file":
+        base.unlink()
+    make_model(base, 3)
+    core.reload_config(config(("new", str(base), "")))
+    state = core.monitor.wait_for_state(ServableId("new", 3), ManagerState.AVAILABLE, WAIT)
+    assert state == ManagerState.AVAILABLE
+    assert core.model_names() == ["new"]
+
+
+def gated_model(base: Path, gate: Path) -> str:
+    """A python model whose load waits until the file `gate` exists."""
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "model.py").write_text(
+        "import os, time\n"
+        "class Model:\n"
+        "    def load(self, path):\n"
+        f"        while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+        "    def predict(self, inputs, signature_name):\n"
+        "        return inputs['inputs']\n"
+    )
+    return str(base)
+
+
+def test_a_later_reload_goes_on_while_an_earlier_one_waits(tmp_path: Path) -> None:
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1,
+            manager=AspiredVersionsManagerOptions(num_load_threads=2),  # one for each model
+            model_wait_timeout=WAIT,
+        )
+    )
+    gate = tmp_path / "gate"
+    slow = gated_model(tmp_path / "slow", gate)
+    other = make_model(tmp_path / "other", 1)
+    outcome: list[object] = []
+
+    def first() -> None:
+        try:
+            core.reload_config(config(("slow", slow, "")))
+            outcome.append("ok")
+        except ServoError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=first)
+    waiter.start()
+    try:
+        core.monitor.wait_until(lambda: bool(core.monitor.get_version_states("slow")), WAIT)
+        core.reload_config(config(("slow", slow, ""), ("other", other, "")))
+        assert waiter.is_alive()  # still waiting for its model, which cannot load yet
+        with core.servable_handle("other") as h:
+            assert h.id == ServableId("other", 1)
+    finally:
+        gate.write_text("")
+        waiter.join(WAIT)
+        core.stop(drain_timeout=5)
+    assert outcome == ["ok"]
+
+
+def test_a_reload_waits_at_most_its_bound_and_stop_ends_the_wait(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gated_model(tmp_path / "slow", gate)
+    core = ServerCore(ServerCoreOptions(file_system_poll_wait_seconds=-1, model_wait_timeout=0.0))
+    try:
+        with pytest.raises(ServoError) as err:
+            core.reload_config(config(("slow", str(tmp_path / "slow"), "")))
+        assert err.value.code == Code.UNAVAILABLE
+        message = err.value.message
+        assert message.startswith("1 model(s) added but not available yet; each loads its ")
+        assert "{slow: version 1 " in message and "(still loading: its wait ended)" in message
+        # An unbounded wait (as at start-up) ends when the core stops.
+        core.options.model_wait_timeout = None
+        errors: list[ServoError] = []
+
+        def reload() -> None:
+            try:
+                core.reload_config(config(("slow2", str(tmp_path / "slow"), "")))
+            except ServoError as exc:
+                errors.append(exc)
+
+        waiter = threading.Thread(target=reload)
+        waiter.start()
+        core.monitor.wait_until(lambda: bool(core.monitor.get_version_states("slow2")), WAIT)
+        stopper = threading.Thread(target=core.stop, kwargs={"drain_timeout": 5})
+        stopper.start()
+        waiter.join(WAIT)  # ended by stop, with the version still loading
+        assert not waiter.is_alive()
+        [error] = errors
+        assert error.code == Code.UNAVAILABLE
+        assert "(still loading: the server is stopping)" in error.message
+    finally:
+        gate.write_text("")
+    stopper.join(WAIT)

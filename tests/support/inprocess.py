@@ -52,6 +52,7 @@ from servo.protos import (
     regression_pb2,
 )
 from servo.server import config as configs
+from servo.server.model_management import ModelManagementGrants
 from servo.server.server_core import VersionStatus
 from tests.support.requests import tfs_class
 
@@ -408,10 +409,13 @@ class GrpcClient(_Loop):
         *,
         tensor_content: bool = False,
         decode_limits: DecodeLimits = DEFAULT_LIMITS,
+        grants: ModelManagementGrants | None = None,
     ) -> None:
         super().__init__()
         self.plane = plane
-        self.services = Services(plane, tensor_content=tensor_content, decode_limits=decode_limits)
+        self.services = Services(
+            plane, tensor_content=tensor_content, decode_limits=decode_limits, grants=grants
+        )
         self.handlers = self.services.generic_handlers()
 
     def handler(self, path: str) -> grpc.RpcMethodHandler | None:

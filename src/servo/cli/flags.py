@@ -16,6 +16,7 @@ from typing import Any
 
 from servo.apis.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
 from servo.platforms.router import PLATFORMS
+from servo.server.model_management import parse_roots
 
 CPUS = os.cpu_count() or 1
 
@@ -140,6 +141,23 @@ def parse_platforms(text: str) -> tuple[str, ...]:
     for name in names:
         parse_platform(name)
     return names
+
+
+def parse_roots_flag(text: str) -> tuple[str, ...]:
+    try:
+        return parse_roots(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -329,6 +347,42 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         PerModel(128),
         "Model calls of one version that may wait for a thread; more answer UNAVAILABLE "
         "(HTTP 503). Per model: DEFAULT[,MODEL=N...].",
+    ),
+    Flag(
+        "model_config_reload_wait_seconds",
+        parse_seconds,
+        300.0,
+        "How long a config reload (HandleReloadConfigRequest, a polled --model_config_file) "
+        "waits for the models it adds to load before it answers (UNAVAILABLE when they are "
+        "not loaded yet; they go on loading). The first config waits as long as it takes.",
+    ),
+    Flag(
+        "allow_model_config_over_network",
+        B,
+        True,
+        "Let gRPC clients change the model config (HandleReloadConfigRequest), as TFS does; "
+        "false answers PERMISSION_DENIED.",
+    ),
+    Flag(
+        "allow_python_models_over_network",
+        B,
+        False,
+        "Let a config sent over the network add a python model or change its base path "
+        "(python models run their directory's code in the server).",
+    ),
+    Flag(
+        "allowed_model_base_path_roots",
+        parse_roots_flag,
+        "",
+        "Comma list of directories every model base path must lie under (symlinks and '..' "
+        "resolved), whatever config names it; empty = anywhere.",
+    ),
+    Flag(
+        "allowed_request_log_roots",
+        parse_roots_flag,
+        "",
+        "Comma list of directories every logging_config filename_prefix must lie under "
+        "(symlinks and '..' resolved); empty = anywhere.",
     ),
 )
 

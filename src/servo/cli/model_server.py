@@ -35,6 +35,7 @@ from servo.metrics import ServerMetrics
 from servo.platforms.options import PlatformOptions
 from servo.platforms.router import import_platform
 from servo.server import config as configs
+from servo.server.model_management import ModelManagementGrants
 from servo.server.server_core import ServerCore, ServerCoreOptions
 
 if TYPE_CHECKING:
@@ -105,6 +106,8 @@ class ModelServer:
         inter = a.tensorflow_inter_op_parallelism or a.tensorflow_session_parallelism
         options = ServerCoreOptions(
             file_system_poll_wait_seconds=a.file_system_poll_wait_seconds,
+            model_wait_timeout=a.model_config_reload_wait_seconds,
+            grants=self.grants(),
             allow_version_labels_for_unavailable_models=a.allow_version_labels_for_unavailable_models,
             manager=AspiredVersionsManagerOptions(
                 num_load_threads=max(0, a.num_load_threads),
@@ -146,6 +149,15 @@ class ModelServer:
                 "--enable_batching"
             )
         return ServerCore(options)
+
+    def grants(self) -> ModelManagementGrants:
+        a = self.args
+        return ModelManagementGrants(
+            allow_model_config_over_network=a.allow_model_config_over_network,
+            allow_python_models_over_network=a.allow_python_models_over_network,
+            allowed_model_base_path_roots=a.allowed_model_base_path_roots,
+            allowed_request_log_roots=a.allowed_request_log_roots,
+        )
 
     def _batching_wrapper(self) -> BatchingWrapper:
         from servo.batching.batching_servable import BatchingWrapper
@@ -207,7 +219,7 @@ class ModelServer:
         if self.metrics is not None:
             self.metrics.watch(self.core.event_bus)
         try:
-            self.core.reload_config(config)
+            self.core.reload_config(config, startup=True)
         except (configs.ConfigError, ServoError) as exc:
             raise StartupError(f"Failed to start server. Error: {exc}") from None
 
@@ -262,6 +274,7 @@ class ModelServer:
             self.plane,
             tensor_content=a.enable_serialization_as_tensor_content,
             decode_limits=self.decode_limits(),
+            grants=self.grants(),
         )
         server.add_generic_rpc_handlers(services.generic_handlers())
         if a.enable_grpc_healthcheck_service:
@@ -370,21 +383,15 @@ class ModelServer:
         self._config_poller.start()
 
     def _poll_config(self) -> None:
-        path = self.args.model_config_file
+        from servo.server.config_poller import ModelConfigFilePoller
+
+        assert self.core is not None
+        poller = ModelConfigFilePoller(self.args.model_config_file, self.core)
         while not self._stop_polling.wait(self.args.model_config_file_poll_wait_seconds):
             try:
-                config = configs.read_model_server_config(path)
-            except configs.ConfigError as exc:
-                log.error("Ignoring the new %s; the running config stays: %s", path, exc)
-                continue
-            assert self.core is not None
-            if config == self.core.config:
-                continue
-            log.info("Reloading the config from %s", path)
-            try:
-                self.core.reload_config(config)
-            except (configs.ConfigError, ServoError) as exc:
-                log.error("Config reload from %s failed: %s", path, exc)
+                poller.poll_once()
+            except Exception:
+                log.exception("Polling %s failed; polling goes on", poller.path)
 
     # -- running and stopping --------------------------------------------------------------
 

@@ -6,6 +6,10 @@ label -> Specific(the labelled version), neither -> Latest.
 
 Config reloads follow TFS: the new config replaces the old one whole (models left out unload;
 a model keeps its platform); the reload returns once the models it adds have loaded or failed.
+Unlike TFS, a reload after the first waits at most `model_wait_timeout`, does not wait for a
+model with nothing to load yet (it is added and loads its versions when they appear), and holds
+no lock while it waits, so later reloads, the pollers and shutdown never queue behind it. An
+empty config (nothing set) takes no action, as in TFS.
 Labels: unlike TFS, which checks labels before it loads the models of the same config (so a
 first config that labels its own versions cannot start), servo applies a config's labels once
 the models it adds have loaded; a label must still point at an AVAILABLE version unless
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +47,7 @@ from servo.server.config import (
     validate_model_server_config,
     validate_transition,
 )
+from servo.server.model_management import ModelManagementGrants
 from servo.sources.file_system import (
     FileSystemStoragePathSource,
     FileSystemStoragePathSourceConfig,
@@ -84,10 +89,23 @@ class ServerCoreOptions:
     # (warm-up).
     servable_wrappers: tuple[ServableWrapper, ...] = ()
     load_hooks: tuple[LoadHook, ...] = ()
-    # Seconds a config (re)load waits for its new models; None waits as long as it takes.
+    # Seconds a config reload (but the first) waits for its new models; None waits as long
+    # as it takes.
     model_wait_timeout: float | None = None
+    # What a config may name (allowed roots); None allows everything.
+    grants: ModelManagementGrants | None = None
     # Told each config's per-model logging_config (servo.server.request_logger).
     request_logger: LoggingConfigs | None = None
+
+
+@dataclass
+class _WaitPlan:
+    """What a reload waits for: the new models' versions, and the new models with nothing
+    to load yet (as they are reported)."""
+
+    requests: list[ServableRequest] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    nothing_to_load: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -99,7 +117,7 @@ class VersionStatus:
 
 class ServerCore:
     """Thread-safety: every public method may be called from any thread; config reloads are
-    serialized."""
+    applied one at a time, and their waits for models overlap."""
 
     def __init__(self, options: ServerCoreOptions | None = None) -> None:
         self.options = options = options or ServerCoreOptions()
@@ -117,6 +135,10 @@ class ServerCore:
         self._labels: dict[str, dict[str, int]] = {}
         self._latest: dict[str, ServableRequest] = {}  # requests are immutable: made once
         self._reload_lock = threading.Lock()
+        self._generation = 0  # configs applied; a reload's labels apply if still the last
+        self._stopped = threading.Event()
+        self._waits: set[Callable[..., None]] = set()  # reloads' waits, woken by stop()
+        self._waits_lock = threading.Lock()
 
     def _source_config(
         self, servables: tuple[ServableToMonitor, ...]
@@ -138,134 +160,221 @@ class ServerCore:
     def model_names(self) -> list[str]:
         return [m.name for m in self._config.model_config_list.config]
 
-    def reload_config(self, config: ModelServerConfig) -> None:
+    def reload_config(self, config: ModelServerConfig, *, startup: bool = False) -> None:
         """Applies `config` (see the module docstring). Raises `ConfigError` for an invalid
-        config (nothing changes) and `ServoError` when a new model fails to load (the config
+        config and `ServoError` for one the grants refuse (nothing changes), and `ServoError`
+        when a new model fails to load or is not available when the wait ends (the config
         and its labels are applied all the same) or a label cannot be applied (the models
-        are applied, the old labels stay)."""
-        with self._reload_lock:
-            validate_model_server_config(config)
-            validate_transition(self._config, config)
-            if config == self._config:
-                log.info("The config is unchanged; nothing to do")
-                return
-            if self.options.request_logger is not None:
-                self.options.request_logger.update(
-                    {
-                        m.name: m.logging_config
-                        for m in config.model_config_list.config
-                        if m.HasField("logging_config")
-                    }
-                )
-            old_names = set(self.model_names())
-            new_models = [
-                m.name for m in config.model_config_list.config if m.name not in old_names
-            ]
-            removed = old_names - {m.name for m in config.model_config_list.config}
-            # A monitor of its own: a re-added model's old END states must not count.
-            fresh = ServableStateMonitor(self.event_bus)
-            try:
-                platforms = {m.name: model_platform(m) for m in config.model_config_list.config}
-                # Old routes stay until the source has told the manager to unload old models.
-                self._router.set_platforms(
-                    {
-                        **{
-                            m.name: model_platform(m) for m in self._config.model_config_list.config
-                        },
-                        **platforms,
-                    }
-                )
-                for model in config.model_config_list.config:
-                    log.info(
-                        "(Re-)adding model: %s (%s at %s)",
-                        model.name,
-                        platforms[model.name],
-                        model.base_path,
-                    )
-                for name in sorted(removed):
-                    log.info("Removing model: %s", name)
-                self._source.update_config(self._source_config(servables_to_monitor(config)))
-                self._router.set_platforms(platforms)
-                self._config = config
-                try:
-                    self._wait_for_models(config, new_models, fresh)
-                except ServoError:
-                    # The config stands (it is not retried), so its labels must apply now
-                    # to the models that did load; a label that cannot apply is logged.
-                    try:
-                        self._labels = self._label_map(config)
-                    except ServoError as exc:
-                        log.error("Version labels not applied: %s", exc.message)
-                    raise
-            finally:
-                fresh.close()
-            self._labels = self._label_map(config)
-            log.info("Finished reloading config: %d models", len(config.model_config_list.config))
+        are applied, the old labels stay).
 
-    def _wait_for_models(
-        self, config: ModelServerConfig, new_models: list[str], fresh: ServableStateMonitor
-    ) -> None:
-        """Waits until every version the new models aspire to has loaded or failed, and the
-        versions this config labels have too; raises when a new model's newest version
-        failed (TFS's message and code)."""
-        requests: list[ServableRequest] = []
+        A config with nothing set (an empty file) takes no action, as in TFS. `startup`:
+        the first config waits as long as it takes for every new model, as TFS's start-up
+        does; any other waits at most `model_wait_timeout` and not at all for a model with
+        nothing to load yet (answered UNAVAILABLE, naming the model and its path: it is
+        added and loads its versions when they appear). The wait holds no lock: later
+        reloads, polls and `stop` go on meanwhile (`stop` ends it)."""
+        if config.WhichOneof("config") is None:
+            log.info("Taking no action for empty config.")
+            return
+        # A monitor of its own: a re-added model's old END states must not count.
+        fresh = ServableStateMonitor(self.event_bus)
+        try:
+            with self._reload_lock:
+                plan = self._apply(config, startup)
+                if plan is None:
+                    return
+                self._generation += 1
+                generation = self._generation
+            failure: ServoError | None = None
+            try:
+                self._wait_for_models(config, plan, fresh, startup)
+            except ServoError as exc:
+                failure = exc
+        finally:
+            fresh.close()
+        with self._reload_lock:
+            if self._generation != generation:
+                log.info("A later config replaced this one while its models loaded")
+            elif failure is not None:
+                # The config stands (it is not retried), so its labels must apply now to
+                # the models that did load; a label that cannot apply is logged.
+                try:
+                    self._labels = self._label_map(config)
+                except ServoError as exc:
+                    log.error("Version labels not applied: %s", exc.message)
+            else:
+                self._labels = self._label_map(config)
+        if failure is not None:
+            raise failure
+        log.info("Finished reloading config: %d models", len(config.model_config_list.config))
+
+    def _apply(self, config: ModelServerConfig, startup: bool) -> _WaitPlan | None:
+        """Checks `config` and hands it to the source and router (under the reload lock);
+        None when it is the running config."""
+        validate_model_server_config(config)
+        validate_transition(self._config, config)
+        if self.options.grants is not None:
+            self.options.grants.check_config(config)
+        if config == self._config:
+            log.info("The config is unchanged; nothing to do")
+            return None
+        if self.options.request_logger is not None:
+            self.options.request_logger.update(
+                {
+                    m.name: m.logging_config
+                    for m in config.model_config_list.config
+                    if m.HasField("logging_config")
+                }
+            )
+        old_names = set(self.model_names())
+        new_models = [m.name for m in config.model_config_list.config if m.name not in old_names]
+        removed = old_names - {m.name for m in config.model_config_list.config}
+        platforms = {m.name: model_platform(m) for m in config.model_config_list.config}
+        # Old routes stay until the source has told the manager to unload old models.
+        self._router.set_platforms(
+            {
+                **{m.name: model_platform(m) for m in self._config.model_config_list.config},
+                **platforms,
+            }
+        )
+        for model in config.model_config_list.config:
+            log.info(
+                "(Re-)adding model: %s (%s at %s)",
+                model.name,
+                platforms[model.name],
+                model.base_path,
+            )
+        for name in sorted(removed):
+            log.info("Removing model: %s", name)
+        self._source.update_config(self._source_config(servables_to_monitor(config)))
+        self._router.set_platforms(platforms)
+        self._config = config
+        # What the source found for the new models, now: a model with nothing to load yet
+        # is not waited for (but at start-up).
+        plan = _WaitPlan()
+        paths = {m.name: m.base_path for m in config.model_config_list.config}
         for name in new_models:
             versions = self._source.aspired_versions(name)
             if versions:
-                requests.extend(ServableRequest.specific(name, v) for v in versions)
-            else:  # nothing found yet: wait for the first version to show up
-                requests.append(ServableRequest.latest(name))
-        if requests:
-            log.info("Waiting for models to load: %s", ", ".join(new_models))
-            states = self._wait(fresh, requests)
-            failed = []
-            for name in new_models:
+                plan.requests.extend(ServableRequest.specific(name, v) for v in versions)
+                plan.models.append(name)
+            elif startup:  # nothing found yet: wait for the first version to show up
+                plan.requests.append(ServableRequest.latest(name))
+                plan.models.append(name)
+            else:
+                plan.nothing_to_load.append(
+                    f"{{{name}: nothing to load yet at base path {paths[name]}: "
+                    f"{self._nothing_to_load(name)}}}"
+                )
+        return plan
+
+    def _nothing_to_load(self, name: str) -> str:
+        status = self._source.status(name)
+        if not status.ok:
+            return status.message
+        return "no version found there matches its version policy"
+
+    def _wait_for_models(
+        self,
+        config: ModelServerConfig,
+        plan: _WaitPlan,
+        fresh: ServableStateMonitor,
+        startup: bool,
+    ) -> None:
+        """Waits until every version the new models aspire to has loaded or failed (or the
+        wait's bound), and the versions this config labels have too; raises when a new
+        model's newest version failed (TFS's message and code) or a new model is not
+        available yet."""
+        timeout = None if startup else self.options.model_wait_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failed: list[str] = []
+        loading: list[str] = []
+        if plan.requests:
+            log.info("Waiting for models to load: %s", ", ".join(plan.models))
+            states = self._wait(fresh, plan.requests, deadline)
+            why = "the server is stopping" if self._stopped.is_set() else "its wait ended"
+            for name in plan.models:
                 mine = {id: st for id, st in states.items() if id.name == name}
                 if not mine:
-                    failed.append(f"{{{name}: {self._progress(name)}}}")
+                    loading.append(f"{{{name}: {self._progress(name)} (still loading: {why})}}")
                     continue
                 newest = max(mine, key=lambda i: i.version)
-                if mine[newest] != ManagerState.AVAILABLE:
-                    current = fresh.get_state(newest)
-                    why = f" due to error: {current.health}" if current else ""
-                    failed.append(f"{{{newest}{why}}}")
-            if failed:
-                raise ServoError(
-                    Code.UNKNOWN,
-                    f"{len(failed)} model(s) did not become available: {{{', '.join(failed)}, }}",
-                )
+                current = fresh.get_state(newest)
+                if mine[newest] == ManagerState.END and current and current.health.ok:
+                    loading.append(f"{{{name}: unloaded before it became available}}")
+                elif mine[newest] == ManagerState.END:
+                    error = f" due to error: {current.health}" if current else ""
+                    failed.append(f"{{{newest}{error}}}")
+                elif mine[newest] != ManagerState.AVAILABLE:
+                    loading.append(f"{{{name}: {self._progress(name)} (still loading: {why})}}")
+        if failed:
+            raise ServoError(
+                Code.UNKNOWN,
+                f"{len(failed)} model(s) did not become available: {{{', '.join(failed)}, }}",
+            )
+        if loading or plan.nothing_to_load:
+            parts = [*plan.nothing_to_load, *loading]
+            raise ServoError(
+                Code.UNAVAILABLE,
+                f"{len(parts)} model(s) added but not available yet; each loads its versions "
+                f"as they appear: {', '.join(parts)}",
+            )
         # Labels of models already served may name versions that are loading now.
         labelled = [
             ServableRequest.specific(m.name, v)
             for m in config.model_config_list.config
-            if m.name not in new_models
+            if m.name not in plan.models
             for v in set(m.version_labels.values())
             if v in (self._source.aspired_versions(m.name) or ())
         ]
         if labelled:
-            self._wait(self.monitor, labelled)
+            self._wait(self.monitor, labelled, deadline)
 
     def _wait(
-        self, monitor: ServableStateMonitor, requests: list[ServableRequest]
+        self,
+        monitor: ServableStateMonitor,
+        requests: list[ServableRequest],
+        deadline: float | None,
     ) -> dict[ServableId, ManagerState]:
-        """Waits until each request's version is AVAILABLE or END (or the core's model wait
-        timeout), logging what it waits for every WAIT_LOG_INTERVAL seconds."""
-        timeout = self.options.model_wait_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            chunk = WAIT_LOG_INTERVAL
-            if deadline is not None:
-                chunk = min(chunk, max(0.0, deadline - time.monotonic()))
-            _, states = monitor.wait_until_servables_reach_state(
-                requests, ManagerState.AVAILABLE, chunk
-            )
-            settled = [r for r in requests if _settled(r, states)]
-            if len(settled) == len(requests):
-                return states
-            if deadline is not None and time.monotonic() >= deadline:
-                return states
-            for name in sorted({r.name for r in requests if r not in settled}):
-                log.warning("Still waiting for model %s: %s", name, self._progress(name))
+        """Waits until each request's version is AVAILABLE or END, the `deadline` passes or
+        the core stops, logging what it waits for every WAIT_LOG_INTERVAL seconds; returns
+        the states the requests' versions are in."""
+        changed = threading.Condition()
+
+        def wake(_: object = None) -> None:
+            with changed:
+                changed.notify_all()
+
+        # Subscribed after `monitor`, so it wakes this wait once the monitor has the event.
+        with self.event_bus.subscribe(wake):
+            with self._waits_lock:
+                self._waits.add(wake)
+            try:
+                next_log = time.monotonic() + WAIT_LOG_INTERVAL
+                with changed:
+                    while True:
+                        _, states = monitor.wait_until_servables_reach_state(
+                            requests, ManagerState.AVAILABLE, 0
+                        )
+                        settled = [r for r in requests if _settled(r, states)]
+                        now = time.monotonic()
+                        if (
+                            len(settled) == len(requests)
+                            or self._stopped.is_set()
+                            or (deadline is not None and now >= deadline)
+                        ):
+                            return states
+                        if now >= next_log:
+                            next_log = now + WAIT_LOG_INTERVAL
+                            for name in sorted({r.name for r in requests if r not in settled}):
+                                log.warning(
+                                    "Still waiting for model %s: %s", name, self._progress(name)
+                                )
+                        until = next_log if deadline is None else min(next_log, deadline)
+                        changed.wait(max(0.0, until - now))
+            finally:
+                with self._waits_lock:
+                    self._waits.discard(wake)
 
     def _progress(self, name: str) -> str:
         source_status = self._source.status(name)
@@ -273,6 +382,9 @@ class ServerCore:
             return source_status.message
         states = self.monitor.get_version_states(name)
         if not states:
+            aspired = self._source.aspired_versions(name)
+            if aspired:
+                return f"version {', '.join(map(str, sorted(aspired)))} found, not loading yet"
             return "no version found yet"
         return ", ".join(
             f"version {v} {e.state.manager_state.name}" for v, e in sorted(states.items())
@@ -358,7 +470,13 @@ class ServerCore:
     # -- shutting down ---------------------------------------------------------------------
 
     def stop(self, drain_timeout: float | None = 30.0) -> None:
-        """Stops polling, then unloads every version once its requests are done."""
+        """Ends the reloads' waits, stops polling, then unloads every version once its
+        requests are done."""
+        self._stopped.set()
+        with self._waits_lock:
+            waits = list(self._waits)
+        for wake in waits:
+            wake()
         self._source.stop()
         self.manager.stop(drain_timeout)
         self.monitor.close()

@@ -51,6 +51,7 @@ from servo.protos import (
     predict_pb2,
     regression_pb2,
 )
+from servo.server.model_management import ModelManagementGrants
 from tests.support.inprocess import RPCS, Aborted, FakeCore, GrpcClient, data_plane
 from tests.support.requests import (
     CLASSIFY,
@@ -81,7 +82,8 @@ def metrics() -> ServerMetrics:
 
 def client(core: FakeCore, **options: Any) -> Iterator[GrpcClient]:
     tensor_content = options.pop("tensor_content", False)
-    grpc_ = GrpcClient(data_plane(core, **options), tensor_content=tensor_content)
+    grants = options.pop("grants", None)
+    grpc_ = GrpcClient(data_plane(core, **options), tensor_content=tensor_content, grants=grants)
     yield grpc_
     grpc_.close()
     core.assert_released()
@@ -777,11 +779,11 @@ def test_status_of_a_version_that_failed_names_its_error(served: FakeCore, rpc: 
 # -- HandleReloadConfigRequest -----------------------------------------------------------------
 
 
-def reload_request(*names: str) -> model_management_pb2.ReloadConfigRequest:
+def reload_request(*names: str, platform: str = "onnx") -> model_management_pb2.ReloadConfigRequest:
     request = model_management_pb2.ReloadConfigRequest()
     for name in names:
         entry = request.config.model_config_list.config.add()
-        entry.name, entry.base_path, entry.model_platform = name, f"/models/{name}", "python"
+        entry.name, entry.base_path, entry.model_platform = name, f"/models/{name}", platform
     return request
 
 
@@ -827,7 +829,7 @@ def test_a_bad_config_is_invalid_and_changes_nothing(
     assert status == (INVALID, "Illegal to list model added multiple times in config list")
     assert "ReloadConfig failed: Illegal to list model added multiple times" in caplog.text
     request = reload_request("added")
-    request.config.model_config_list.config[0].model_platform = "onnx"
+    request.config.model_config_list.config[0].model_platform = "lookup"
     code, details = rpc.status("HandleReloadConfigRequest", request)
     assert code == INVALID and "added" in details  # a model keeps its platform
     assert len(served.reloads) == 1
@@ -846,6 +848,64 @@ def test_a_reload_that_fails_answers_the_core_error(served: FakeCore, rpc: GrpcC
         grpc.StatusCode.FAILED_PRECONDITION,
         "label",
     )
+
+
+PYTHON_REFUSED = (
+    "Model p: a python model at /models/p runs that directory's code, and adding or changing "
+    "one over the network is not allowed; list it in --model_config_file, or start the server "
+    "with --allow_python_models_over_network=true"
+)
+
+
+def test_a_reload_adding_a_python_model_is_refused_by_default(
+    served: FakeCore, rpc: GrpcClient
+) -> None:
+    status = rpc.status("HandleReloadConfigRequest", reload_request("p", platform="python"))
+    assert status == (grpc.StatusCode.PERMISSION_DENIED, PYTHON_REFUSED)
+    # Moving a served python model to another directory is new code too.
+    served.config = reload_request("p", platform="python").config
+    moved = reload_request("p", platform="python")
+    moved.config.model_config_list.config[0].base_path = "/elsewhere/p"
+    code, details = rpc.status("HandleReloadConfigRequest", moved)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "/elsewhere/p" in details
+    assert served.reloads == []
+    # The python model the server already serves, sent back unchanged with another: allowed.
+    again = reload_request("p", platform="python")
+    again.config.model_config_list.config.add().CopyFrom(
+        reload_request("o").config.model_config_list.config[0]
+    )
+    assert rpc.call("HandleReloadConfigRequest", again).status.error_code == 0
+    assert served.reloads == [again.config]
+
+
+def test_python_models_over_the_network_when_the_operator_allows_them(served: FakeCore) -> None:
+    grants = ModelManagementGrants(allow_python_models_over_network=True)
+    for rpc in client(served, grants=grants):
+        request = reload_request("p", platform="python")
+        assert rpc.call("HandleReloadConfigRequest", request).status.error_code == 0
+    assert served.reloads == [request.config]
+
+
+def test_config_changes_over_the_network_turned_off(served: FakeCore) -> None:
+    for rpc in client(served, grants=ModelManagementGrants(allow_model_config_over_network=False)):
+        assert rpc.status("HandleReloadConfigRequest", reload_request("o")) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "Model config changes over the network are turned off on this server "
+            "(--allow_model_config_over_network=false); change --model_config_file instead",
+        )
+    assert served.reloads == []
+
+
+def test_an_empty_model_list_over_the_network_takes_no_action(
+    served: FakeCore, rpc: GrpcClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.model_config_list.SetInParent()
+    with caplog.at_level(logging.INFO):
+        answer = rpc.call("HandleReloadConfigRequest", request)
+    assert (answer.status.error_code, answer.status.error_message) == (0, "")
+    assert "Taking no action for an empty model_config_list" in caplog.text
+    assert served.reloads == []
 
 
 def test_reloads_are_not_counted_as_inference_requests(

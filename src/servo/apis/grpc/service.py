@@ -17,6 +17,9 @@ INVALID_ARGUMENT, saying so, and logged as one warning at most every
 MALFORMED_WARNING_SECONDS (with the count of those seen since), never a traceback per request:
 the request deserializers catch the parse error and hand the handler a `_Malformed` in place of
 the message.
+
+HandleReloadConfigRequest is held to the operator's grants (`servo.server.model_management`)
+before the server core sees the config; an empty `model_config_list` takes no action.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from servo.protos import (
     status_pb2,
 )
 from servo.server import config as configs
+from servo.server.model_management import ModelManagementGrants, is_empty_model_list
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +152,14 @@ class Services:
         tensor_content: bool = False,
         decode_limits: DecodeLimits = DEFAULT_LIMITS,
         malformed_log: MalformedLog | None = None,
+        grants: ModelManagementGrants | None = None,
     ) -> None:
         self.plane = plane
         self.core = plane.core
         self.tensor_content = tensor_content
         self.decode_limits = decode_limits
         self.malformed_log = malformed_log or MalformedLog()
+        self.grants = grants or ModelManagementGrants()
 
     # -- the error boundary ----------------------------------------------------------------
 
@@ -284,6 +290,12 @@ class Services:
                     model.base_path,
                     model.model_platform,
                 )
+            self.grants.check_network_config(self.core.config, request.config)
+            if is_empty_model_list(request.config):
+                # It would unload every model: over the network it takes no action.
+                log.info("Taking no action for an empty model_config_list over the network")
+                response.status.CopyFrom(status)
+                return response
             # A reload waits for new models to load: off the event loop.
             await asyncio.get_running_loop().run_in_executor(
                 None, self.core.reload_config, request.config

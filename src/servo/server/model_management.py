@@ -1,0 +1,121 @@
+"""Model management grants: what the operator lets a config change, and from where.
+
+TFS has no authentication: any client that reaches the gRPC port may send
+HandleReloadConfigRequest. servo keeps that by default (TFS's integration tests rely on it)
+and lets the operator narrow it:
+
+- `allow_model_config_over_network` (default true, as TFS): model config changes over the
+  network (the reload RPC) at all.
+- `allow_python_models_over_network` (default false): a `python` model runs the code of its
+  model directory inside the server, so one that a network config adds, or whose base path
+  it changes, is refused unless this is set; the operator's own config file may always list
+  them.
+- `allowed_model_base_path_roots`, `allowed_request_log_roots` (empty: anywhere): every
+  config's base paths and request-log file name prefixes, wherever the config comes from,
+  must lie under one of these directories, compared after normalising the path and
+  resolving symlinks, so that `..` or a link cannot lead out of a root.
+
+Refusals are `ServoError`s with PERMISSION_DENIED whose message names the flag to change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from servo.core.status import Code, ServoError
+from servo.protos import model_server_config_pb2
+from servo.server.config import ModelServerConfig, model_platform
+
+CODE_PLATFORMS = frozenset({"python"})  # platforms whose models run their directory's code
+
+
+def parse_roots(text: str) -> tuple[str, ...]:
+    """A comma list of directories as resolved absolute paths; ValueError for a relative
+    one."""
+    roots = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not os.path.isabs(part):
+            raise ValueError(f"an allowed root must be an absolute path, got {part!r}")
+        roots.append(os.path.realpath(part))
+    return tuple(roots)
+
+
+def under_roots(path: str, roots: Iterable[str]) -> bool:
+    """Whether `path`, resolved (symlinks, `..`), is one of `roots` or lies under one."""
+    resolved = os.path.realpath(path)
+    return any(os.path.commonpath([root, resolved]) == root for root in roots)
+
+
+@dataclass(frozen=True)
+class ModelManagementGrants:
+    allow_model_config_over_network: bool = True
+    allow_python_models_over_network: bool = False
+    allowed_model_base_path_roots: tuple[str, ...] = ()
+    allowed_request_log_roots: tuple[str, ...] = ()
+
+    def check_config(self, config: ModelServerConfig) -> None:
+        """Refuses a config (from anywhere) whose base paths or request-log prefixes lie
+        outside the allowed roots."""
+        for model in config.model_config_list.config:
+            self._check_base_path(model)
+            if model.HasField("logging_config"):
+                prefix = model.logging_config.log_collector_config.filename_prefix
+                roots = self.allowed_request_log_roots
+                if prefix and roots and not under_roots(prefix, roots):
+                    raise ServoError(
+                        Code.PERMISSION_DENIED,
+                        f"Model {model.name}: request-log filename_prefix {prefix} is outside "
+                        f"the allowed roots ({', '.join(roots)}); add a root to "
+                        "--allowed_request_log_roots or log under one of them",
+                    )
+
+    def _check_base_path(self, model: model_server_config_pb2.ModelConfig) -> None:
+        roots = self.allowed_model_base_path_roots
+        if not roots:
+            return
+        if "://" in model.base_path or not under_roots(model.base_path, roots):
+            raise ServoError(
+                Code.PERMISSION_DENIED,
+                f"Model {model.name}: base path {model.base_path} is outside the allowed roots "
+                f"({', '.join(roots)}); add a root to --allowed_model_base_path_roots or move "
+                "the model under one of them",
+            )
+
+    def check_network_config(self, current: ModelServerConfig, new: ModelServerConfig) -> None:
+        """Refuses a config sent over the network that the grants do not allow (the
+        config's own checks and `check_config` come after, in the server core)."""
+        if not self.allow_model_config_over_network:
+            raise ServoError(
+                Code.PERMISSION_DENIED,
+                "Model config changes over the network are turned off on this server "
+                "(--allow_model_config_over_network=false); change --model_config_file instead",
+            )
+        if self.allow_python_models_over_network:
+            return
+        served = {(m.name, m.base_path) for m in current.model_config_list.config}
+        for model in new.model_config_list.config:
+            try:
+                platform = model_platform(model)
+            except ValueError:
+                continue  # the server core refuses it with its own message
+            if platform in CODE_PLATFORMS and (model.name, model.base_path) not in served:
+                raise ServoError(
+                    Code.PERMISSION_DENIED,
+                    f"Model {model.name}: a {platform} model at {model.base_path} runs that "
+                    "directory's code, and adding or changing one over the network is not "
+                    "allowed; list it in --model_config_file, or start the server with "
+                    "--allow_python_models_over_network=true",
+                )
+
+
+def is_empty_model_list(config: ModelServerConfig) -> bool:
+    """A `model_config_list {}` with no models: over the network, no action (it would unload
+    every model)."""
+    return (
+        config.WhichOneof("config") == "model_config_list" and not config.model_config_list.config
+    )

@@ -1,0 +1,98 @@
+"""The --model_config_file poller: a file read whole and parsed before anything changes; an
+empty or half-written file changes nothing; a refused file is logged once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from servo.core.status import Code, ServoError
+from servo.server import config as configs
+from servo.server.config_poller import ModelConfigFilePoller
+
+GOOD = 'model_config_list { config { name: "m" base_path: "/models/m" model_platform: "onnx" } }'
+
+
+class Target:
+    def __init__(self, error: ServoError | None = None) -> None:
+        self.config = configs.ModelServerConfig()
+        self.reloads: list[configs.ModelServerConfig] = []
+        self.error = error
+
+    def reload_config(self, config: configs.ModelServerConfig) -> None:
+        self.reloads.append(config)
+        if self.error is None:
+            self.config = config
+        else:
+            raise self.error
+
+
+def test_a_good_file_is_applied_once(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(GOOD)
+    target = Target()
+    poller = ModelConfigFilePoller(str(path), target)
+    poller.poll_once()
+    poller.poll_once()
+    assert len(target.reloads) == 1
+    assert target.config.model_config_list.config[0].name == "m"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "  \n# a comment\n", GOOD[: len(GOOD) // 2], GOOD[:-1], "\xff"]
+)
+def test_an_empty_or_half_written_file_changes_nothing(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(GOOD)
+    target = Target()
+    poller = ModelConfigFilePoller(str(path), target)
+    poller.poll_once()
+    path.write_bytes(text.encode("latin-1"))
+    with caplog.at_level(logging.INFO):
+        poller.poll_once()
+        poller.poll_once()
+    assert len(target.reloads) == 1
+    assert target.config.model_config_list.config[0].name == "m"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1  # logged once, not at every poll
+    if text.strip().startswith("#") or not text:
+        assert lines[0] == f"Taking no action for empty config. ({path})"
+    else:
+        assert lines[0].startswith(f"Ignoring the new {path}; the running config stays: ")
+    path.write_text(GOOD.replace('"m"', '"n"'))
+    poller.poll_once()
+    assert target.config.model_config_list.config[0].name == "n"
+
+
+def test_a_missing_file_changes_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    target = Target()
+    poller = ModelConfigFilePoller(str(tmp_path / "nope"), target)
+    with caplog.at_level(logging.ERROR):
+        poller.poll_once()
+        poller.poll_once()
+    assert target.reloads == []
+    assert len(caplog.records) == 1 and "Cannot read" in caplog.records[0].getMessage()
+
+
+def test_a_refused_file_is_tried_again_only_when_it_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(GOOD)
+    target = Target(ServoError(Code.PERMISSION_DENIED, "outside the allowed roots"))
+    poller = ModelConfigFilePoller(str(path), target)
+    with caplog.at_level(logging.ERROR):
+        poller.poll_once()
+        poller.poll_once()
+    assert len(target.reloads) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Config reload from {path}: outside the allowed roots"
+    ]
+    target.error = None
+    path.write_text(GOOD.replace('"m"', '"n"'))
+    poller.poll_once()
+    assert target.config.model_config_list.config[0].name == "n"
