@@ -173,3 +173,30 @@ def test_runtime_latency_is_recorded_per_model_api_and_runtime() -> None:
         assert metrics.runtime_latency.count("m", "Predict", "onnx") == Runner.POOL_WINDOW + 2
     finally:
         runner.close()
+
+
+def test_close_waits_for_calls_on_the_pool_up_to_its_timeout_then_leaves_them() -> None:
+    runner = Runner(threads=1, inline_seconds=0.01)
+    gate = threading.Event()
+    started = threading.Event()
+    handle = Handle(Servable())
+
+    def stuck() -> dict:
+        started.set()
+        gate.wait()
+        return {}
+
+    async def go() -> None:
+        call = asyncio.ensure_future(runner.run(handle, stuck, "k", None))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        assert runner.close(timeout=0.1) is False  # returns although the call runs on
+        gate.set()
+        await call
+
+    asyncio.run(go())
+    assert handle.released.is_set()  # the call's own reference ended with the call
+
+
+def test_close_is_complete_when_no_call_runs() -> None:
+    runner = Runner(threads=1)
+    assert runner.close(timeout=0.0) is True

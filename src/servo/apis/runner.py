@@ -7,7 +7,10 @@ The data plane decides what to run and names it by a cost key; the runner decide
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -22,6 +25,8 @@ from servo.core.status import Code, ServoError
 if TYPE_CHECKING:
     from servo.metrics import ServerMetrics
 
+
+log = logging.getLogger(__name__)
 
 DEADLINE_MESSAGE = "Deadline Exceeded"
 
@@ -92,9 +97,23 @@ class Runner:
         self._costs: weakref.WeakKeyDictionary[Any, dict[Hashable, _Cost]] = (
             weakref.WeakKeyDictionary()
         )
+        self._running: set[Future[Any]] = set()  # calls on the pool not yet ended
+        self._running_lock = threading.Lock()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, timeout: float | None = None) -> bool:
+        """Takes no more calls and waits for those on the pool to end, at most `timeout`
+        seconds (None: no bound); True when they all ended. A call still running after it is
+        left to its thread: the pool's threads are not joined, so a model call that never
+        returns does not hold the caller."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._running_lock:
+            running = list(self._running)
+        _, left = concurrent.futures.wait(running, timeout=timeout)
+        if left:
+            log.warning(
+                "Stopping with %d model calls still running; they are left to end", len(left)
+            )
+        return not left
 
     def _cost(self, servable: Any, key: Hashable) -> _Cost:
         costs = self._costs.get(servable)
@@ -184,6 +203,9 @@ class Runner:
         except BaseException:
             own.release()
             raise
+        with self._running_lock:
+            self._running.add(future)
+        future.add_done_callback(self._ended)
         future.add_done_callback(lambda _: own.release())
         return await self._wait(asyncio.wrap_future(future), timeout)
 
@@ -203,6 +225,10 @@ class Runner:
 
         future.add_done_callback(done)
         return await self._wait(asyncio.wrap_future(future), timeout)
+
+    def _ended(self, future: Future[Any]) -> None:
+        with self._running_lock:
+            self._running.discard(future)
 
     @staticmethod
     async def _wait(awaitable: Any, timeout: float | None) -> Any:

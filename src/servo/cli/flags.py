@@ -109,6 +109,16 @@ def per_model(parse: Callable[[str], Any]) -> Callable[[str], PerModel]:
     return parse_per_model
 
 
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return value
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -276,6 +286,13 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "A version that does not fit ends with RESOURCE_EXHAUSTED.",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
+    Flag(
+        "shutdown_grace_period_seconds",
+        parse_seconds,
+        30.0,
+        "On SIGTERM or SIGINT: how long requests in flight, loads and unloads may take to "
+        "end; the process then exits whatever still runs (exit code 3 when something did).",
+    ),
 )
 
 

@@ -357,8 +357,11 @@ class ServerCore:
 
     # -- shutting down ---------------------------------------------------------------------
 
-    def stop(self, drain_timeout: float | None = 30.0) -> None:
-        """Stops polling, then unloads every version once its requests are done."""
+    def stop(self, drain_timeout: float | None = 30.0) -> bool:
+        """Stops polling, then unloads every version once its requests are done, waiting at
+        most `drain_timeout` seconds in all; True when nothing was still running then (see
+        `AspiredVersionsManager.stop`)."""
         self._source.stop()
-        self.manager.stop(drain_timeout)
+        complete = self.manager.stop(drain_timeout)
         self.monitor.close()
+        return complete
