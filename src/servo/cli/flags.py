@@ -109,6 +109,20 @@ def per_model(parse: Callable[[str], Any]) -> Callable[[str], PerModel]:
     return parse_per_model
 
 
+def parse_count(text: str) -> int:
+    value = parse_int64(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def parse_reserve(text: str) -> int:
+    value = parse_int64(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def parse_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -292,6 +306,63 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         30.0,
         "On SIGTERM or SIGINT: how long requests in flight, loads and unloads may take to "
         "end; the process then exits whatever still runs (exit code 3 when something did).",
+    ),
+    Flag(
+        "rest_api_max_connections",
+        parse_count,
+        4096,
+        "Most REST connections open at once; more wait in the listen backlog until one "
+        "closes. Lowered at start to fit the open-file limit (see --open_files_reserve).",
+    ),
+    Flag(
+        "rest_api_idle_timeout_seconds",
+        parse_seconds,
+        30.0,
+        "A REST connection without a request for this long is closed; the same timer bounds "
+        "the reading of a request's headers. 0 turns it off.",
+    ),
+    Flag(
+        "rest_api_read_timeout_seconds",
+        parse_seconds,
+        30.0,
+        "Longest wait for a REST request's body once its headers are read; a slower body "
+        "gets 408 and the connection is closed. 0 turns it off.",
+    ),
+    Flag(
+        "grpc_max_connections",
+        parse_count,
+        4096,
+        "Most gRPC connections open at once; more are closed as they arrive. Lowered at "
+        "start to fit the open-file limit (see --open_files_reserve).",
+    ),
+    Flag(
+        "grpc_max_connection_idle_seconds",
+        parse_seconds,
+        300.0,
+        "A gRPC connection without a call for this long is closed (GOAWAY; clients "
+        "reconnect). 0 turns it off.",
+    ),
+    Flag(
+        "grpc_handshake_timeout_seconds",
+        parse_seconds,
+        30.0,
+        "Longest wait for a new gRPC connection's handshake (TLS and HTTP/2 preface); 0 "
+        "leaves gRPC's own (120 s).",
+    ),
+    Flag(
+        "grpc_keepalive_time_seconds",
+        parse_seconds,
+        120.0,
+        "Ping gRPC clients after this long without traffic and close the connection when "
+        "no answer comes within 20 s (a peer that vanished). 0 turns it off.",
+    ),
+    Flag(
+        "open_files_reserve",
+        parse_reserve,
+        256,
+        "File descriptors kept for models, polling and logs: at start the open-file limit "
+        "is raised to its hard limit, and the connection caps are lowered so that they "
+        "leave this many free.",
     ),
 )
 

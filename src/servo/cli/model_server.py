@@ -28,6 +28,7 @@ from servo import __version__
 from servo.apis.data_plane import DataPlane
 from servo.apis.rest.app import RestApi, RestOptions
 from servo.apis.runner import Runner
+from servo.cli.connections import ConnectionCaps, connection_caps, grpc_arguments
 from servo.cli.flags import build_parser, ineffective_flags_set
 from servo.core.aspired_versions_manager import AspiredVersionsManagerOptions
 from servo.core.loader import ResourceAllocation
@@ -92,6 +93,7 @@ class ModelServer:
         self.request_logger: ServerRequestLogger | None = None
         self.batching: BatchingWrapper | None = None
         self._stopping = asyncio.Event()
+        self.caps = ConnectionCaps(args.rest_api_max_connections, args.grpc_max_connections)
         self._config_poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
 
@@ -234,8 +236,14 @@ class ModelServer:
 
         a = self.args
         assert self.plane is not None
+        connection = grpc_arguments(
+            self.caps,
+            idle=a.grpc_max_connection_idle_seconds,
+            handshake=a.grpc_handshake_timeout_seconds,
+            keepalive=a.grpc_keepalive_time_seconds,
+        )
         try:
-            options = server_options(a.grpc_channel_arguments)
+            options = server_options(a.grpc_channel_arguments, connection)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
@@ -287,8 +295,14 @@ class ModelServer:
             require_client_auth=ssl.client_verify,
         )
 
+    def fit_connection_caps(self) -> None:
+        """Raises the open-file limit and fits the connection caps under it (before the
+        models load: they and the polling need descriptors too)."""
+        self.caps = connection_caps(self.caps, self.args.open_files_reserve)
+
     async def _start_rest(self) -> None:
-        from granian.constants import Interfaces
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
         from granian.server.embed import Server as Granian
 
         a = self.args
@@ -308,15 +322,25 @@ class ModelServer:
                 enable_cors=a.rest_api_enable_cors_support,
                 max_body_bytes=a.rest_api_max_body_bytes,
                 metrics_path=self.prometheus.path if self.prometheus.enabled else None,
+                read_timeout=a.rest_api_read_timeout_seconds or None,
             ),
         )
+        # HTTP/1.1 only, as TFS's REST API: in granian's "auto" mode a connection that sends
+        # nothing waits for its first bytes with no timeout, while HTTP/1's header read
+        # timeout also runs from the connection's start and between its requests: it is the
+        # idle timeout. `backpressure` caps the connections served at once; more wait in the
+        # listen backlog.
+        idle_ms = int(a.rest_api_idle_timeout_seconds * 1000)
         server = Granian(
             app,
             address=a.bind_address,
             port=a.rest_api_port,
             interface=Interfaces.RSGI,
+            http=HTTPModes.http1,
+            http1_settings=HTTP1Settings(header_read_timeout=idle_ms if idle_ms > 0 else 2**31 - 1),
             log_enabled=False,
             backlog=1024,
+            backpressure=self.caps.rest,
         )
         bound = asyncio.get_running_loop().create_future()
         server.on_startup(lambda: None if bound.done() else bound.set_result(None))
@@ -555,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ineffective_flags_set(args):
             log.warning("--%s has no effect in servo", name)
         server = ModelServer(args)
+        server.fit_connection_caps()
         # A signal while the models load at start stops them within the grace period (the
         # event loop's handlers take over once it runs).
         previous = {sig: signal.signal(sig, _interrupt_start) for sig in _SIGNALS}

@@ -75,9 +75,16 @@ class RestOptions:
     max_body_bytes: int = 64 * 2**20
     # The Prometheus page's path, or None when metrics are off.
     metrics_path: str | None = None
+    # --rest_api_read_timeout_seconds: the longest wait for a body once the headers are
+    # read (408 after it); None means no limit.
+    read_timeout: float | None = 30.0
 
 
 class RequestTooLarge(Exception):
+    pass
+
+
+class RequestTimeout(Exception):
     pass
 
 
@@ -123,6 +130,11 @@ class RestApi:
             status, body = json_codec.http_status(exc.code), json_codec.dumps_error(exc.message)
         except RequestTooLarge as exc:
             status, body = 413, json_codec.dumps_error(str(exc))
+        except RequestTimeout as exc:
+            # The body was not read whole: the connection cannot carry another request.
+            headers = [*self._headers, ("connection", "close")]
+            proto.response_bytes(408, headers, json_codec.dumps_error(str(exc)))
+            return
         except Exception as exc:  # a bug: answer it, log it, keep serving
             log.exception("REST %s %s failed", method, path)
             status = 500
@@ -145,6 +157,9 @@ class RestApi:
             raise
         except RequestTooLarge:
             code = Code.RESOURCE_EXHAUSTED
+            raise
+        except RequestTimeout:
+            code = Code.DEADLINE_EXCEEDED
             raise
         except asyncio.CancelledError:
             code = Code.CANCELLED
@@ -205,20 +220,18 @@ class RestApi:
         length = scope.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body of {length} bytes is over the {limit} limit")
-        if length is not None:
-            body: bytes = await proto()
-            if len(body) > limit:
-                raise RequestTooLarge(
-                    f"Request body of {len(body)} bytes is over the {limit} limit"
-                )
-        else:  # chunked: read piece by piece, so that a body over the limit is never held
-            chunks, size = [], 0
-            async for chunk in proto:
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLarge(f"Request body is over the {limit} limit")
-                chunks.append(chunk)
-            body = b"".join(chunks)
+        timeout = self.options.read_timeout
+        if timeout is None:
+            body = await self._receive(proto, length, limit)
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    body = await self._receive(proto, length, limit)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body did not arrive within {timeout:g} s "
+                    "(--rest_api_read_timeout_seconds)"
+                ) from None
         encoding = (scope.headers.get("content-encoding") or "").strip().lower()
         if encoding == "gzip":
             body = _gunzip(body, limit)
@@ -227,6 +240,24 @@ class RestApi:
                 Code.UNIMPLEMENTED, f"Unsupported Content-Encoding: {encoding}; use gzip"
             )
         return body
+
+    @staticmethod
+    async def _receive(proto: Any, length: str | None, limit: int) -> bytes:
+        """The request's body as sent, at most `limit` bytes."""
+        if length is not None:
+            body: bytes = await proto()
+            if len(body) > limit:
+                raise RequestTooLarge(
+                    f"Request body of {len(body)} bytes is over the {limit} limit"
+                )
+            return body
+        chunks, size = [], 0  # chunked: read piece by piece, never holding more than the limit
+        async for chunk in proto:
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"Request body is over the {limit} limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     # -- inference: decode -> data plane -> encode ---------------------------------------
 
