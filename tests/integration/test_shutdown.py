@@ -101,6 +101,29 @@ def test_sigterm_while_a_model_call_never_returns_exits_with_the_incomplete_code
     assert "the REST requests in flight did not end within the grace period" in server.output
 
 
+def test_a_second_signal_exits_at_once_with_the_incomplete_code(tmp_path: Path) -> None:
+    base = write_python_model(tmp_path / "hang", HANGING_CALL_MODEL)
+    with (
+        running_server(
+            [
+                "--model_name=hang",
+                f"--model_base_path={base}",
+                "--model_platform=python",
+                "--shutdown_grace_period_seconds=600",  # never reached: the second signal ends it
+            ]
+        ) as server,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        call = pool.submit(predict, server, "hang", EXIT_BOUND)
+        wait_until(lambda: (base / "1" / "called").exists(), what="the model call began")
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line("Received SIGTERM: stopping")
+        assert sigterm_and_wait(server, signal.SIGINT) == EXIT_DRAIN_INCOMPLETE
+        with pytest.raises(httpx.HTTPError):
+            call.result(EXIT_BOUND)
+    assert "Received SIGINT while stopping: exiting now" in server.output
+
+
 def test_sigterm_while_a_reload_waits_exits_with_the_incomplete_code(tmp_path: Path) -> None:
     from google.protobuf import text_format
     from tensorflow_serving.apis import model_management_pb2

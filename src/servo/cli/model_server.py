@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from servo import __version__
 from servo.apis.data_plane import DataPlane
@@ -505,7 +505,7 @@ async def _on_thread(seconds: float, what: str, work: Callable[[], object]) -> b
     return ended.result() is not False
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int) -> NoReturn:
     """Ends the process at once with `code`, after flushing the logs: without the
     interpreter's exit, which joins every executor's threads (a stuck model call, load or
     reload would keep the process alive)."""
@@ -593,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except _Interrupted as exc:
         log.info("Received %s while loading the models: stopping (grace period %gs)", exc, grace)
+        for sig in _SIGNALS:  # a second signal exits at once
+            signal.signal(sig, lambda *_: exit_now(EXIT_DRAIN_INCOMPLETE))
         complete = _stop_starting_core(server.core, grace)
         if not complete:
             log.warning(
