@@ -214,7 +214,7 @@ def test_a_hung_model_holds_only_its_own_threads() -> None:
             await asyncio.gather(*stuck)
             return out["thread"]
 
-        assert asyncio.run(go()).startswith("servo-run-other-1")
+        assert asyncio.run(go()).startswith("servo-run")
     finally:
         hung.go.set()
         runner.close()
@@ -272,19 +272,54 @@ def test_a_call_still_waiting_for_a_thread_at_its_deadline_never_runs() -> None:
         runner.close()
 
 
-def test_a_versions_threads_end_with_the_version() -> None:
-    import gc
-
-    runner, servable = lanes(2, 0), Servable()
+def test_a_place_given_back_goes_to_the_next_call_waiting_or_past_one_that_left() -> None:
+    """Calls wait for a place in arrival order; one whose deadline passed while it waited
+    hands the place it would have had to the next."""
+    runner, hung = lanes(1, 3), Blocking()
+    handle = Handle(hung, ServableId("m", 1))
     try:
-        asyncio.run(predict(runner, Handle(servable, ServableId("gone", 7)), {}, None))
 
-        def lane_threads() -> list[threading.Thread]:
-            return [t for t in threading.enumerate() if t.name.startswith("servo-run-gone-7")]
+        async def go() -> None:
+            first = asyncio.ensure_future(predict(runner, handle, {}, 30))
+            await asyncio.to_thread(wait_until, lambda: hung.started == 1)
+            impatient = asyncio.ensure_future(predict(runner, handle, {}, 0.05))
+            patient = asyncio.ensure_future(predict(runner, handle, {}, 30))
+            with pytest.raises(ServoError) as error:
+                await impatient
+            assert error.value.code == Code.DEADLINE_EXCEEDED
+            hung.go.set()
+            await asyncio.gather(first, patient)
 
-        assert lane_threads()
-        del servable
-        gc.collect()
-        wait_until(lambda: not lane_threads(), what="the unloaded version's threads end")
+        asyncio.run(go())
+        assert hung.started == 2  # the first and the patient one; the impatient one never ran
+        assert handle.released.wait(5)
     finally:
+        hung.go.set()
         runner.close()
+
+
+def test_close_waits_for_calls_on_the_pool_up_to_its_timeout_then_leaves_them() -> None:
+    runner = Runner(concurrency=lambda name: 1, inline_seconds=0.01)
+    gate = threading.Event()
+    started = threading.Event()
+    handle = Handle(Servable())
+
+    def stuck() -> dict:
+        started.set()
+        gate.wait()
+        return {}
+
+    async def go() -> None:
+        call = asyncio.ensure_future(runner.run(handle, stuck, "k", None))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        assert runner.close(timeout=0.1) is False  # returns although the call runs on
+        gate.set()
+        await call
+
+    asyncio.run(go())
+    assert handle.released.is_set()  # the call's own reference ended with the call
+
+
+def test_close_is_complete_when_no_call_runs() -> None:
+    runner = Runner(concurrency=lambda name: 1)
+    assert runner.close(timeout=0.0) is True

@@ -355,3 +355,46 @@ def test_stop_unloads_after_its_drain_timeout_with_a_handle_still_held() -> None
         assert journal.count("unload", sid(1)) == 1
         handle.release()  # late, and harmless
     assert journal.violations == []
+
+
+def test_stop_gives_up_on_a_load_that_never_returns_at_its_drain_timeout() -> None:
+    journal = Journal()
+    gate = threading.Event()  # never set while the manager stops: the load hangs
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal, gate=gate))])
+        wait_state(monitor, sid(2), ManagerState.LOADING)
+        assert manager.stop(drain_timeout=0.2) is False  # returns: the load is left behind
+        assert states_of(monitor, sid(1))[-1] == END  # the serving version still unloads
+        gate.set()
+
+
+def test_stop_drains_versions_side_by_side_within_one_drain_timeout() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        for name in ("a", "b", "c"):
+            manager.set_aspired_versions(name, [item(FakeLoader(sid(1, name), journal))])
+            wait_state(monitor, sid(1, name), A)
+        handles = [manager.get_servable_handle(ServableRequest.latest(n)) for n in "abc"]
+        for name in "abc":
+            journal.held[sid(1, name)] = 1
+        stopper = threading.Thread(target=manager.stop, kwargs={"drain_timeout": WAIT})
+        stopper.start()
+        for name in "abc":  # every version is UNLOADING at once, not one after another
+            wait_state(monitor, sid(1, name), ManagerState.UNLOADING)
+        for name, handle in zip("abc", handles, strict=True):
+            journal.held[sid(1, name)] = 0
+            handle.release()
+        stopper.join(timeout=WAIT)
+        assert not stopper.is_alive()
+        assert [states_of(monitor, sid(1, n))[-1] for n in "abc"] == [END, END, END]
+    assert journal.violations == []
+
+
+def test_stop_is_complete_when_everything_ended_in_time() -> None:
+    journal = Journal()
+    with running_manager() as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal))])
+        wait_state(monitor, sid(1), A)
+        assert manager.stop(drain_timeout=WAIT) is True

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.grpc_port = free_port()
         self.rest_port = free_port()
         self.args = [
@@ -57,6 +62,7 @@ class ServerProcess:
             text=True,
             cwd=REPO,
             env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec_fn,  # e.g. a lower resource limit for the server alone
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -129,9 +135,13 @@ class ServerProcess:
 
 @contextmanager
 def running_server(
-    args: Sequence[str], env: dict[str, str] | None = None, *, ready: bool = True
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    *,
+    ready: bool = True,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[ServerProcess]:
-    server = ServerProcess(args, env)
+    server = ServerProcess(args, env, preexec_fn)
     try:
         if ready:
             server.wait_ready()

@@ -7,6 +7,9 @@ The data plane decides what to run and names it by a cost key; the runner decide
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import logging
 import os
 import threading
 import time
@@ -25,11 +28,15 @@ if TYPE_CHECKING:
     from servo.metrics import ServerMetrics
 
 
+log = logging.getLogger(__name__)
+
 DEADLINE_MESSAGE = "Deadline Exceeded"
 
-# A version's model-call threads and the calls that may wait for one, unless told otherwise.
+# A version's calls that run at once and that may wait for a place, unless told otherwise;
+# the threads that all versions' calls share.
 DEFAULT_CONCURRENCY = 4 * (os.cpu_count() or 1)
 DEFAULT_QUEUE = 128
+DEFAULT_THREADS = 256
 
 
 def size_class(inputs: Mapping[str, np.ndarray]) -> int:
@@ -57,33 +64,62 @@ class _Cost:
 
 
 class _Lane:
-    """One version's share of the model-call threads: its own pool of `limit` threads and at
-    most `queue_limit` calls waiting for one. A call that outlives its deadline keeps its
-    thread until it returns, so a hung or slow model uses up only its own lane."""
+    """One version's share of the model-call threads: at most `limit` of its calls run at
+    once, and at most `queue_limit` more wait for a place, in arrival order. A call that
+    outlives its deadline keeps its place until it returns, so a slow or hung model uses up
+    only its own share. Places are taken on the event loop and given back from any thread."""
 
-    __slots__ = ("__weakref__", "in_flight", "limit", "lock", "pool", "queue_limit")
+    __slots__ = ("limit", "lock", "queue_limit", "running", "waiting")
 
-    def __init__(self, name: str, limit: int, queue_limit: int) -> None:
+    def __init__(self, limit: int, queue_limit: int) -> None:
         self.limit = limit
         self.queue_limit = queue_limit
-        self.in_flight = 0  # calls submitted and not yet ended (running or waiting)
+        self.running = 0  # places held: calls running, or about to
+        self.waiting: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+        self.waiting = collections.deque()
         self.lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(limit, thread_name_prefix=f"servo-run-{name}")
 
-    def enter(self, id: ServableId) -> None:
+    async def enter(self, id: ServableId, timeout: float | None) -> None:
+        """Takes a place, waiting at most `timeout` seconds for one (TimeoutError after)."""
         with self.lock:
-            if self.in_flight >= self.limit + self.queue_limit:
+            if self.running < self.limit:
+                self.running += 1
+                return
+            if len(self.waiting) >= self.queue_limit:
                 raise ServoError(
                     Code.UNAVAILABLE,
                     f"Servable {id} is at its limit of calls: {self.limit} running and "
                     f"{self.queue_limit} waiting (--max_concurrent_calls_per_model, "
                     "--max_queued_calls_per_model); retry later",
                 )
-            self.in_flight += 1
+            loop = asyncio.get_running_loop()
+            turn: asyncio.Future[None] = loop.create_future()
+            self.waiting.append((loop, turn))
+        try:
+            await asyncio.wait_for(turn, timeout)
+        except BaseException:
+            with self.lock:
+                if (loop, turn) in self.waiting:  # else a place is on its way: _grant passes it on
+                    self.waiting.remove((loop, turn))
+            raise
 
     def leave(self) -> None:
+        """Gives a place back: to the first call waiting, if any."""
         with self.lock:
-            self.in_flight -= 1
+            if not self.waiting:
+                self.running -= 1
+                return
+            loop, turn = self.waiting.popleft()
+        try:
+            loop.call_soon_threadsafe(self._grant, turn)
+        except RuntimeError:  # that loop is closed: nobody waits there any more
+            self.leave()
+
+    def _grant(self, turn: asyncio.Future[None]) -> None:
+        if turn.done():  # its wait ended meanwhile (deadline, request gone): the next one's
+            self.leave()
+        else:
+            turn.set_result(None)
 
 
 class Runner:
@@ -103,11 +139,12 @@ class Runner:
     that outlasts its deadline answers DEADLINE_EXCEEDED all the same when it ends. A call
     with a batch queue goes there instead.
 
-    Each version has its own pool (a `_Lane`): `concurrency(model_name)` threads, and at most
-    `queue(model_name)` calls waiting for one; a call beyond that answers UNAVAILABLE at
-    once. A slow or hung model thus holds only its own threads, and other models (and its
-    own next version) keep theirs. A call still waiting when its deadline passes (or when
-    its request goes away) is dropped before it runs.
+    Calls on threads share one pool of up to `threads` threads (made as calls need them), and
+    each version has its own share of it (a `_Lane`): `concurrency(model_name)` calls at
+    once, and at most `queue(model_name)` waiting for a place; a call beyond that answers
+    UNAVAILABLE at once. A slow or hung model thus holds only its own share, and other
+    models (and its own next version) keep theirs. A call still waiting when its deadline
+    passes (or when its request goes away) is dropped before it runs.
 
     A call on the pool or in a batch queue holds its own reference to the version
     (`ServableHandle.share`) until it ends, even after a deadline has answered the client:
@@ -120,11 +157,13 @@ class Runner:
 
     def __init__(
         self,
+        threads: int = DEFAULT_THREADS,
         concurrency: Callable[[str], int] = lambda name: DEFAULT_CONCURRENCY,
         queue: Callable[[str], int] = lambda name: DEFAULT_QUEUE,
         inline_seconds: float = 0.0002,
         metrics: ServerMetrics | None = None,
     ) -> None:
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="servo-run")
         self._concurrency = concurrency
         self._queue = queue
         self._inline_seconds = inline_seconds
@@ -135,26 +174,31 @@ class Runner:
             weakref.WeakKeyDictionary()
         )
         self._lanes: weakref.WeakKeyDictionary[Any, _Lane] = weakref.WeakKeyDictionary()
-        self._closed = False
+        self._running: set[Future[Any]] = set()  # calls on the pool not yet ended
+        self._running_lock = threading.Lock()
 
-    def close(self) -> None:
-        """Stops every lane's threads once their calls end (without waiting for them)."""
-        self._closed = True
-        for lane in list(self._lanes.values()):
-            lane.pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, timeout: float | None = None) -> bool:
+        """Takes no more calls, drops those still waiting for a thread, and waits for those
+        running to end, at most `timeout` seconds (None: no bound); True when they all ended.
+        A call still running after it is left to its thread: the pool's threads are not
+        joined, so a model call that never returns does not hold the caller."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._running_lock:
+            running = list(self._running)
+        _, left = concurrent.futures.wait(running, timeout=timeout)
+        if left:
+            log.warning(
+                "Stopping with %d model calls still running; they are left to end", len(left)
+            )
+        return not left
 
     def _lane(self, handle: ServableHandle) -> _Lane:
         servable = handle.servable
         lane = self._lanes.get(servable)
         if lane is None:
-            if self._closed:
-                raise ServoError(Code.UNAVAILABLE, "The server is shutting down")
             name = handle.id.name
-            limit = max(1, self._concurrency(name))
-            lane = _Lane(f"{name}-{handle.id.version}", limit, max(0, self._queue(name)))
-            self._lanes[servable] = lane
-            # The lane's threads end with the version (the servable is dropped on unload).
-            weakref.finalize(servable, lane.pool.shutdown, wait=False)
+            lane = _Lane(max(1, self._concurrency(name)), max(0, self._queue(name)))
+            lane = self._lanes.setdefault(servable, lane)
         return lane
 
     def _cost(self, servable: Any, key: Hashable) -> _Cost:
@@ -241,24 +285,36 @@ class Runner:
                     cost.best, cost.samples = float("inf"), 0
 
         lane = self._lane(own)
+        started = time.monotonic()
         try:
-            lane.enter(own.id)
+            await lane.enter(own.id, timeout)
+        except TimeoutError:
+            own.release()
+            raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
         except BaseException:
             own.release()
             raise
         try:
-            future = lane.pool.submit(timed)
+            future = self._pool.submit(timed)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            lane.leave()
+            own.release()
+            raise ServoError(Code.UNAVAILABLE, "The server is shutting down") from None
         except BaseException:
             lane.leave()
             own.release()
             raise
+        with self._running_lock:
+            self._running.add(future)
 
         def done(_: Any) -> None:
+            self._ended(future)
             lane.leave()
             own.release()
 
         future.add_done_callback(done)
-        return await self._wait(future, timeout)
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        return await self._wait(future, left)
 
     async def _wait_batched(
         self,
@@ -276,6 +332,10 @@ class Runner:
 
         future.add_done_callback(done)
         return await self._wait(future, timeout)
+
+    def _ended(self, future: Future[Any]) -> None:
+        with self._running_lock:
+            self._running.discard(future)
 
     @staticmethod
     async def _wait(future: Future[Any], timeout: float | None) -> Any:

@@ -118,6 +118,30 @@ def per_model(parse: Callable[[str], Any]) -> Callable[[str], PerModel]:
     return parse_per_model
 
 
+def parse_positive_count(text: str) -> int:
+    value = parse_int64(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def parse_reserve(text: str) -> int:
+    value = parse_int64(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return value
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -148,16 +172,6 @@ def parse_roots_flag(text: str) -> tuple[str, ...]:
         return parse_roots(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value >= 0:  # also false for NaN
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -334,6 +348,13 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "that may be sent such models later should name them here.",
     ),
     Flag(
+        "max_model_call_threads",
+        parse_positive_count,
+        256,
+        "Threads that run model calls too long for the event loop, shared by every model; "
+        "each version takes at most --max_concurrent_calls_per_model of them.",
+    ),
+    Flag(
         "max_concurrent_calls_per_model",
         per_model(parse_count),
         PerModel(0),
@@ -383,6 +404,70 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "",
         "Comma list of directories every logging_config filename_prefix must lie under "
         "(symlinks and '..' resolved); empty = anywhere.",
+    ),
+    Flag(
+        "shutdown_grace_period_seconds",
+        parse_seconds,
+        30.0,
+        "On SIGTERM or SIGINT: how long requests in flight, loads and unloads may take to "
+        "end; the process then exits whatever still runs (exit code 3 when something did).",
+    ),
+    Flag(
+        "rest_api_max_connections",
+        parse_positive_count,
+        4096,
+        "Most REST connections open at once; more wait in the listen backlog until one "
+        "closes. Lowered at start to fit the open-file limit (see --open_files_reserve).",
+    ),
+    Flag(
+        "rest_api_idle_timeout_seconds",
+        parse_seconds,
+        30.0,
+        "A REST connection without a request for this long is closed; the same timer bounds "
+        "the reading of a request's headers. 0 turns it off.",
+    ),
+    Flag(
+        "rest_api_read_timeout_seconds",
+        parse_seconds,
+        30.0,
+        "Longest wait for a REST request's body once its headers are read; a slower body "
+        "gets 408 and the connection is closed. 0 turns it off.",
+    ),
+    Flag(
+        "grpc_max_connections",
+        parse_positive_count,
+        4096,
+        "Most gRPC connections open at once; more are closed as they arrive. Lowered at "
+        "start to fit the open-file limit (see --open_files_reserve).",
+    ),
+    Flag(
+        "grpc_max_connection_idle_seconds",
+        parse_seconds,
+        300.0,
+        "A gRPC connection without a call for this long is closed (GOAWAY; clients "
+        "reconnect). 0 turns it off.",
+    ),
+    Flag(
+        "grpc_handshake_timeout_seconds",
+        parse_seconds,
+        30.0,
+        "Longest wait for a new gRPC connection's handshake (TLS and HTTP/2 preface); 0 "
+        "leaves gRPC's own (120 s).",
+    ),
+    Flag(
+        "grpc_keepalive_time_seconds",
+        parse_seconds,
+        120.0,
+        "Ping gRPC clients after this long without traffic and close the connection when "
+        "no answer comes within 20 s (a peer that vanished). 0 turns it off.",
+    ),
+    Flag(
+        "open_files_reserve",
+        parse_reserve,
+        256,
+        "File descriptors kept for models, polling and logs: at start the open-file limit "
+        "is raised to its hard limit, and the connection caps are lowered so that they "
+        "leave this many free.",
     ),
 )
 

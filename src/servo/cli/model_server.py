@@ -3,13 +3,16 @@
 Start-up follows TFS: the config's models load first, and the ports open once every model's
 newest version is AVAILABLE; a model that fails makes the process exit non-zero with its error.
 SIGTERM and SIGINT stop the APIs from accepting, let requests in flight finish, unload the
-models and exit 0.
+models and exit 0; whatever still runs when `--shutdown_grace_period_seconds` have passed (a
+request, a model call, a load or a reload that never returns) is left behind and the process
+exits with EXIT_DRAIN_INCOMPLETE. A second signal exits at once, with that code too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -18,14 +21,16 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from servo import __version__
 from servo.apis.data_plane import DataPlane
 from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest.app import RestApi, RestOptions
 from servo.apis.runner import Runner
+from servo.cli.connections import ConnectionCaps, connection_caps, grpc_arguments
 from servo.cli.flags import build_parser, ineffective_flags_set
 from servo.core.aspired_versions_manager import AspiredVersionsManagerOptions
 from servo.core.loader import ResourceAllocation
@@ -49,7 +54,7 @@ log = logging.getLogger("servo.server")
 EXIT_OK = 0
 EXIT_FAILED = 1  # a bad config file or a model that failed at start
 # An unknown flag or a bad value exits with 2, argparse's convention.
-GRACE_SECONDS = 30.0  # how long calls in flight may take to finish at shutdown
+EXIT_DRAIN_INCOMPLETE = 3  # stopped by a signal with work still running at the grace period
 
 
 class StartupError(Exception):
@@ -92,6 +97,7 @@ class ModelServer:
         self.request_logger: ServerRequestLogger | None = None
         self.batching: BatchingWrapper | None = None
         self._stopping = asyncio.Event()
+        self.caps = ConnectionCaps(args.rest_api_max_connections, args.grpc_max_connections)
         self._config_poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
 
@@ -229,6 +235,7 @@ class ModelServer:
         threads = min(max(1, a.rest_api_num_threads), 4 * (os.cpu_count() or 1))
         concurrency, queued = a.max_concurrent_calls_per_model, a.max_queued_calls_per_model
         self.runner = Runner(
+            threads=a.max_model_call_threads,
             concurrency=lambda name: concurrency.get(name) or threads,
             queue=queued.get,
             metrics=self.metrics,
@@ -263,8 +270,14 @@ class ModelServer:
 
         a = self.args
         assert self.plane is not None
+        connection = grpc_arguments(
+            self.caps,
+            idle=a.grpc_max_connection_idle_seconds,
+            handshake=a.grpc_handshake_timeout_seconds,
+            keepalive=a.grpc_keepalive_time_seconds,
+        )
         try:
-            options = server_options(a.grpc_channel_arguments)
+            options = server_options(a.grpc_channel_arguments, connection)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
@@ -321,8 +334,14 @@ class ModelServer:
             require_client_auth=ssl.client_verify,
         )
 
+    def fit_connection_caps(self) -> None:
+        """Raises the open-file limit and fits the connection caps under it (before the
+        models load: they and the polling need descriptors too)."""
+        self.caps = connection_caps(self.caps, self.args.open_files_reserve)
+
     async def _start_rest(self) -> None:
-        from granian.constants import Interfaces
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
         from granian.server.embed import Server as Granian
 
         a = self.args
@@ -343,15 +362,25 @@ class ModelServer:
                 max_body_bytes=a.rest_api_max_body_bytes,
                 metrics_path=self.prometheus.path if self.prometheus.enabled else None,
                 decode_limits=self.decode_limits(),
+                read_timeout=a.rest_api_read_timeout_seconds or None,
             ),
         )
+        # HTTP/1.1 only, as TFS's REST API: in granian's "auto" mode a connection that sends
+        # nothing waits for its first bytes with no timeout, while HTTP/1's header read
+        # timeout also runs from the connection's start and between its requests: it is the
+        # idle timeout. `backpressure` caps the connections served at once; more wait in the
+        # listen backlog.
+        idle_ms = int(a.rest_api_idle_timeout_seconds * 1000)
         server = Granian(
             app,
             address=a.bind_address,
             port=a.rest_api_port,
             interface=Interfaces.RSGI,
+            http=HTTPModes.http1,
+            http1_settings=HTTP1Settings(header_read_timeout=idle_ms if idle_ms > 0 else 2**31 - 1),
             log_enabled=False,
             backlog=1024,
+            backpressure=self.caps.rest,
         )
         bound = asyncio.get_running_loop().create_future()
         server.on_startup(lambda: None if bound.done() else bound.set_result(None))
@@ -396,38 +425,129 @@ class ModelServer:
     # -- running and stopping --------------------------------------------------------------
 
     async def serve(self) -> None:
+        """Serves until a signal (or the HTTP server's end), then stops. When the stop was
+        not complete within the grace period this does not return: the process exits with
+        EXIT_DRAIN_INCOMPLETE, leaving behind the threads that still run."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         await self.start_apis()
         self.start_config_polling()
         await self._stopping.wait()
-        await self.stop()
+        if not await self.stop():
+            exit_now(EXIT_DRAIN_INCOMPLETE)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("Received %s: stopping", sig.name)
+        if self._stopping.is_set():
+            log.warning("Received %s while stopping: exiting now", sig.name)
+            exit_now(EXIT_DRAIN_INCOMPLETE)
+        log.info(
+            "Received %s: stopping (grace period %gs)",
+            sig.name,
+            self.args.shutdown_grace_period_seconds,
+        )
         self._stopping.set()
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Stops accepting, lets requests in flight finish, then stops the model calls, the
+        models and the batch threads, all within one grace period. True when everything
+        ended within it; False when something still runs (left to its thread)."""
         self._stopping.set()
         self._stop_polling.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(self.args.shutdown_grace_period_seconds)
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
+        complete = True
         if self.health is not None:
             await self.health.enter_graceful_shutdown()  # every service NOT_SERVING
         if self.servers.rest is not None:
             self.servers.rest.stop()  # stops accepting; requests in flight finish
         if self.servers.grpc is not None:
-            await self.servers.grpc.stop(grace=GRACE_SECONDS)
+            # Calls still running at the grace period are cancelled (their clients get
+            # CANCELLED); work they started in threads goes on, bounded below.
+            complete &= await _within(
+                left(), "the gRPC calls in flight", self.servers.grpc.stop(grace=left())
+            )
         if self.servers.rest_task is not None:
-            await asyncio.gather(self.servers.rest_task, return_exceptions=True)
+            rest_task = self.servers.rest_task
+            complete &= await _within(
+                left(),
+                "the REST requests in flight",
+                asyncio.gather(asyncio.shield(rest_task), return_exceptions=True),
+            )
         if self.runner is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.runner.close)
+            runner = self.runner
+            complete &= await _on_thread(left(), "the model calls", lambda: runner.close(left()))
         if self.core is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.core.stop)
+            core = self.core
+            complete &= await _on_thread(left(), "the models' unloads", lambda: core.stop(left()))
         if self.batching is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.batching.stop)
+            batching = self.batching
+            complete &= await _on_thread(left(), "the batch threads", batching.stop)
         if self.request_logger is not None:
             self.request_logger.close()
-        log.info("Server stopped")
+        if complete:
+            log.info("Server stopped")
+        else:
+            log.warning(
+                "Server stopped with work still running after the grace period of %gs "
+                "(--shutdown_grace_period_seconds); exiting with code %d",
+                self.args.shutdown_grace_period_seconds,
+                EXIT_DRAIN_INCOMPLETE,
+            )
+        return complete
+
+
+async def _within(seconds: float, what: str, work: Awaitable[Any]) -> bool:
+    """Awaits `work` at most `seconds`; False (with a warning naming `what`) when it did not
+    end by then."""
+    try:
+        await asyncio.wait_for(work, max(seconds, 0.0))
+    except TimeoutError:
+        log.warning("Stopping: %s did not end within the grace period", what)
+        return False
+    return True
+
+
+async def _on_thread(seconds: float, what: str, work: Callable[[], object]) -> bool:
+    """Runs `work()` on a daemon thread of its own and waits at most `seconds` for it. A daemon
+    thread, not an executor's: one that never returns must not keep the process alive (an
+    executor's threads are joined when the interpreter exits). False when it did not end in
+    time, or returned False (it gave something up)."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[object] = loop.create_future()
+
+    def settle(result: object) -> None:
+        if not ended.done():
+            ended.set_result(result)
+
+    def run() -> None:
+        result: object = True
+        try:
+            result = work()
+        except Exception:
+            log.exception("Stopping %s failed", what)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result)
+
+    threading.Thread(target=run, name="servo-stop", daemon=True).start()
+    if not await _within(seconds, what, asyncio.shield(ended)):
+        return False
+    return ended.result() is not False
+
+
+def exit_now(code: int) -> NoReturn:
+    """Ends the process at once with `code`, after flushing the logs: without the
+    interpreter's exit, which joins every executor's threads (a stuck model call, load or
+    reload would keep the process alive)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _port_in_use(address: str, port: int) -> OSError | None:
@@ -460,20 +580,62 @@ def configure_logging(level: str) -> None:
     logging.getLogger("granian").setLevel(logging.ERROR)  # "embedded is experimental" noise
 
 
+class _Interrupted(Exception):
+    """A signal arrived while the models were loading at start."""
+
+
+def _interrupt_start(signum: int, frame: object) -> None:
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def _stop_starting_core(core: ServerCore | None, grace: float) -> bool:
+    """Stops a core whose start was interrupted, waiting at most `grace` seconds (its loads
+    may never return); True when everything ended."""
+    if core is None:
+        return True
+    result: list[bool] = []
+    stopper = threading.Thread(
+        target=lambda: result.append(core.stop(grace)), name="servo-stop", daemon=True
+    )
+    stopper.start()
+    stopper.join(grace + 1.0)  # core.stop keeps to `grace`; the second is its last unload's
+    return result == [True]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits with 2 on bad usage
     if args.version:
         print(f"servo {__version__} (TensorFlow Serving APIs)")
         return EXIT_OK
+    grace = args.shutdown_grace_period_seconds
     try:
         configure_logging(args.log_level)
         for name in ineffective_flags_set(args):
             log.warning("--%s has no effect in servo", name)
         server = ModelServer(args)
-        server.load_models()
+        server.fit_connection_caps()
+        # A signal while the models load at start stops them within the grace period (the
+        # event loop's handlers take over once it runs).
+        previous = {sig: signal.signal(sig, _interrupt_start) for sig in _SIGNALS}
+        try:
+            server.load_models()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     except StartupError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
+    except _Interrupted as exc:
+        log.info("Received %s while loading the models: stopping (grace period %gs)", exc, grace)
+        for sig in _SIGNALS:  # a second signal exits at once
+            signal.signal(sig, lambda *_: exit_now(EXIT_DRAIN_INCOMPLETE))
+        complete = _stop_starting_core(server.core, grace)
+        if not complete:
+            log.warning(
+                "Loads still running after the grace period; exiting with code %d",
+                EXIT_DRAIN_INCOMPLETE,
+            )
+        exit_now(EXIT_OK if complete else EXIT_DRAIN_INCOMPLETE)
     try:
         import uvloop
 
@@ -481,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         log.error("%s", exc)
         if server.core is not None:
-            server.core.stop()
+            _stop_starting_core(server.core, grace)
         return EXIT_FAILED
     return EXIT_OK
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -23,8 +23,10 @@ Example call sequence, availability-preserving policy, version 1 serving:
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,6 +122,8 @@ class AspiredVersionsManager(Target[Loader]):
         self._unload_pool = ThreadPoolExecutor(
             max(1, options.num_unload_threads), thread_name_prefix="servo-unload"
         )
+        self._work: set[Future[None]] = set()  # loads and unloads submitted, not yet ended
+        self._work_lock = threading.Lock()
         self._thread = threading.Thread(target=self._manage_loop, name="servo-manager", daemon=True)
         self._thread.start()
 
@@ -176,11 +180,19 @@ class AspiredVersionsManager(Target[Loader]):
 
     # -- shutting down ---------------------------------------------------------------------
 
-    def stop(self, drain_timeout: float | None = 30.0) -> None:
+    def stop(self, drain_timeout: float | None = 30.0) -> bool:
         """Stops the manage loop and unloads every version, each after its handles are
-        released (waiting at most `drain_timeout` seconds per version)."""
+        released.
+
+        `drain_timeout` bounds the waiting of the whole stop, not of each version (None: no
+        bound): loads still running are waited for until then, and left to their threads
+        after it (the pools' threads are not joined, so a load that never returns does not
+        hold the caller); a version whose handles are still held then is unloaded all the
+        same. Returns True when nothing was given up on: every load and unload ended and
+        every handle was released within the bound."""
         if self._stopped.is_set():
-            return
+            return True
+        deadline = None if drain_timeout is None else time.monotonic() + drain_timeout
         self._stopped.set()
         self._wake.set()
         self._thread.join()
@@ -188,7 +200,8 @@ class AspiredVersionsManager(Target[Loader]):
             harnesses = [h for stream in self._streams.values() for h in stream.values()]
             for h in harnesses:
                 h.set_aspired(False)  # a load being retried gives up
-        self._load_pool.shutdown(wait=True)  # a running load finishes
+        self._load_pool.shutdown(wait=False, cancel_futures=True)  # queued loads never start
+        complete = self._wait_work(deadline, "loads")  # a running load may finish
         for h in harnesses:
             with self._publish_lock:
                 with self._lock:
@@ -199,16 +212,32 @@ class AspiredVersionsManager(Target[Loader]):
                         event = h.drop()
                 if event is not None:
                     self._publish(event)
+        for h in harnesses:  # one deadline for all: the versions drain side by side
             if h.state == LoaderState.QUIESCING:
-                if not h.wait_drained(drain_timeout):
+                if not h.wait_drained(_left(deadline)):
+                    complete = False
                     log.warning("Unloading %s with %d handles still held", h.id, h.refs)
                 with self._lock:
                     h.done_quiescing(force=True)
                 self._unload(h)
-        self._unload_pool.shutdown(wait=True)
+        self._unload_pool.shutdown(wait=False)
+        complete = self._wait_work(deadline, "unloads") and complete
         with self._lock:
             self._streams.clear()
             self._serving = {}
+        return complete
+
+    def _wait_work(self, deadline: float | None, what: str) -> bool:
+        """Waits until the loads and unloads submitted have ended, at most until `deadline`;
+        False (and a warning naming them) when some still run."""
+        with self._work_lock:
+            work = list(self._work)
+        _, running = concurrent.futures.wait(work, timeout=_left(deadline))
+        if running:
+            log.warning(
+                "Stopping with %d %s still running; they are left to end", len(running), what
+            )
+        return not running
 
     # -- the manage loop -------------------------------------------------------------------
 
@@ -372,17 +401,25 @@ class AspiredVersionsManager(Target[Loader]):
 
     # -- the worker threads ----------------------------------------------------------------
 
-    @staticmethod
     def _submit(
-        pool: ThreadPoolExecutor, work: Callable[[LoaderHarness], None], h: LoaderHarness
+        self, pool: ThreadPoolExecutor, work: Callable[[LoaderHarness], None], h: LoaderHarness
     ) -> None:
         """Runs `work(h)` on `pool`; what it raises (a bug) is logged, not lost in a future."""
 
         def log_failure(future: Future[None]) -> None:
-            if (exc := future.exception()) is not None:
+            if not future.cancelled() and (exc := future.exception()) is not None:
                 log.error("Managing %s failed", h.id, exc_info=exc)
 
-        pool.submit(work, h).add_done_callback(log_failure)
+        future = pool.submit(work, h)
+        with self._work_lock:
+            self._work.add(future)
+
+        def ended(future: Future[None]) -> None:
+            with self._work_lock:
+                self._work.discard(future)
+
+        future.add_done_callback(ended)
+        future.add_done_callback(log_failure)
 
     def _load(self, h: LoaderHarness) -> None:
         status = h.load(self._options.max_num_load_retries, self._options.load_retry_interval)
@@ -413,3 +450,8 @@ class AspiredVersionsManager(Target[Loader]):
 
     def _publish(self, event: ServableState) -> None:
         self.event_bus.publish(event)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until `deadline` (monotonic; None: no bound), never below 0."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

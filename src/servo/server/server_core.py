@@ -469,14 +469,16 @@ class ServerCore:
 
     # -- shutting down ---------------------------------------------------------------------
 
-    def stop(self, drain_timeout: float | None = 30.0) -> None:
+    def stop(self, drain_timeout: float | None = 30.0) -> bool:
         """Ends the reloads' waits, stops polling, then unloads every version once its
-        requests are done."""
+        requests are done, waiting at most `drain_timeout` seconds in all; True when nothing
+        was still running then (see `AspiredVersionsManager.stop`)."""
         self._stopped.set()
         with self._waits_lock:
             waits = list(self._waits)
         for wake in waits:
             wake()
         self._source.stop()
-        self.manager.stop(drain_timeout)
+        complete = self.manager.stop(drain_timeout)
         self.monitor.close()
+        return complete

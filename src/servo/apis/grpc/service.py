@@ -423,8 +423,11 @@ def channel_arguments(text: str) -> list[tuple[str, Any]]:
     return options
 
 
-def server_options(channel_args: str) -> list[tuple[str, Any]]:
-    """The server's channel arguments; `--grpc_channel_arguments` come last, so they win.
+def server_options(
+    channel_args: str, connection: Sequence[tuple[str, Any]] = ()
+) -> list[tuple[str, Any]]:
+    """The server's channel arguments: servo's, then `connection` (the connection limits),
+    then `--grpc_channel_arguments`, last, so they win.
 
     SO_REUSEPORT is off: with it (grpc's default) a second server started on a busy port
     would start and silently share the port's calls with the first; without it, it fails to
@@ -433,5 +436,6 @@ def server_options(channel_args: str) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
+        *connection,
         *channel_arguments(channel_args),
     ]

@@ -84,6 +84,9 @@ class RestOptions:
     metrics_path: str | None = None
     # --max_decoded_bytes_per_tensor and --max_decoded_bytes_per_request
     decode_limits: DecodeLimits = DEFAULT_LIMITS
+    # --rest_api_read_timeout_seconds: the longest wait for a body once the headers are
+    # read (408 after it); None means no limit.
+    read_timeout: float | None = 30.0
 
 
 class RequestTooLarge(Exception):
@@ -95,6 +98,10 @@ class UnsupportedMediaType(Exception):
 
 
 SUPPORTED_ENCODINGS = ("gzip", "identity")
+
+
+class RequestTimeout(Exception):
+    pass
 
 
 class RestApi:
@@ -146,6 +153,11 @@ class RestApi:
             status, body = 413, json_codec.dumps_error(str(exc))
         except UnsupportedMediaType as exc:
             status, body = 415, json_codec.dumps_error(str(exc))
+        except RequestTimeout as exc:
+            # The body was not read whole: the connection cannot carry another request.
+            headers = [*self._headers, ("connection", "close")]
+            proto.response_bytes(408, headers, json_codec.dumps_error(str(exc)))
+            return
         except Exception as exc:  # a bug: answer it, log it, keep serving
             log.exception("REST %s %s failed", method, path)
             status = 500
@@ -171,6 +183,9 @@ class RestApi:
             raise
         except UnsupportedMediaType:
             code = Code.INVALID_ARGUMENT
+            raise
+        except RequestTimeout:
+            code = Code.DEADLINE_EXCEEDED
             raise
         except asyncio.CancelledError:
             code = Code.CANCELLED
@@ -231,20 +246,18 @@ class RestApi:
         length = scope.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body of {length} bytes is over the {limit} limit")
-        if length is not None:
-            body: bytes = await proto()
-            if len(body) > limit:
-                raise RequestTooLarge(
-                    f"Request body of {len(body)} bytes is over the {limit} limit"
-                )
-        else:  # chunked: read piece by piece, so that a body over the limit is never held
-            chunks, size = [], 0
-            async for chunk in proto:
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLarge(f"Request body is over the {limit} limit")
-                chunks.append(chunk)
-            body = b"".join(chunks)
+        timeout = self.options.read_timeout
+        if timeout is None:
+            body = await self._receive(proto, length, limit)
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    body = await self._receive(proto, length, limit)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body did not arrive within {timeout:g} s "
+                    "(--rest_api_read_timeout_seconds)"
+                ) from None
         encoding = (scope.headers.get("content-encoding") or "").strip().lower()
         if encoding == "gzip":
             body = _gunzip(body, limit)
@@ -254,6 +267,24 @@ class RestApi:
                 f"{' or '.join(SUPPORTED_ENCODINGS)}"
             )
         return body
+
+    @staticmethod
+    async def _receive(proto: Any, length: str | None, limit: int) -> bytes:
+        """The request's body as sent, at most `limit` bytes."""
+        if length is not None:
+            body: bytes = await proto()
+            if len(body) > limit:
+                raise RequestTooLarge(
+                    f"Request body of {len(body)} bytes is over the {limit} limit"
+                )
+            return body
+        chunks, size = [], 0  # chunked: read piece by piece, never holding more than the limit
+        async for chunk in proto:
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"Request body is over the {limit} limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     # -- inference: decode -> data plane -> encode ---------------------------------------
 

@@ -1,0 +1,205 @@
+"""Connections (issue 11, finding 7): idle connections are closed, slow requests are cut off,
+and clients that open many connections use up their caps, never the process's file
+descriptors: model polling and loading go on. Real server processes; every wait is on a state
+(an answer, a socket's end of file, a version AVAILABLE) within a generous bound."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import resource
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.models import write_python_model
+from tests.support.server import ServerProcess, grpc_stubs, running_server
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+EOF_BOUND = 60.0  # seconds: far more than any timeout set below; a bound, not a timing
+SERVER_OPEN_FILES = 512  # the server's RLIMIT_NOFILE, soft and hard, in the fd tests
+
+VERSION_MODEL = """
+import os
+
+class Model:
+    def load(self, path):
+        self.version = int(os.path.basename(path))
+
+    def predict(self, inputs, signature_name):
+        return {"outputs": inputs["inputs"] * 0 + self.version}
+"""
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def connect(port: int) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=EOF_BOUND)
+    conn.settimeout(EOF_BOUND)
+    return conn
+
+
+def read_to_eof(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (fails after EOF_BOUND)."""
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+@contextlib.contextmanager
+def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """`count` TCP connections to `port` that send nothing; closed on exit."""
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=EOF_BOUND))
+        yield conns
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def limit_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (SERVER_OPEN_FILES, SERVER_OPEN_FILES))
+
+
+def model_version_states(server: ServerProcess, stubs: object, name: str) -> dict[int, int]:
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    answer = stubs.models.GetModelStatus(request, timeout=10)  # type: ignore[attr-defined]
+    return {s.version: s.state for s in answer.model_version_status}
+
+
+def test_idle_connections_beyond_the_file_limit_leave_polling_and_new_requests_working(
+    tmp_path: Path,
+) -> None:
+    """Finding 7 with the default flags: 1,000 idle connections to a server whose file limit
+    is 512. They take their caps' share, polling still loads a new version, and once they
+    close requests are answered again."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for the test's own sockets
+    base = write_python_model(tmp_path / "m", VERSION_MODEL, version=1)
+    with (
+        running_server(
+            ["--model_name=m", f"--model_base_path={base}", "--model_platform=python"],
+            preexec_fn=limit_open_files,
+        ) as server,
+        grpc_stubs(server) as stubs,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        assert model_version_states(server, stubs, "m") == {1: 30}  # the channel is open
+        with idle_connections(server.rest_port, 700), idle_connections(server.grpc_port, 300):
+            # A new request waits for a free connection (it does not fail the server) ...
+            waiting = pool.submit(
+                httpx.post,
+                f"{server.rest}/v1/models/m:predict",
+                json={"instances": [1.0]},
+                timeout=EOF_BOUND,
+            )
+            # ... and polling and loading go on: a new version is found and loaded.
+            write_python_model(base, VERSION_MODEL, version=2)
+            wait_until(
+                lambda: model_version_states(server, stubs, "m").get(2) == 30,
+                what="version 2 AVAILABLE while the connections are used up",
+            )
+        # The idle connections have closed: the waiting request and new ones are answered.
+        assert waiting.result(EOF_BOUND).json() == {"predictions": [2.0]}
+        answer = httpx.post(f"{server.rest}/v1/models/m:predict", json={"instances": [1.0]})
+        assert answer.json() == {"predictions": [2.0]}
+        assert model_version_states(server, stubs, "m").get(2) == 30
+    assert "Too many open files" not in server.output
+    assert "connections capped at" in server.output
+
+
+def test_idle_and_slow_connections_are_closed_after_their_timeouts(tmp_path: Path) -> None:
+    base = write_python_model(tmp_path / "m", VERSION_MODEL, version=1)
+    with running_server(
+        [
+            "--model_name=m",
+            f"--model_base_path={base}",
+            "--model_platform=python",
+            "--rest_api_idle_timeout_seconds=1",
+            "--rest_api_read_timeout_seconds=1",
+            "--grpc_max_connection_idle_seconds=1",
+            "--grpc_handshake_timeout_seconds=1",
+        ]
+    ) as server:
+        # REST: a connection that never sends anything.
+        with connect(server.rest_port) as conn:
+            assert read_to_eof(conn) == b""
+        # REST: a keep-alive connection after its request.
+        with connect(server.rest_port) as conn:
+            conn.sendall(b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_to_eof(conn).startswith(b"HTTP/1.1 200 OK")
+        # REST: headers sent slowly (never finished).
+        with connect(server.rest_port) as conn:
+            conn.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n")
+            assert read_to_eof(conn) == b""
+        # REST: a body that stops halfway: 408, and the connection closes.
+        with connect(server.rest_port) as conn:
+            conn.sendall(
+                b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                b'{"instances": '
+            )
+            answer = read_to_eof(conn)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"--rest_api_read_timeout_seconds" in answer
+        # gRPC: a connection that never sends its preface (gRPC may say why before it closes).
+        with connect(server.grpc_port) as conn:
+            read_to_eof(conn)
+        # gRPC: an HTTP/2 connection without calls ends with GOAWAY (frame type 7).
+        with connect(server.grpc_port) as conn:
+            conn.sendall(H2_PREFACE)
+            assert b"\x07" in read_to_eof(conn)
+        # The server serves on.
+        answer = httpx.post(f"{server.rest}/v1/models/m:predict", json={"instances": [1.0]})
+        assert answer.json() == {"predictions": [1.0]}
+
+
+def test_connections_past_the_caps_wait_or_are_closed(tmp_path: Path) -> None:
+    base = write_python_model(tmp_path / "m", VERSION_MODEL, version=1)
+    with running_server(
+        [
+            "--model_name=m",
+            f"--model_base_path={base}",
+            "--model_platform=python",
+            "--rest_api_max_connections=3",
+            "--grpc_max_connections=3",
+        ]
+    ) as server:
+        with (
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+            idle_connections(server.rest_port, 3) as idle,
+        ):
+            # REST: the fourth connection's request waits until one of the three closes.
+            waiting = pool.submit(httpx.get, f"{server.rest}/v1/models/m", timeout=EOF_BOUND)
+            with connect(server.grpc_port) as probe:  # (proof that the server is not stuck)
+                probe.sendall(H2_PREFACE)
+            idle[0].close()
+            assert waiting.result(EOF_BOUND).status_code == 200
+        # gRPC: past three connections, a new one is closed as it arrives.
+        with idle_connections(server.grpc_port, 3), connect(server.grpc_port) as extra:
+            read_to_eof(extra)
+        # Once they are gone (the server sees them close soon after), calls are answered.
+        wait_until(lambda: grpc_answers(server), what="a gRPC call answered")
+
+
+def grpc_answers(server: ServerProcess) -> bool:
+    """True when a new channel's call is answered (each try a channel of its own, so that no
+    reconnection backoff carries over)."""
+    import grpc
+
+    with grpc_stubs(server) as stubs:
+        try:
+            return model_version_states(server, stubs, "m") == {1: 30}
+        except grpc.RpcError:
+            return False

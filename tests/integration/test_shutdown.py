@@ -1,0 +1,201 @@
+"""Shutdown always ends (issue 11, finding 4): SIGTERM or SIGINT stops accepting, drains the
+requests in flight within --shutdown_grace_period_seconds, and then exits whatever still runs:
+a load, a reload or a model call that never returns. The exit code says whether the drain was
+complete (0) or not (3). The waits below are bounds on the process's exit, never timings."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from servo.cli.model_server import EXIT_DRAIN_INCOMPLETE
+from tests.support.models import write_python_model
+from tests.support.server import ServerProcess, grpc_stubs, model_config, running_server
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+GRACE = "--shutdown_grace_period_seconds=2"
+EXIT_BOUND = 60.0  # seconds: far more than the grace period; a bound, not a timing
+
+QUICK_MODEL = """
+class Model:
+    def predict(self, inputs, signature_name):
+        return {"outputs": inputs["inputs"] * 2}
+"""
+
+# A load that never returns, after a mark in its version directory that it has begun.
+HANGING_LOAD_MODEL = """
+import os
+import threading
+
+class Model:
+    def load(self, path):
+        open(os.path.join(path, "loading"), "w").close()
+        threading.Event().wait()
+
+    def predict(self, inputs, signature_name):
+        return {"outputs": inputs["inputs"]}
+"""
+
+# A model call that never returns, after a mark in its version directory that it has begun.
+HANGING_CALL_MODEL = """
+import os
+import threading
+
+class Model:
+    def load(self, path):
+        self.path = path
+
+    def predict(self, inputs, signature_name):
+        open(os.path.join(self.path, "called"), "w").close()
+        threading.Event().wait()
+"""
+
+
+def predict(server: ServerProcess, name: str, timeout: float = 30) -> httpx.Response:
+    return httpx.post(
+        f"{server.rest}/v1/models/{name}:predict", json={"instances": [1.0]}, timeout=timeout
+    )
+
+
+def sigterm_and_wait(server: ServerProcess, sig: signal.Signals = signal.SIGTERM) -> int:
+    server.process.send_signal(sig)
+    return server.wait_exit(EXIT_BOUND)
+
+
+def test_sigterm_while_a_polled_load_never_returns_exits_with_the_incomplete_code(
+    tmp_path: Path,
+) -> None:
+    base = write_python_model(tmp_path / "m", QUICK_MODEL, version=1)
+    with running_server(
+        ["--model_name=m", f"--model_base_path={base}", "--model_platform=python", GRACE]
+    ) as server:
+        assert predict(server, "m").json() == {"predictions": [2.0]}
+        write_python_model(base, HANGING_LOAD_MODEL, version=2)
+        wait_until(lambda: (base / "2" / "loading").exists(), what="version 2's load began")
+        assert sigterm_and_wait(server) == EXIT_DRAIN_INCOMPLETE
+    assert "work still running after the grace period" in server.output
+
+
+def test_sigterm_while_a_model_call_never_returns_exits_with_the_incomplete_code(
+    tmp_path: Path,
+) -> None:
+    base = write_python_model(tmp_path / "hang", HANGING_CALL_MODEL)
+    with (
+        running_server(
+            ["--model_name=hang", f"--model_base_path={base}", "--model_platform=python", GRACE]
+        ) as server,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        call = pool.submit(predict, server, "hang", EXIT_BOUND)
+        wait_until(lambda: (base / "1" / "called").exists(), what="the model call began")
+        assert sigterm_and_wait(server) == EXIT_DRAIN_INCOMPLETE
+        with pytest.raises(httpx.HTTPError):  # the connection ends with the process
+            call.result(EXIT_BOUND)
+    assert "the REST requests in flight did not end within the grace period" in server.output
+
+
+def test_a_second_signal_exits_at_once_with_the_incomplete_code(tmp_path: Path) -> None:
+    base = write_python_model(tmp_path / "hang", HANGING_CALL_MODEL)
+    with (
+        running_server(
+            [
+                "--model_name=hang",
+                f"--model_base_path={base}",
+                "--model_platform=python",
+                "--shutdown_grace_period_seconds=600",  # never reached: the second signal ends it
+            ]
+        ) as server,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        call = pool.submit(predict, server, "hang", EXIT_BOUND)
+        wait_until(lambda: (base / "1" / "called").exists(), what="the model call began")
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line("Received SIGTERM: stopping")
+        assert sigterm_and_wait(server, signal.SIGINT) == EXIT_DRAIN_INCOMPLETE
+        with pytest.raises(httpx.HTTPError):
+            call.result(EXIT_BOUND)
+    assert "Received SIGINT while stopping: exiting now" in server.output
+
+
+def test_sigterm_while_a_reload_waits_exits_with_the_incomplete_code(tmp_path: Path) -> None:
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import model_management_pb2
+    from tensorflow_serving.config import model_server_config_pb2
+
+    quick = write_python_model(tmp_path / "quick", QUICK_MODEL)
+    stuck = write_python_model(tmp_path / "stuck", HANGING_LOAD_MODEL)
+    config_file = tmp_path / "models.config"
+    config_file.write_text(model_config([("quick", quick, "python")]))
+    reload_config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(
+        model_config([("quick", quick, "python"), ("stuck", stuck, "python")]), reload_config
+    )
+    with (
+        running_server(
+            [f"--model_config_file={config_file}", GRACE, "--allow_python_models_over_network"]
+        ) as server,
+        grpc_stubs(server) as stubs,
+    ):
+        reload = stubs.models.HandleReloadConfigRequest.future(
+            model_management_pb2.ReloadConfigRequest(config=reload_config), timeout=EXIT_BOUND
+        )
+        wait_until(lambda: (stuck / "1" / "loading").exists(), what="the reload's load")
+        assert sigterm_and_wait(server) == EXIT_DRAIN_INCOMPLETE
+        reload.exception(EXIT_BOUND)  # the call has ended (with the server, at the latest)
+        assert reload.done()
+
+
+def test_a_signal_while_a_load_at_start_never_returns_exits_with_the_incomplete_code(
+    tmp_path: Path,
+) -> None:
+    base = write_python_model(tmp_path / "stuck", HANGING_LOAD_MODEL)
+    with running_server(
+        ["--model_name=stuck", f"--model_base_path={base}", "--model_platform=python", GRACE],
+        ready=False,
+    ) as server:
+        wait_until(lambda: (base / "1" / "loading").exists(), what="the load at start")
+        # SIGINT: Python's own handler would raise KeyboardInterrupt and the interpreter's
+        # exit would then wait for the load thread forever.
+        assert sigterm_and_wait(server, signal.SIGINT) == EXIT_DRAIN_INCOMPLETE
+
+
+def test_sigterm_under_ordinary_load_drains_and_exits_0(tmp_path: Path) -> None:
+    base = write_python_model(tmp_path / "m", QUICK_MODEL)
+    answered: list[int] = []
+    refused: list[Exception] = []
+    stop = threading.Event()
+
+    def client(server: ServerProcess) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    response = http.post(
+                        f"{server.rest}/v1/models/m:predict", json={"instances": [1.0]}
+                    )
+                except httpx.TransportError as exc:  # the port has closed: no more requests
+                    refused.append(exc)
+                    return
+                answered.append(response.status_code)
+
+    with (
+        running_server(
+            ["--model_name=m", f"--model_base_path={base}", "--model_platform=python", GRACE]
+        ) as server,
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        clients = [pool.submit(client, server) for _ in range(4)]
+        wait_until(lambda: len(answered) >= 40, what="requests answered under load")
+        code = sigterm_and_wait(server)
+        stop.set()
+        for future in clients:
+            future.result(EXIT_BOUND)
+    assert code == 0, server.output
+    assert set(answered) == {200}
+    assert "Server stopped" in server.output

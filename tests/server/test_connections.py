@@ -1,0 +1,74 @@
+"""servo.cli.connections: connection caps fitted under the open-file limit, gRPC's arguments
+for the connection flags, and the raise of the soft limit (in a child process)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from servo.cli.connections import BASE_DESCRIPTORS, ConnectionCaps, fit_caps, grpc_arguments
+from servo.cli.flags import build_parser
+
+
+def test_caps_that_fit_are_kept() -> None:
+    caps = ConnectionCaps(100, 50)
+    assert fit_caps(caps, 100 + 50 + 256 + BASE_DESCRIPTORS, 256) == caps
+
+
+def test_caps_that_do_not_fit_are_lowered_in_proportion_leaving_the_reserve() -> None:
+    caps = fit_caps(ConnectionCaps(4096, 4096), 1024, 256)
+    room = 1024 - 256 - BASE_DESCRIPTORS
+    assert caps.rest + caps.grpc <= room
+    assert caps.rest == caps.grpc == room // 2
+
+
+def test_caps_stay_at_least_one_when_the_limit_leaves_no_room() -> None:
+    assert fit_caps(ConnectionCaps(10, 10), 100, 256) == ConnectionCaps(1, 1)
+
+
+def test_grpc_arguments_follow_the_flags_and_zero_leaves_grpc_defaults() -> None:
+    args = dict(grpc_arguments(ConnectionCaps(8, 9), idle=1.5, handshake=2, keepalive=3))
+    assert args == {
+        "grpc.max_allowed_incoming_connections": 9,
+        "grpc.max_connection_idle_ms": 1500,
+        "grpc.server_handshake_timeout_ms": 2000,
+        "grpc.keepalive_time_ms": 3000,
+        "grpc.keepalive_timeout_ms": 20_000,
+    }
+    assert dict(grpc_arguments(ConnectionCaps(8, 9), idle=0, handshake=0, keepalive=0)) == {
+        "grpc.max_allowed_incoming_connections": 9
+    }
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    code = (
+        "import resource\n"
+        "from servo.cli.connections import raise_open_file_limit\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({low}, {hard}))\n"
+        "print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    expected = str(hard if hard != resource.RLIM_INFINITY else 2**20)
+    assert out == [expected, expected]
+
+
+def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
+    parser = build_parser()
+    args = parser.parse_args([])
+    assert (args.rest_api_max_connections, args.grpc_max_connections) == (4096, 4096)
+    assert args.rest_api_idle_timeout_seconds == 30.0
+    assert args.rest_api_read_timeout_seconds == 30.0
+    assert args.grpc_max_connection_idle_seconds == 300.0
+    assert args.open_files_reserve == 256
+    assert args.shutdown_grace_period_seconds == 30.0
+    for bad in ("--rest_api_max_connections=0", "--rest_api_idle_timeout_seconds=-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([bad])
+        assert exit_info.value.code == 2
