@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from servo.platforms.python import ISOLATIONS, PROCESS
 from servo.platforms.router import PLATFORMS
 
 CPUS = os.cpu_count() or 1
@@ -107,6 +108,13 @@ def per_model(parse: Callable[[str], Any]) -> Callable[[str], PerModel]:
 
     parse_per_model.__name__ = f"per_model_{getattr(parse, '__name__', 'value')}"
     return parse_per_model
+
+
+def parse_isolation(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ISOLATIONS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(ISOLATIONS)}, got {text!r}")
+    return value
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -274,6 +282,14 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         0,
         "RAM budget for loaded models (TFS's estimate: 1.2 x size on disk); 0 = unlimited. "
         "A version that does not fit ends with RESOURCE_EXHAUSTED.",
+    ),
+    Flag(
+        "python_model_isolation",
+        per_model(parse_isolation),
+        PerModel(PROCESS),
+        "Where python models run, DEFAULT[,MODEL=VALUE...]: process (a worker process per "
+        "version: a crash or a hung call of the model's code never stops the server) or "
+        "thread (inside the server, as before), e.g. --python_model_isolation=process,fast=thread.",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
 )

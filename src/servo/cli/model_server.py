@@ -30,6 +30,7 @@ from servo.core.loader import ResourceAllocation
 from servo.core.resource_tracker import ResourceTracker
 from servo.core.status import ServoError
 from servo.metrics import ServerMetrics
+from servo.platforms import python, python_worker
 from servo.platforms.options import PlatformOptions
 from servo.server import config as configs
 from servo.server.server_core import ServerCore, ServerCoreOptions
@@ -118,6 +119,7 @@ class ModelServer:
                     "tflite_num_interpreters": max(1, a.num_tflite_pools)
                     * max(1, a.num_tflite_interpreters_per_pool),
                     "prefer_tflite_model": a.prefer_tflite_model,
+                    python.ISOLATION_KEY: a.python_model_isolation,
                 },
             ),
         )
@@ -386,6 +388,7 @@ class ModelServer:
             await self.servers.grpc.stop(grace=GRACE_SECONDS)
         if self.servers.rest_task is not None:
             await asyncio.gather(self.servers.rest_task, return_exceptions=True)
+        python_worker.stop_busy_workers()  # a call still running now ends with its worker
         if self.runner is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.runner.close)
         if self.core is not None:
@@ -394,6 +397,7 @@ class ModelServer:
             await asyncio.get_running_loop().run_in_executor(None, self.batching.stop)
         if self.request_logger is not None:
             self.request_logger.close()
+        python_worker.stop_all_workers()  # any left by a load still running
         log.info("Server stopped")
 
 

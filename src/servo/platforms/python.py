@@ -271,7 +271,40 @@ def _as_array(value: Any, dtype: DataType) -> np.ndarray:
     return array.astype(to_numpy(dtype), copy=False)
 
 
+ISOLATION_KEY = "python_model_isolation"  # options.extra: "thread" / "process", per model
+THREAD, PROCESS = "thread", "process"
+ISOLATIONS = (THREAD, PROCESS)
+
+
+def isolation(options: PlatformOptions) -> str:
+    """Where `options.model_name`'s versions run: `options.extra[ISOLATION_KEY]` is a name
+    from ISOLATIONS or a per-model setting (anything with `get(model_name)`); THREAD without
+    it (a library caller's `load`)."""
+    setting = options.extra.get(ISOLATION_KEY, THREAD)
+    value = setting if isinstance(setting, str) else setting.get(options.model_name)
+    if value not in ISOLATIONS:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"{ISOLATION_KEY} of model {options.model_name!r} is {value!r}; "
+            f"expected one of {', '.join(ISOLATIONS)}",
+        )
+    return str(value)
+
+
 def load(path: str, options: PlatformOptions) -> ModelServable:
+    """Loads version directory `path`: in a worker process of its own when the model's
+    isolation is PROCESS (servo.platforms.python_worker), else in this process."""
+    if isolation(options) == PROCESS:
+        if not os.path.isfile(os.path.join(path, MODULE_FILE)):
+            raise ServoError(Code.NOT_FOUND, f"{path}: a python model needs {MODULE_FILE}")
+        from servo.platforms.python_worker import WorkerServable
+
+        name = options.model_name or os.path.basename(os.path.dirname(os.path.abspath(path)))
+        return WorkerServable.load(path, name)
+    return load_in_process(path, options)
+
+
+def load_in_process(path: str, options: PlatformOptions) -> PythonServable:
     """Imports `model.py` from version directory `path`, makes its `Model` and loads it."""
     module = _import_model_module(path)
     try:
