@@ -160,7 +160,7 @@ def worker_main(conn: Connection, path: str) -> None:
     unload or until the server's end of the pipe closes."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server handles Ctrl-C, then stops us
-    from servo.platforms import python
+    from servo.platforms import python_model as python
     from servo.platforms.options import PlatformOptions
 
     try:
