@@ -1,9 +1,9 @@
 """A Python model in a worker process of its own (`--python_model_isolation=process`).
 
-The server never imports the model's code: a worker process, started with multiprocessing's
-`spawn` context (a fresh interpreter, never a fork of the threaded server), imports the
-version's `model.py`, loads it, runs its calls and unloads it; the signatures come back to the
-server when the load ends. What this buys:
+The server never imports the model's code: a worker process, forked by multiprocessing's
+fork server (a fresh interpreter started for it, never a fork of the threaded server), imports
+the version's `model.py`, loads it, runs its calls and unloads it; the signatures come back to
+the server when the load ends. What this buys:
 
 - The model's Python runs under the worker's interpreter lock, so a CPU-heavy load or
   predict never stalls the server's other requests.
@@ -22,8 +22,8 @@ call). Arrays of strings (object dtype) are pickled over the worker's pipe. A wo
 call at a time; the version's calls queue for it.
 
 `stop_busy_workers()` (at shutdown, after the drain) kills the workers whose call has not
-ended; `stop_all_workers()` every worker left. Workers also die with the server: each asks
-the kernel for SIGKILL when its parent dies (Linux), and each is a daemon process.
+ended; `stop_all_workers()` every worker left. Workers also die with the server, however it
+ends: each watches a pipe only the server holds open (and each is a daemon process).
 """
 
 from __future__ import annotations
@@ -60,7 +60,11 @@ log = logging.getLogger(__name__)
 ALIGN = 64  # bytes: each array in a segment starts on a cache line
 MIN_SEGMENT = 1 << 16
 _NUMERIC = frozenset("biufc")
-_CONTEXT = multiprocessing.get_context("spawn")
+# Workers fork from multiprocessing's fork server: a process started fresh (never a fork of
+# the threaded server) with numpy and servo's model code imported, so a worker starts, and
+# restarts after a crash or a deadline, without importing them again.
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["numpy", "servo.platforms.python_model"])
 
 _workers: weakref.WeakSet[ModelWorker] = weakref.WeakSet()
 _workers_lock = threading.Lock()
@@ -120,12 +124,17 @@ def _segment_bytes(needed: int) -> int:
 # -- the worker process's side ---------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Asks Linux for SIGKILL when the server dies, so no worker outlives it."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _die_with_server(lifeline: Connection) -> None:
+    """Ends the worker when the server dies, even while the model's code runs: `lifeline`'s
+    other end is held by the server alone and never written, so a read returns only when the
+    server's end closes."""
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def watch() -> None:
+        with contextlib.suppress(BaseException):
+            lifeline.recv()
+        os._exit(70)
+
+    threading.Thread(target=watch, name="servo-lifeline", daemon=True).start()
 
 
 class _Segments:
@@ -155,10 +164,10 @@ def _error_reply(exc: BaseException) -> tuple[Any, ...]:
     return ("error", int(Code.INTERNAL), f"{type(exc).__name__}: {exc}")
 
 
-def worker_main(conn: Connection, path: str) -> None:
+def worker_main(conn: Connection, lifeline: Connection, path: str) -> None:
     """The worker process: loads the version at `path`, then answers calls until told to
     unload or until the server's end of the pipe closes."""
-    _die_with_parent()
+    _die_with_server(lifeline)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server handles Ctrl-C, then stops us
     from servo.platforms import python_model as python
     from servo.platforms.options import PlatformOptions
@@ -234,6 +243,7 @@ class ModelWorker:
         self._lock = threading.Lock()  # one call (or start, or stop) at a time
         self._process: Any = None
         self._conn: Connection | None = None
+        self._lifeline: Connection | None = None  # closing it ends the worker
         self._busy = False
         self._stopped = False
         self._in: SharedMemory | None = None
@@ -262,15 +272,17 @@ class ModelWorker:
         if self._stopped:
             raise unloaded(self._who)
         parent, child = _CONTEXT.Pipe()
+        lifeline, held = _CONTEXT.Pipe(duplex=False)  # the worker reads, the server holds
         process = _CONTEXT.Process(
             target=worker_main,
-            args=(child, self.path),
+            args=(child, lifeline, self.path),
             name=f"servo-python-{self.model_name}",
             daemon=True,
         )
         process.start()
         child.close()
-        self._process, self._conn = process, parent
+        lifeline.close()
+        self._process, self._conn, self._lifeline = process, parent, held
         self.starts += 1
         reply = self._receive(None, "load")
         if reply[0] != "ready":
@@ -294,12 +306,14 @@ class ModelWorker:
         if not ready:  # the deadline passed: end the call by ending its worker
             pid = process.pid
             self._reap()
-            log.warning("%s: a call passed its deadline; worker %d killed", self._who, pid)
-            raise ServoError(
-                Code.DEADLINE_EXCEEDED,
-                f"{self._who}: the call passed its deadline; its worker process was stopped "
-                "and is restarted",
+            log.warning(
+                "%s: a call passed its deadline; worker %d killed, a new one starts",
+                self._who,
+                pid,
             )
+            # The runner's own answer at the deadline, word for word (TFS's): either may
+            # reach the client first.
+            raise ServoError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
         process.join(5.0)
         how = _how_it_ended(process)
         pid = process.pid
@@ -312,15 +326,16 @@ class ModelWorker:
 
     def _reap(self) -> None:
         """Kills the worker, if any, and forgets it."""
-        process, conn = self._process, self._conn
-        self._process, self._conn = None, None
+        process, conn, lifeline = self._process, self._conn, self._lifeline
+        self._process, self._conn, self._lifeline = None, None, None
         if process is not None:
             if process.is_alive():
                 process.kill()
             process.join()
             process.close()
-        if conn is not None:
-            conn.close()
+        for end in (conn, lifeline):
+            if end is not None:
+                end.close()
 
     def _restart_later(self) -> None:
         def restart() -> None:
