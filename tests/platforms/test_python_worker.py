@@ -22,6 +22,7 @@ from servo.platforms.options import PlatformOptions
 from servo.platforms.python_worker import WorkerServable
 from servo.platforms.servable import within_deadline
 from tests.support.models import write_python_model
+from tests.support.server import alive
 from tests.support.waiting import wait_until
 
 # "crash" does what its input says: exit, segfault, raise MemoryError, hang (until killed),
@@ -75,15 +76,6 @@ class Model:
 """
 
 PROCESS = PlatformOptions(extra={python_platform.ISOLATION_KEY: "process"}, model_name="m")
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture

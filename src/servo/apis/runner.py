@@ -211,4 +211,7 @@ class Runner:
         try:
             return await asyncio.wait_for(asyncio.shield(awaitable), timeout)
         except TimeoutError:
+            # The call's own end (an error, often: a servable that stops its call at the
+            # deadline raises) is nobody's to see now; taken, so asyncio logs no traceback.
+            awaitable.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None

@@ -394,39 +394,57 @@ class ModelWorker:
         output_names: Sequence[str] | None,
         deadline: float | None,
     ) -> dict[str, np.ndarray]:
-        with self._lock:
-            if self._process is None:
-                self._start()  # after a crash, when the restart has not run yet
-            assert self._conn is not None
-            self._in = self._segment(self._in, _layout(inputs)[1])
-            packed = _pack(inputs, self._in)
-            out = self._out
-            message = (
-                "call",
-                signature_name,
-                packed,
-                None if output_names is None else list(output_names),
-                None if self._in is None else self._in.name,
-                None if out is None else out.name,
-                0 if out is None else out.size,
-            )
-            self._busy = True
-            try:
-                self._conn.send(message)
-                reply = self._receive(deadline, "predict")
-            except ServoError:
-                if not self._stopped:
-                    self._restart_later()
-                raise
-            finally:
-                self._busy = False
-            if reply[0] == "error":
-                raise ServoError(Code(reply[1]), reply[2])
-            _, packed_out, needed = reply
-            outputs = _unpack(packed_out, out, copy=True)
-            if out is None or needed > out.size:  # pickled this time; room for the next
-                self._out = self._segment(out, needed)
-            return outputs
+        # A call waits for the worker no longer than its deadline (the calls before it may
+        # be slow, or a restart may be loading the model).
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            raise ServoError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        try:
+            return self._call(signature_name, inputs, output_names, deadline)
+        finally:
+            self._lock.release()
+
+    def _call(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None,
+        deadline: float | None,
+    ) -> dict[str, np.ndarray]:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ServoError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        if self._process is None:
+            self._start()  # after a crash, when the restart has not run yet
+        assert self._conn is not None
+        self._in = self._segment(self._in, _layout(inputs)[1])
+        packed = _pack(inputs, self._in)
+        out = self._out
+        message = (
+            "call",
+            signature_name,
+            packed,
+            None if output_names is None else list(output_names),
+            None if self._in is None else self._in.name,
+            None if out is None else out.name,
+            0 if out is None else out.size,
+        )
+        self._busy = True
+        try:
+            self._conn.send(message)
+            reply = self._receive(deadline, "predict")
+        except ServoError:
+            if not self._stopped:
+                self._restart_later()
+            raise
+        finally:
+            self._busy = False
+        if reply[0] == "error":
+            raise ServoError(Code(reply[1]), reply[2])
+        _, packed_out, needed = reply
+        outputs = _unpack(packed_out, out, copy=True)
+        if out is None or needed > out.size:  # pickled this time; room for the next
+            self._out = self._segment(out, needed)
+        return outputs
 
 
 class WorkerServable(ModelServable):
