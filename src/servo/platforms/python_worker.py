@@ -65,6 +65,21 @@ _NUMERIC = frozenset("biufc")
 # restarts after a crash or a deadline, without importing them again.
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["numpy", "servo.platforms.python_model"])
+_import_path_lock = threading.Lock()
+
+
+def _import_this_servo() -> None:
+    """Puts the directory this servo is imported from first on PYTHONPATH, which the fork
+    server inherits: it runs with the default path (Python 3.11's fork server ignores the
+    server's sys.path), and its workers must import this servo, not another installed one."""
+    import servo
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(servo.__file__)))
+    with _import_path_lock:
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if not paths or os.path.abspath(paths[0]) != root:
+            os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+
 
 _workers: weakref.WeakSet[ModelWorker] = weakref.WeakSet()
 _workers_lock = threading.Lock()
@@ -236,9 +251,10 @@ class ModelWorker:
     `kill` may be called from any thread at any time (a busy call then fails).
     """
 
-    def __init__(self, path: str, model_name: str) -> None:
+    def __init__(self, path: str, model_name: str, shared_memory: bool = True) -> None:
         self.path = path
         self.model_name = model_name
+        self.shared_memory = shared_memory  # False: every array pickled (bench/python_worker.py)
         self.signatures: dict[str, Signature] = {}
         self._lock = threading.Lock()  # one call (or start, or stop) at a time
         self._process: Any = None
@@ -271,6 +287,7 @@ class ModelWorker:
     def _start(self) -> None:
         if self._stopped:
             raise unloaded(self._who)
+        _import_this_servo()
         parent, child = _CONTEXT.Pipe()
         lifeline, held = _CONTEXT.Pipe(duplex=False)  # the worker reads, the server holds
         process = _CONTEXT.Process(
@@ -416,7 +433,8 @@ class ModelWorker:
         if self._process is None:
             self._start()  # after a crash, when the restart has not run yet
         assert self._conn is not None
-        self._in = self._segment(self._in, _layout(inputs)[1])
+        if self.shared_memory:
+            self._in = self._segment(self._in, _layout(inputs)[1])
         packed = _pack(inputs, self._in)
         out = self._out
         message = (
@@ -442,7 +460,7 @@ class ModelWorker:
             raise ServoError(Code(reply[1]), reply[2])
         _, packed_out, needed = reply
         outputs = _unpack(packed_out, out, copy=True)
-        if out is None or needed > out.size:  # pickled this time; room for the next
+        if self.shared_memory and (out is None or needed > out.size):  # room for the next
             self._out = self._segment(out, needed)
         return outputs
 
@@ -459,8 +477,8 @@ class WorkerServable(ModelServable):
         self._closed = False
 
     @classmethod
-    def load(cls, path: str, model_name: str) -> WorkerServable:
-        worker = ModelWorker(path, model_name)
+    def load(cls, path: str, model_name: str, shared_memory: bool = True) -> WorkerServable:
+        worker = ModelWorker(path, model_name, shared_memory)
         worker.start()
         return cls(worker)
 
