@@ -301,7 +301,11 @@ class ModelWorker:
         lifeline.close()
         self._process, self._conn, self._lifeline = process, parent, held
         self.starts += 1
-        reply = self._receive(None, "load")
+        self._busy = True  # a load that never returns is ended at shutdown as a call is
+        try:
+            reply = self._receive(None, "load")
+        finally:
+            self._busy = False
         if reply[0] != "ready":
             self._reap()
             raise ServoError(Code(reply[1]), reply[2])
@@ -363,7 +367,9 @@ class ModelWorker:
                     except ServoError as exc:
                         log.error("%s: restarting its worker failed: %s", self._who, exc)
 
-        threading.Thread(target=restart, name=f"servo-restart-{self.model_name}").start()
+        threading.Thread(
+            target=restart, name=f"servo-restart-{self.model_name}", daemon=True
+        ).start()
 
     def kill(self) -> None:
         """Kills the worker process now (a call it runs fails); no restart follows."""
@@ -513,8 +519,8 @@ def _all() -> list[ModelWorker]:
 
 
 def stop_busy_workers() -> int:
-    """Kills every worker whose call has not ended (shutdown, after the drain): the calls
-    fail and their threads end. Returns how many."""
+    """Kills every worker whose call or load has not ended (shutdown, after the drain): the
+    calls and loads fail and their threads end. Returns how many."""
     busy = [w for w in _all() if w.busy]
     for worker in busy:
         log.warning("%s: a call still runs at shutdown; its worker is killed", worker._who)
