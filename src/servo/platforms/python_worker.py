@@ -16,10 +16,11 @@ the server when the load ends. What this buys:
   unload.
 
 Inputs and outputs cross by shared memory: the server owns two segments per worker (inputs,
-outputs) that grow to the largest call seen; a numeric array is copied once into the segment
-and read in place on the other side (the model's inputs are read-only views, valid during the
-call). Arrays of strings (object dtype) are pickled over the worker's pipe. A worker runs one
-call at a time; the version's calls queue for it.
+outputs) that grow to the largest call seen. A numeric input is copied once into its segment
+and the model reads it in place (read-only views, valid during the call); a numeric output is
+copied into the other segment and once out of it by the server. Arrays of strings (object
+dtype) are pickled over the worker's pipe. A worker runs one call at a time; the version's
+calls queue for it.
 
 `stop_busy_workers()` (at shutdown, after the drain) kills the workers whose call has not
 ended; `stop_all_workers()` every worker left. Workers also die with the server, however it
@@ -195,6 +196,7 @@ def worker_main(conn: Connection, lifeline: Connection, path: str) -> None:
     conn.send(("ready", dict(servable.signatures), os.getpid()))
     segments = _Segments()
     inputs: Any = None
+    outputs: Any = None
     try:
         while True:
             try:
@@ -214,7 +216,7 @@ def worker_main(conn: Connection, lifeline: Connection, path: str) -> None:
                 reply: tuple[Any, ...] = ("ok", _pack(outputs, out), needed)
             except BaseException as exc:
                 reply = _error_reply(exc)
-            inputs = None  # the model's views of the segment go before it may close
+            inputs = outputs = None  # views of a segment go before it may close
             try:
                 conn.send(reply)
             except pickle.PicklingError as exc:
