@@ -64,6 +64,9 @@ def test_a_hung_model_starves_no_other_model_and_its_next_version_serves(
     args = [
         f"--model_config_file={config}",
         "--rest_api_timeout_in_ms=1000",
+        # In the server's threads: a call that never returns holds its thread (in a worker
+        # process it would end with its worker at the deadline: test_python_worker_server.py).
+        "--python_model_isolation=thread",
         "--file_system_poll_wait_seconds=1",
         f"--max_concurrent_calls_per_model=0,hung={HUNG_THREADS}",
         f"--max_queued_calls_per_model=128,hung={HUNG_QUEUE}",

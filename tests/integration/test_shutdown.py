@@ -21,6 +21,9 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 GRACE = "--shutdown_grace_period_seconds=2"
+# The python models here run in the server's threads: work that cannot be killed (a worker
+# process's call or load ends with its worker at shutdown: test_python_worker_server.py).
+THREADS = "--python_model_isolation=thread"
 EXIT_BOUND = 60.0  # seconds: far more than the grace period; a bound, not a timing
 
 QUICK_MODEL = """
@@ -74,7 +77,7 @@ def test_sigterm_while_a_polled_load_never_returns_exits_with_the_incomplete_cod
 ) -> None:
     base = write_python_model(tmp_path / "m", QUICK_MODEL, version=1)
     with running_server(
-        ["--model_name=m", f"--model_base_path={base}", "--model_platform=python", GRACE]
+        ["--model_name=m", f"--model_base_path={base}", "--model_platform=python", GRACE, THREADS]
     ) as server:
         assert predict(server, "m").json() == {"predictions": [2.0]}
         write_python_model(base, HANGING_LOAD_MODEL, version=2)
@@ -89,7 +92,13 @@ def test_sigterm_while_a_model_call_never_returns_exits_with_the_incomplete_code
     base = write_python_model(tmp_path / "hang", HANGING_CALL_MODEL)
     with (
         running_server(
-            ["--model_name=hang", f"--model_base_path={base}", "--model_platform=python", GRACE]
+            [
+                "--model_name=hang",
+                f"--model_base_path={base}",
+                "--model_platform=python",
+                GRACE,
+                THREADS,
+            ]
         ) as server,
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
@@ -139,7 +148,12 @@ def test_sigterm_while_a_reload_waits_exits_with_the_incomplete_code(tmp_path: P
     )
     with (
         running_server(
-            [f"--model_config_file={config_file}", GRACE, "--allow_python_models_over_network"]
+            [
+                f"--model_config_file={config_file}",
+                GRACE,
+                THREADS,
+                "--allow_python_models_over_network",
+            ]
         ) as server,
         grpc_stubs(server) as stubs,
     ):
@@ -157,7 +171,13 @@ def test_a_signal_while_a_load_at_start_never_returns_exits_with_the_incomplete_
 ) -> None:
     base = write_python_model(tmp_path / "stuck", HANGING_LOAD_MODEL)
     with running_server(
-        ["--model_name=stuck", f"--model_base_path={base}", "--model_platform=python", GRACE],
+        [
+            "--model_name=stuck",
+            f"--model_base_path={base}",
+            "--model_platform=python",
+            GRACE,
+            THREADS,
+        ],
         ready=False,
     ) as server:
         wait_until(lambda: (base / "1" / "loading").exists(), what="the load at start")
@@ -186,7 +206,13 @@ def test_sigterm_under_ordinary_load_drains_and_exits_0(tmp_path: Path) -> None:
 
     with (
         running_server(
-            ["--model_name=m", f"--model_base_path={base}", "--model_platform=python", GRACE]
+            [
+                "--model_name=m",
+                f"--model_base_path={base}",
+                "--model_platform=python",
+                GRACE,
+                THREADS,
+            ]
         ) as server,
         concurrent.futures.ThreadPoolExecutor(4) as pool,
     ):

@@ -19,7 +19,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from google.protobuf import json_format
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
+from servo.platforms import python as python_platform
 from servo.platforms import router
 from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import (
@@ -129,9 +130,11 @@ class Subject:
     corrupt_code: Code  # load's code for a model file that does not parse (its docstring's)
     corruptions: tuple[str, ...] = ("garbage", "truncated")
     signature: str = DEFAULT_SIGNATURE  # the signature `sample` runs
+    options: PlatformOptions = OPTIONS  # what the platform's load is given
+    name: str = ""  # the subject's test id, when not its platform's name
 
     def __str__(self) -> str:
-        return self.platform
+        return self.name or self.platform
 
 
 F = DataType.DT_FLOAT
@@ -216,6 +219,14 @@ SUBJECTS = (
         Code.INVALID_ARGUMENT,
     ),
 )
+# The same Python model in a worker process of its own (--python_model_isolation=process).
+SUBJECTS += (
+    replace(
+        SUBJECTS[-1],
+        options=PlatformOptions(extra={python_platform.ISOLATION_KEY: python_platform.PROCESS}),
+        name="python-process",
+    ),
+)
 
 
 @pytest.fixture(scope="module", params=SUBJECTS, ids=str)
@@ -232,7 +243,7 @@ def version_dir(subject: Subject, tfs_models: TfsModels, example_models: Path) -
 
 
 def load(subject: Subject, path: str) -> ModelServable:
-    servable: ModelServable = router.import_platform(subject.platform).load(path, OPTIONS)
+    servable: ModelServable = router.import_platform(subject.platform).load(path, subject.options)
     return servable
 
 

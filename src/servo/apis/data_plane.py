@@ -183,6 +183,15 @@ class RequestLogger(Protocol):
 # -- the steps on a servable, shared by requests and warm-up --------------------------------------
 
 
+def _with_deadline(call: Callable[[], R], timeout: float | None) -> Callable[[], R]:
+    """`call` knowing its deadline (`servable.call_deadline()`) wherever it runs, so a
+    servable that can stop a call (a Python model's worker) ends it there; as is without one."""
+    if timeout is None:
+        return call
+    deadline = time.monotonic() + timeout
+    return lambda: model.within_deadline(deadline, call)
+
+
 def _prepare_predict(
     servable: ModelServable, call: PredictCall[Any], method_name_check: bool
 ) -> tuple[Signature, dict[str, np.ndarray], tuple[str, ...] | None]:
@@ -344,7 +353,7 @@ class DataPlane:
             submit = getattr(servable, "submit", None)  # a batching servable's queue
             outputs = await self.runner.run(
                 handle,
-                lambda: servable.run(signature, inputs, wanted),
+                _with_deadline(lambda: servable.run(signature, inputs, wanted), timeout),
                 (signature.name, size_class(inputs)),
                 timeout,
                 "Predict",
@@ -374,7 +383,7 @@ class DataPlane:
             self._count_examples(handle.id.name, len(examples))
             results = await self.runner.run(
                 handle,
-                lambda: run(servable, signature, examples, check),
+                _with_deadline(lambda: run(servable, signature, examples, check), timeout),
                 (signature.name, _examples_size(examples)),
                 timeout,
                 api,
@@ -399,7 +408,9 @@ class DataPlane:
             self._count_examples(handle.id.name, len(examples))
             results = await self.runner.run(
                 handle,
-                lambda: _run_multi_inference(servable, tasks, examples, check),
+                _with_deadline(
+                    lambda: _run_multi_inference(servable, tasks, examples, check), timeout
+                ),
                 ("MultiInference", _examples_size(examples)),
                 timeout,
                 "MultiInference",

@@ -341,10 +341,14 @@ class Runner:
     async def _wait(future: Future[Any], timeout: float | None) -> Any:
         """The call's result; at the deadline (or when the request is cancelled) a call that
         has not started yet is dropped, and one that has goes on in the background."""
+        wrapped = asyncio.wrap_future(future)
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+            return await asyncio.wait_for(asyncio.shield(wrapped), timeout)
         except TimeoutError:
             future.cancel()
+            # The call's own end (an error, often: a servable that stops its call at the
+            # deadline raises) is nobody's to see now; taken, so asyncio logs no traceback.
+            wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise ServoError(Code.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
         except asyncio.CancelledError:
             future.cancel()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servo.apis.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
+from servo.platforms.python import ISOLATIONS, PROCESS
 from servo.platforms.router import PLATFORMS
 from servo.server.model_management import parse_roots
 
@@ -139,6 +140,13 @@ def parse_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return value
+
+
+def parse_isolation(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ISOLATIONS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(ISOLATIONS)}, got {text!r}")
     return value
 
 
@@ -336,6 +344,14 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         DEFAULT_MAX_REQUEST_BYTES,
         "Most bytes all of a request's tensors may take once decoded; more is "
         "INVALID_ARGUMENT (400).",
+    ),
+    Flag(
+        "python_model_isolation",
+        per_model(parse_isolation),
+        PerModel(PROCESS),
+        "Where python models run, DEFAULT[,MODEL=VALUE...]: process (a worker process per "
+        "version: a crash or a hung call of the model's code never stops the server) or "
+        "thread (inside the server, as before), e.g. --python_model_isolation=process,fast=thread.",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
     Flag(

@@ -37,6 +37,7 @@ from servo.core.loader import ResourceAllocation
 from servo.core.resource_tracker import ResourceTracker
 from servo.core.status import ServoError
 from servo.metrics import ServerMetrics
+from servo.platforms import python, python_worker
 from servo.platforms.options import PlatformOptions
 from servo.platforms.router import import_platform
 from servo.server import config as configs
@@ -130,6 +131,7 @@ class ModelServer:
                     "tflite_num_interpreters": max(1, a.num_tflite_pools)
                     * max(1, a.num_tflite_interpreters_per_pool),
                     "prefer_tflite_model": a.prefer_tflite_model,
+                    python.ISOLATION_KEY: a.python_model_isolation,
                 },
             ),
         )
@@ -478,6 +480,7 @@ class ModelServer:
                 "the REST requests in flight",
                 asyncio.gather(asyncio.shield(rest_task), return_exceptions=True),
             )
+        python_worker.stop_busy_workers()  # a call still running now ends with its worker
         if self.runner is not None:
             runner = self.runner
             complete &= await _on_thread(left(), "the model calls", lambda: runner.close(left()))
@@ -489,6 +492,7 @@ class ModelServer:
             complete &= await _on_thread(left(), "the batch threads", batching.stop)
         if self.request_logger is not None:
             self.request_logger.close()
+        python_worker.stop_all_workers()  # any left by a load still running
         if complete:
             log.info("Server stopped")
         else:

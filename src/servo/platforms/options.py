@@ -20,3 +20,5 @@ class PlatformOptions:
     intra_op_parallelism: int = 0
     inter_op_parallelism: int = 0  # tensorflow, onnx: ops run at once; 0 = runtime's choice
     extra: Mapping[str, Any] = field(default_factory=dict)  # anything else, by platform
+    # the model whose version loads (ModelLoader sets it), for settings made per model
+    model_name: str = ""

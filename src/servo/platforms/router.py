@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 from servo.core.loader import Loader, ResourceAllocation
@@ -148,7 +148,8 @@ class ModelLoader(Loader):
         module = import_platform(self.platform)
         if not os.path.isdir(self.path):
             raise ServoError(Code.NOT_FOUND, f"Version directory {self.path} does not exist")
-        servable: ModelServable = module.load(self.path, self.options)
+        options = replace(self.options, model_name=self.id.name)
+        servable: ModelServable = module.load(self.path, options)
         try:
             for wrap in self._wrappers:
                 servable = wrap(self.id, self.path, servable)

@@ -9,9 +9,10 @@ encode what it returns; classify and regress are built on `run` the way TFS buil
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import contextvars
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -139,6 +140,31 @@ class ModelServable(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Frees what the servable holds, when its version unloads; a second call does
         nothing."""
+
+
+# -- a call's deadline, for servables that can end a call early -----------------------------
+
+T = TypeVar("T")
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "servo_call_deadline", default=None
+)
+
+
+def call_deadline() -> float | None:
+    """The `time.monotonic()` by which the model call running on this thread must end, or
+    None (no deadline). A servable that can stop a call (a Python model's worker process)
+    reads it in `run`; the others ignore it."""
+    return _deadline.get()
+
+
+def within_deadline(deadline: float | None, call: Callable[[], T]) -> T:
+    """Runs `call()` with `call_deadline()` answering `deadline` (the data plane wraps each
+    model call in it, on whatever thread the call runs)."""
+    token = _deadline.set(deadline)
+    try:
+        return call()
+    finally:
+        _deadline.reset(token)
 
 
 # -- the contract's errors, with the same codes and texts on every platform ------------------
