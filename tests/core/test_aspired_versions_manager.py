@@ -18,6 +18,7 @@ from servo.core.source import ServableData
 from servo.core.status import Code, ServoError, Status
 from tests.support.fakes import FakeLoader, Journal
 from tests.support.lifecycle import WAIT, running_manager, states_of, wait_state
+from tests.support.waiting import wait_until
 
 A = ManagerState.AVAILABLE
 END = ManagerState.END
@@ -365,6 +366,8 @@ def test_stop_gives_up_on_a_load_that_never_returns_at_its_drain_timeout() -> No
         wait_state(monitor, sid(1), A)
         manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal, gate=gate))])
         wait_state(monitor, sid(2), ManagerState.LOADING)
+        # LOADING is published when the load is queued; stop cancels a queued load.
+        wait_until(lambda: journal.count("load", sid(2)) == 1, what="the load runs")
         assert manager.stop(drain_timeout=2.0) is False  # returns: the load is left behind
         assert states_of(monitor, sid(1))[-1] == END  # the serving version still unloads
         gate.set()
