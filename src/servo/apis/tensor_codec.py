@@ -93,7 +93,7 @@ def _invalid(message: str) -> ServoError:
     return ServoError(Code.INVALID_ARGUMENT, message)
 
 
-def _codec_for(dtype: int) -> _Codec:
+def _codec_for(dtype: int, *, decoding: bool = False) -> _Codec:
     codec = _CODECS.get(dtype)
     if codec is not None:
         return codec
@@ -103,7 +103,14 @@ def _codec_for(dtype: int) -> _Codec:
         name = types_pb2.DataType.Name(dtype)
     except ValueError:
         raise _invalid(f"Tensor has an unknown dtype number {dtype}") from None
-    # A real TensorFlow type that servo does not hold (quantized, resource, variant, float8...).
+    # A real TensorFlow type that servo does not hold (quantized, *_REF, resource, variant,
+    # float8...). In a request no signature can take it: the client's mistake, as TFS answers
+    # a dtype its signature does not have. In an answer it is servo's limit.
+    if decoding:
+        raise _invalid(
+            f"Tensor of type {name} cannot be a model input in servo (no platform takes that "
+            "type); send the dtype the signature declares"
+        )
     raise ServoError(Code.UNIMPLEMENTED, f"Tensors of type {name} are not supported")
 
 
@@ -136,7 +143,7 @@ def to_ndarray(proto: TensorProto, budget: DecodeBudget | None = None) -> np.nda
     Raises ServoError: INVALID_ARGUMENT for a malformed tensor or one over a limit,
     UNIMPLEMENTED for a dtype servo does not support.
     """
-    codec = _codec_for(proto.dtype)
+    codec = _codec_for(proto.dtype, decoding=True)
     dims, count = _checked_shape(proto.tensor_shape, codec.array.itemsize)
     if budget is None:
         budget = DecodeBudget()
