@@ -1,7 +1,7 @@
 """Isolation between models: an ONNX model's latency alone, beside a slow model and beside a
 hung one, all in one server process, one run.
 
-Starts servo on loopback ports with three models: the example ONNX MLP, a Python model whose
+Starts servo on loopback ports with three models: the large example ONNX MLP, a Python model whose
 calls take `--slow-seconds` (a sleep, as a model waiting on I/O or a remote store would), and
 a Python model whose calls hang until the bench releases them. Each phase drives the MLP with
 wrk (`--connections`, `--seconds`) while `--clients` threads of this process keep calling the
@@ -32,7 +32,10 @@ from pathlib import Path
 
 from rest_predict import REPO, also_servo, free_port, other_servos, process, wait_http, wrk
 
-MLP_BODY = json.dumps({"instances": [[0.1 * i for i in range(16)]]})
+# The large example MLP (512 -> 4 x 2048 -> 10): about 2.6 ms a row, so its calls run on
+# the model-call threads (a call under 200 us would run on the event loop, beside no pool).
+MODEL = "mlp_large"
+MLP_BODY = json.dumps({"instances": [[round(0.001 * i, 3) for i in range(512)]]})
 OTHER_BODY = json.dumps({"instances": [1.0]}).encode()
 
 # Sleeps `SECONDS` per call; with a file "hang" in its version directory, waits instead until
@@ -59,7 +62,7 @@ class Model:
 
 def write_models(workdir: Path, slow_seconds: float) -> Path:
     subprocess.run(
-        [sys.executable, "scripts/make_example_models.py", str(workdir), "--only", "mlp"],
+        [sys.executable, "scripts/make_example_models.py", str(workdir), "--only", MODEL],
         cwd=REPO,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -70,7 +73,7 @@ def write_models(workdir: Path, slow_seconds: float) -> Path:
         (version / "model.py").write_text(textwrap.dedent(OTHER_MODEL.format(seconds=slow_seconds)))
     (workdir / "hung" / "1" / "hang").touch()
     config = workdir / "models.config"
-    entries = [("mlp", "onnx"), ("slow", "python"), ("hung", "python")]
+    entries = [(MODEL, "onnx"), ("slow", "python"), ("hung", "python")]
     config.write_text(
         "model_config_list {\n"
         + "".join(
@@ -154,15 +157,15 @@ def main() -> int:
                 ]
                 base = f"http://127.0.0.1:{rest}/v1/models"
                 with process(command, env):
-                    wait_http(f"{base}/mlp:predict", body=MLP_BODY)
-                    wrk(f"{base}/mlp:predict", 2, args.connections, MLP_BODY)  # warm-up
+                    wait_http(f"{base}/{MODEL}:predict", body=MLP_BODY)
+                    wrk(f"{base}/{MODEL}:predict", 2, args.connections, MLP_BODY)  # warm-up
                     clients = Clients(
                         f"{base}/{phase}:predict", 0 if phase == "alone" else args.clients
                     )
                     try:
                         with clients:
                             result = wrk(
-                                f"{base}/mlp:predict", args.seconds, args.connections, MLP_BODY
+                                f"{base}/{MODEL}:predict", args.seconds, args.connections, MLP_BODY
                             )
                     finally:
                         (workdir / "hung" / "1" / "release").touch()  # the hung calls end

@@ -27,6 +27,7 @@ after `--max-requests`; every process started (one server) is stopped by its PID
 
     python bench/soak.py [--quick] [--swaps 50] [--rest-clients 4] [--grpc-clients 4]
                          [--steady-seconds 10] [--slow-load-seconds 3] [--max-seconds 900]
+                         [--server-flag=--python_model_isolation=process ...]
 """
 
 from __future__ import annotations
@@ -250,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slow-load-seconds", type=float, default=3.0)
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="per client")
+    parser.add_argument(
+        "--server-flag",
+        action="append",
+        default=[],
+        help="an extra servo flag, e.g. --server-flag=--python_model_isolation=process",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.swaps, args.steady_seconds, args.slow_load_seconds = 6, 3.0, 2.0
@@ -272,7 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         versions = Versions(placed={1: 0.0})
         print(f"soak: server log in {work / 'servo.log'} (removed at the end)", flush=True)
         with Servo(
-            [f"--model_config_file={config}", "--file_system_poll_wait_seconds=1"],
+            [
+                f"--model_config_file={config}",
+                "--file_system_poll_wait_seconds=1",
+                *args.server_flag,
+            ],
             log=work / "servo.log",
         ) as servo:
             load = Load(servo, args.rest_clients, args.grpc_clients, args.max_requests)

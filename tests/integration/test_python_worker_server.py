@@ -1,6 +1,6 @@
-"""Python models in worker processes, in a real server (--python_model_isolation's default,
-process): a crash of a model's code, a hung model past its deadlines, a CPU-heavy load, and
-the workers ending with the server. The worker's own tests: tests/platforms/test_python_worker.py.
+"""Python models in worker processes, in a real server (--python_model_isolation=process): a
+crash of a model's code, a hung model past its deadlines, a CPU-heavy load, and the workers
+ending with the server. The worker's own tests: tests/platforms/test_python_worker.py.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def serve(tmp_path: Path, models: dict[str, str], *flags: str) -> tuple[list[str
     bases = {name: write_python_model(tmp_path / name, source) for name, source in models.items()}
     config = tmp_path / "models.config"
     config.write_text(model_config([(name, base, "python") for name, base in bases.items()]))
-    return [f"--model_config_file={config}", *flags], bases
+    return [f"--model_config_file={config}", "--python_model_isolation=process", *flags], bases
 
 
 def test_a_crashing_model_fails_its_calls_and_the_server_keeps_serving(tmp_path: Path) -> None:

@@ -264,13 +264,14 @@ def test_timeout_answers_504_and_the_server_keeps_serving(tmp_path: Path, model_
             "--model_name=slow",
             f"--model_base_path={model_dirs['slow']}",
             "--rest_api_timeout_in_ms=300",
+            "--python_model_isolation=process",
         ]
     ) as server:
         answer = predict(server, "slow", 2.0)
         assert answer.status_code == 504
         assert answer.json() == {"error": "Deadline Exceeded"}
-        # The call was ended by stopping the model's worker process (--python_model_isolation's
-        # default); the model answers again once its new worker has loaded it.
+        # The call was ended by stopping the model's worker process; the model answers again
+        # once its new worker has loaded it.
         wait_until(lambda: predict(server, "slow", 0.0).status_code == 200)
         assert predict(server, "slow", 0.0).json() == {"predictions": [0.0]}
 

@@ -236,7 +236,7 @@ def test_isolation_is_set_per_model(model_dir: Path) -> None:
         in_server.close()
     other = PlatformOptions(extra={python_platform.ISOLATION_KEY: setting}, model_name="other")
     assert python_platform.isolation(other) == "process"
-    assert build_parser().parse_args([]).python_model_isolation.get("any") == "process"
+    assert build_parser().parse_args([]).python_model_isolation.get("any") == "thread"
     assert python_platform.isolation(PlatformOptions()) == "thread"  # a library caller's load
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--python_model_isolation=fork"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servo.apis.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
-from servo.platforms.python import ISOLATIONS, PROCESS
+from servo.platforms.python import ISOLATIONS, THREAD
 from servo.platforms.router import PLATFORMS
 from servo.server.model_management import parse_roots
 
@@ -348,10 +348,11 @@ SERVO_FLAGS: tuple[Flag, ...] = (
     Flag(
         "python_model_isolation",
         per_model(parse_isolation),
-        PerModel(PROCESS),
-        "Where python models run, DEFAULT[,MODEL=VALUE...]: process (a worker process per "
-        "version: a crash or a hung call of the model's code never stops the server) or "
-        "thread (inside the server, as before), e.g. --python_model_isolation=process,fast=thread.",
+        PerModel(THREAD),
+        "Where python models run, DEFAULT[,MODEL=VALUE...]: thread (inside the server) or "
+        "process (a worker process per version, one call at a time: a crash or a hung call "
+        "of the model's code never stops the server), e.g. "
+        "--python_model_isolation=thread,untrusted=process.",
     ),
     Flag("log_level", parse_log_level, "info", "debug, info, warning, error or critical."),
     Flag(
