@@ -56,6 +56,8 @@ class Model:
 
     def predict(self, inputs, signature_name):
         if signature_name == "words":
+            if inputs["w"][0] == b"unpicklable":
+                return {"w": np.array([threading.Lock()], dtype=object)}
             return {"w": inputs["w"][::-1]}
         if signature_name == "crash":
             how = inputs["how"].item()
@@ -134,6 +136,17 @@ def test_bad_inputs_and_model_errors_fail_the_call_only(servable: WorkerServable
     assert err.value.code == Code.INTERNAL
     assert "MemoryError" in err.value.message and "no room for it" in err.value.message
     assert crash(servable, b"") == pid  # the same worker answers
+
+
+def test_an_output_that_cannot_cross_fails_its_call_and_the_worker_goes_on(
+    servable: WorkerServable,
+) -> None:
+    pid = int(predict(servable, np.ones(2, np.float32))["pid"])
+    with pytest.raises(ServoError) as error:
+        servable.run(servable.signatures["words"], {"w": np.array([b"unpicklable"], object)})
+    assert error.value.code != Code.OK and "lock" in error.value.message.lower()
+    answer = predict(servable, np.ones(2, np.float32))
+    assert int(answer["pid"]) == pid and answer["y"].tolist() == [2.0, 2.0]
 
 
 @pytest.mark.parametrize(("how", "ended"), [(b"exit", "exit code 3"), (b"segfault", "SIGSEGV")])

@@ -99,8 +99,14 @@ class _Lane:
             await asyncio.wait_for(turn, timeout)
         except BaseException:
             with self.lock:
-                if (loop, turn) in self.waiting:  # else a place is on its way: _grant passes it on
+                queued = (loop, turn) in self.waiting
+                if queued:
                     self.waiting.remove((loop, turn))
+            # Not queued: a place was handed to this call. Still on its way, _grant passes it
+            # on; already granted (the deadline fired in the same pass, which wait_for reports
+            # as a timeout from Python 3.12), it is this call's to give back.
+            if not queued and turn.done() and not turn.cancelled():
+                self.leave()
             raise
 
     def leave(self) -> None:

@@ -201,8 +201,9 @@ TFS_FLAGS: tuple[Flag, ...] = (
         "rest_api_num_threads",
         I32,
         4 * CPUS,
-        "Threads that run model calls too long to run on the event loop (servo caps it at "
-        "the number of CPUs times 4, as TFS's default).",
+        "Each model version's default share of the model-call threads (see "
+        "--max_concurrent_calls_per_model; capped at 4 per CPU and at an eighth of "
+        "--max_model_call_threads).",
     ),
     Flag(
         "rest_api_timeout_in_ms",
@@ -376,7 +377,8 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         per_model(parse_count),
         PerModel(0),
         "Model calls of one version that run at once, on threads of its own (calls too "
-        "short to leave the event loop aside); 0 means --rest_api_num_threads. Per model: "
+        "short to leave the event loop aside); 0 means --rest_api_num_threads (capped at 4 "
+        "per CPU and an eighth of --max_model_call_threads). Per model: "
         "DEFAULT[,MODEL=N...].",
     ),
     Flag(

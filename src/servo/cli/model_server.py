@@ -234,7 +234,14 @@ class ModelServer:
     async def start_apis(self) -> None:
         a = self.args
         assert self.core is not None
-        threads = min(max(1, a.rest_api_num_threads), 4 * (os.cpu_count() or 1))
+        # A version's default share: --rest_api_num_threads (at most 4 per CPU), and never
+        # more than an eighth of the shared threads, so that a few hung models cannot take
+        # them all.
+        threads = min(
+            max(1, a.rest_api_num_threads),
+            4 * (os.cpu_count() or 1),
+            max(1, a.max_model_call_threads // 8),
+        )
         concurrency, queued = a.max_concurrent_calls_per_model, a.max_queued_calls_per_model
         self.runner = Runner(
             threads=a.max_model_call_threads,
@@ -509,7 +516,8 @@ async def _within(seconds: float, what: str, work: Awaitable[Any]) -> bool:
     """Awaits `work` at most `seconds`; False (with a warning naming `what`) when it did not
     end by then."""
     try:
-        await asyncio.wait_for(work, max(seconds, 0.0))
+        # At least a moment: work that is already done, or ends at once, is not given up.
+        await asyncio.wait_for(work, max(seconds, 0.05))
     except TimeoutError:
         log.warning("Stopping: %s did not end within the grace period", what)
         return False

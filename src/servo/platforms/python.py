@@ -3,10 +3,11 @@
 **This runs the model directory's code as the server's user.** Serve only model directories
 you trust as much as the server itself.
 
-Where it runs is the model's isolation (`--python_model_isolation`, per model): `process` (the
-server's default) loads and runs each version in a worker process of its own
+Where it runs is the model's isolation (`--python_model_isolation`, per model): `process` loads
+and runs each version in a worker process of its own
 (servo.platforms.python_worker: a crash or a hung call of the model's code fails its calls,
-never the server); `thread` imports it into the server and runs it on the server's threads
+never the server); `thread` (the server's default) imports it into the server and runs it on
+the server's threads
 (servo.platforms.python_model; a library caller's `load` without the setting).
 
 A version directory holds `model.py` (and any helper modules or data it needs). Helper modules

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
 import threading
 import time
@@ -219,7 +218,7 @@ def worker_main(conn: Connection, lifeline: Connection, path: str) -> None:
             inputs = outputs = None  # views of a segment go before it may close
             try:
                 conn.send(reply)
-            except pickle.PicklingError as exc:
+            except Exception as exc:  # an output pickle cannot carry (PicklingError, TypeError)
                 conn.send(_error_reply(exc))
     finally:
         try:
@@ -456,8 +455,16 @@ class ModelWorker:
         )
         self._busy = True
         try:
-            self._conn.send(message)
+            with contextlib.suppress(OSError, EOFError):  # a dead worker: _receive says how
+                self._conn.send(message)
             reply = self._receive(deadline, "predict")
+            if reply[0] not in ("ok", "error"):  # a worker that lost track of its calls
+                self._reap()
+                raise ServoError(
+                    Code.INTERNAL,
+                    f"{self._who}: its worker answered {reply[0]!r} to a call; a new worker "
+                    "is started",
+                )
         except ServoError:
             if not self._stopped:
                 self._restart_later()
