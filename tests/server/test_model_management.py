@@ -82,6 +82,10 @@ def test_request_log_prefixes_outside_the_roots_are_refused(tmp_path: Path) -> N
         f"Model m: request-log filename_prefix {logs}/../../etc/cron.d/x is outside the allowed "
         f"roots ({logs}); add a root to --allowed_request_log_roots or log under one of them"
     )
+    # A prefix that is the root itself writes <root>.<n>.tfrecord beside it, not in it.
+    with pytest.raises(ServoError):
+        grants.check_config(logged(str(logs)))
+    grants.check_config(logged(f"{logs}/requests"))
 
 
 def test_python_models_over_the_network() -> None:

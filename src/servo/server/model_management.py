@@ -12,8 +12,11 @@ and lets the operator narrow it:
   them.
 - `allowed_model_base_path_roots`, `allowed_request_log_roots` (empty: anywhere): every
   config's base paths and request-log file name prefixes, wherever the config comes from,
-  must lie under one of these directories, compared after normalising the path and
-  resolving symlinks, so that `..` or a link cannot lead out of a root.
+  must lie under one of these directories (for a prefix: the directory its files go to),
+  compared after normalising the path and resolving symlinks when the config is applied, so
+  that `..` or a link in the path cannot lead out of a root. Not checked: a version
+  directory inside the base path that is itself a symlink, and a base path replaced by a
+  link after the config was applied (the operator's file system is trusted that far).
 
 Refusals are `ServoError`s with PERMISSION_DENIED whose message names the flag to change.
 """
@@ -66,7 +69,10 @@ class ModelManagementGrants:
             if model.HasField("logging_config"):
                 prefix = model.logging_config.log_collector_config.filename_prefix
                 roots = self.allowed_request_log_roots
-                if prefix and roots and not under_roots(prefix, roots):
+                # The files are <prefix>.<n>.tfrecord: their directory is what must lie
+                # under a root (a prefix that is a root itself writes beside it).
+                where = os.path.dirname(os.path.abspath(prefix)) if prefix else ""
+                if prefix and roots and not under_roots(where, roots):
                     raise ServoError(
                         Code.PERMISSION_DENIED,
                         f"Model {model.name}: request-log filename_prefix {prefix} is outside "
