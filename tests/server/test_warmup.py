@@ -366,3 +366,21 @@ def test_a_request_the_model_rejects_fails_the_load_in_its_words(tmp_path: Path)
     assert err.value.message.startswith(f"Warmup record 1 of {warmup_file(str(version))} failed: ")
     assert loader.servable is None
     assert metrics.model_warmup_latency.count(str(version), "INVALID_ARGUMENT") == 1
+
+
+def test_warmup_requests_are_held_to_the_servers_decoded_size_limits(tmp_path: Path) -> None:
+    """The server's --max_decoded_bytes_* reach the replay: a record within the server's
+    limits loads however they compare with the defaults, one over them fails the load."""
+    from servo.apis.decoded_size import DecodeLimits
+
+    version = python_version(tmp_path, [predict(1)])
+    for limits, fails in ((DecodeLimits(4, 4), False), (DecodeLimits(2, 2), True)):
+        hook = WarmupHook(lambda s, log, lim=limits: messages.replay(s, log, False, lim))
+        loader = ModelLoader(ID, str(version), "python", after_load=(hook,))
+        if fails:
+            with pytest.raises(ServoError) as err:
+                loader.load()
+            assert "--max_decoded_bytes_per_tensor" in err.value.message
+        else:
+            loader.load()
+            loader.unload()

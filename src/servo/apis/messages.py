@@ -384,18 +384,18 @@ def metadata_response(
 
 # -- warm-up ---------------------------------------------------------------------------------
 
-_REPLAYS: Mapping[str, Callable[[ModelServable, Any, bool], Any]] = {
-    "predict_log": lambda s, log, check: data_plane.predict_on(
-        s, PredictMessage(log.request), check
+_REPLAYS: Mapping[str, Callable[[ModelServable, Any, bool, DecodeLimits], Any]] = {
+    "predict_log": lambda s, log, check, limits: data_plane.predict_on(
+        s, PredictMessage(log.request, limits=limits), check
     ),
-    "classify_log": lambda s, log, check: data_plane.examples_on(
-        "Classify", s, classify_message(log.request), check
+    "classify_log": lambda s, log, check, limits: data_plane.examples_on(
+        "Classify", s, classify_message(log.request, limits), check
     ),
-    "regress_log": lambda s, log, check: data_plane.examples_on(
-        "Regress", s, regress_message(log.request), check
+    "regress_log": lambda s, log, check, limits: data_plane.examples_on(
+        "Regress", s, regress_message(log.request, limits), check
     ),
-    "multi_inference_log": lambda s, log, check: data_plane.multi_inference_on(
-        s, MultiInferenceMessage(log.request), check
+    "multi_inference_log": lambda s, log, check, limits: data_plane.multi_inference_on(
+        s, MultiInferenceMessage(log.request, limits), check
     ),
 }
 
@@ -404,11 +404,13 @@ def replay(
     servable: ModelServable,
     log: prediction_log_pb2.PredictionLog,
     method_name_check: bool = False,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> None:
     """Runs a PredictionLog's request on `servable` (model warm-up); raises on failure.
-    `method_name_check` is the server's --enable_signature_method_name_check."""
+    `method_name_check` is the server's --enable_signature_method_name_check, `limits` its
+    decoded size limits (a warm-up request is held to the same as a client's)."""
     kind = log.WhichOneof("log_type")
     run = _REPLAYS.get(kind or "")
     if run is None:
         raise ServoError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
-    run(servable, getattr(log, kind), method_name_check)
+    run(servable, getattr(log, kind), method_name_check, limits)

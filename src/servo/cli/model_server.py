@@ -139,10 +139,10 @@ class ModelServer:
         from servo.server.request_logger import ServerRequestLogger
         from servo.server.warmup import WarmupHook
 
-        check = a.enable_signature_method_name_check
+        check, limits = a.enable_signature_method_name_check, self.decode_limits()
         options.load_hooks = (
             WarmupHook(
-                lambda servable, log: replay(servable, log, check),
+                lambda servable, log: replay(servable, log, check, limits),
                 enabled=a.enable_model_warmup,
                 iterations=a.num_request_iterations_for_warmup,
                 metrics=self.metrics,
