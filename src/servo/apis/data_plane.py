@@ -183,10 +183,13 @@ class RequestLogger(Protocol):
 # -- the steps on a servable, shared by requests and warm-up --------------------------------------
 
 
-def _with_deadline(call: Callable[[], R], timeout: float | None) -> Callable[[], R]:
-    """`call` knowing its deadline (`servable.call_deadline()`) wherever it runs, so a
-    servable that can stop a call (a Python model's worker) ends it there; as is without one."""
-    if timeout is None:
+def _with_deadline(
+    servable: ModelServable, call: Callable[[], R], timeout: float | None
+) -> Callable[[], R]:
+    """`call` knowing its deadline (`servable.call_deadline()`) wherever it runs, for a
+    servable that can stop a call (`takes_deadline`: a Python model's worker); as is for the
+    others, or without a deadline."""
+    if timeout is None or not getattr(servable, "takes_deadline", False):
         return call
     deadline = time.monotonic() + timeout
     return lambda: model.within_deadline(deadline, call)
@@ -353,7 +356,7 @@ class DataPlane:
             submit = getattr(servable, "submit", None)  # a batching servable's queue
             outputs = await self.runner.run(
                 handle,
-                _with_deadline(lambda: servable.run(signature, inputs, wanted), timeout),
+                _with_deadline(servable, lambda: servable.run(signature, inputs, wanted), timeout),
                 (signature.name, size_class(inputs)),
                 timeout,
                 "Predict",
@@ -383,7 +386,9 @@ class DataPlane:
             self._count_examples(handle.id.name, len(examples))
             results = await self.runner.run(
                 handle,
-                _with_deadline(lambda: run(servable, signature, examples, check), timeout),
+                _with_deadline(
+                    servable, lambda: run(servable, signature, examples, check), timeout
+                ),
                 (signature.name, _examples_size(examples)),
                 timeout,
                 api,
@@ -409,7 +414,9 @@ class DataPlane:
             results = await self.runner.run(
                 handle,
                 _with_deadline(
-                    lambda: _run_multi_inference(servable, tasks, examples, check), timeout
+                    servable,
+                    lambda: _run_multi_inference(servable, tasks, examples, check),
+                    timeout,
                 ),
                 ("MultiInference", _examples_size(examples)),
                 timeout,

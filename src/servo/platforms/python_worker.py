@@ -485,6 +485,7 @@ class WorkerServable(ModelServable):
 
     platform = "python"
     may_run_inline = False
+    takes_deadline = True  # reads call_deadline(): a call past it ends with its worker
 
     def __init__(self, worker: ModelWorker) -> None:
         self.worker = worker

@@ -153,7 +153,8 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 def call_deadline() -> float | None:
     """The `time.monotonic()` by which the model call running on this thread must end, or
     None (no deadline). A servable that can stop a call (a Python model's worker process)
-    reads it in `run`; the others ignore it."""
+    says so with `takes_deadline = True` and reads it in `run`; the data plane sets it for
+    those only."""
     return _deadline.get()
 
 

@@ -40,6 +40,7 @@ from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
 from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.apis.rest import json_codec
+from servo.apis.rest.read_watch import ReadTimeout, ReadWatch
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.platforms import servable as model
@@ -115,6 +116,8 @@ class RestApi:
         self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
         self._routes: dict[str, tuple[str, ModelSpec]] = {}
         self._openapi: bytes | None = None  # read on first request
+        timeout = self.options.read_timeout
+        self._read_watch = ReadWatch(timeout) if timeout is not None else None
         self._inference: dict[str, Callable[[ModelSpec, bytes], Awaitable[bytes]]] = {
             "predict": self._predict,
             "classify": self._classify,
@@ -246,16 +249,15 @@ class RestApi:
         length = scope.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body of {length} bytes is over the {limit} limit")
-        timeout = self.options.read_timeout
-        if timeout is None:
+        watch = self._read_watch
+        if watch is None:
             body = await self._receive(proto, length, limit)
         else:
             try:
-                async with asyncio.timeout(timeout):
-                    body = await self._receive(proto, length, limit)
-            except TimeoutError:
+                body = await watch.read(self._receive(proto, length, limit))
+            except ReadTimeout:
                 raise RequestTimeout(
-                    f"The request body did not arrive within {timeout:g} s "
+                    f"The request body did not arrive within {watch.timeout:g} s "
                     "(--rest_api_read_timeout_seconds)"
                 ) from None
         encoding = (scope.headers.get("content-encoding") or "").strip().lower()
