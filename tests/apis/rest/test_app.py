@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from servo.apis.decoded_size import DecodeLimits
-from servo.apis.rest.app import OPENAPI_FILE, OPENAPI_PATH, RestOptions
+from servo.apis.rest.app import DRAIN_BYTES, OPENAPI_FILE, OPENAPI_PATH, RestOptions
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError, Status
 from servo.metrics import ServerMetrics
@@ -833,11 +833,16 @@ def test_bodies_over_the_limit_are_413_and_the_app_keeps_serving(rest: RestClien
     answer = rest.post(f"{H2}:predict", bomb, headers={"Content-Encoding": "gzip"})
     assert answer.status == 413
     assert answer.error == (f"Request body inflates to more than the {MAX_BODY_BYTES} bytes limit")
-    # Without a Content-Length: refused once the chunks pass the limit, the rest unread.
+    # Without a Content-Length: refused once the chunks pass the limit, never holding more;
+    # the rest is read and dropped (up to DRAIN_BYTES) so that a client still sending gets
+    # the answer rather than a reset connection.
     answer = rest.post(f"{H2}:predict", b" " * 10_000_000, chunked=True, chunk=10_000)
     assert answer.status == 413
     assert answer.error == f"Request body is over the {MAX_BODY_BYTES} limit"
-    assert answer.reads == MAX_BODY_BYTES // 10_000 + 1
+    assert answer.reads == 1000  # 10 MB, under the drain's cap: all of it
+    answer = rest.post(f"{H2}:predict", b" " * 40_000_000, chunked=True, chunk=1_000_000)
+    assert answer.status == 413
+    assert answer.reads == 1 + DRAIN_BYTES // 1_000_000 + 1  # the cap, then no more
     # A Content-Length that lies: the body read is measured.
     answer = rest.post(f"{H2}:predict", big, headers={"Content-Length": "10"})
     assert (answer.status, answer.error) == (

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,10 @@ class RestOptions:
     read_timeout: float | None = 30.0
 
 
+# How much of a chunked body past the limit is read (and dropped) before the 413.
+DRAIN_BYTES = 16 * 2**20
+
+
 class RequestTooLarge(Exception):
     pass
 
@@ -103,6 +107,16 @@ SUPPORTED_ENCODINGS = ("gzip", "identity")
 
 class RequestTimeout(Exception):
     pass
+
+
+async def _rest_of(pieces: Any) -> AsyncIterator[bytes]:
+    """The pieces an async iterator has left (granian's body iterator is not iterable twice)."""
+    while True:
+        try:
+            piece: bytes = await anext(pieces)
+        except StopAsyncIteration:
+            return
+        yield piece
 
 
 class RestApi:
@@ -281,9 +295,18 @@ class RestApi:
                 )
             return body
         chunks, size = [], 0  # chunked: read piece by piece, never holding more than the limit
-        async for chunk in proto:
+        pieces = aiter(proto)  # one iterator: the drain below goes on where the body stopped
+        async for chunk in _rest_of(pieces):
             size += len(chunk)
             if size > limit:
+                # Read on (dropping it) up to DRAIN_BYTES more, within the read deadline, so
+                # that the 413 reaches a client still sending: a connection closed with its
+                # data unread is reset, and the client sees no answer at all.
+                drained = 0
+                async for rest in _rest_of(pieces):
+                    drained += len(rest)
+                    if drained > max(limit, DRAIN_BYTES):
+                        break
                 raise RequestTooLarge(f"Request body is over the {limit} limit")
             chunks.append(chunk)
         return b"".join(chunks)
