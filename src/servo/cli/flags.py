@@ -126,13 +126,6 @@ def parse_positive_count(text: str) -> int:
     return value
 
 
-def parse_reserve(text: str) -> int:
-    value = parse_int64(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
 def parse_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -482,7 +475,7 @@ SERVO_FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "open_files_reserve",
-        parse_reserve,
+        parse_count,
         256,
         "File descriptors kept for models, polling and logs: at start the open-file limit "
         "is raised to its hard limit, and the connection caps are lowered so that they "
