@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import tracemalloc
 from collections.abc import Callable
 
@@ -20,7 +21,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from servo import dtypes
-from servo.apis.decoded_size import DEFAULT_MAX_TENSOR_BYTES, DecodeBudget, DecodeLimits
+from servo.apis.decoded_size import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    STRING_ELEMENT_BYTES,
+    DecodeBudget,
+    DecodeLimits,
+)
 from servo.apis.tensor_codec import from_ndarray, to_ndarray
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
@@ -395,12 +401,14 @@ def test_the_limit_per_tensor_counts_every_form() -> None:
             to_ndarray(proto, budget(3999))
 
 
-def test_strings_count_a_reference_and_their_bytes_per_element() -> None:
-    """A filled string is counted once for each element it fills."""
+def test_strings_count_a_reference_a_header_and_their_bytes_per_element() -> None:
+    """A filled string is counted once for each element it fills, each element 41 bytes
+    beside its contents (its reference and a bytes object's header)."""
     proto = TensorProto(dtype=DataType.DT_STRING)
     shape_to_proto((1000,), into=proto.tensor_shape)
     proto.string_val.append(b"x" * 100)
-    size = 1000 * (8 + 100)
+    size = 1000 * (STRING_ELEMENT_BYTES + 100)
+    assert 8 + sys.getsizeof(b"") == STRING_ELEMENT_BYTES
     assert to_ndarray(proto, budget(size)).tolist() == [b"x" * 100] * 1000
     with raises_servo(Code.INVALID_ARGUMENT, f"DT_STRING would take {size} bytes decoded"):
         to_ndarray(proto, budget(size - 1))
@@ -409,9 +417,28 @@ def test_strings_count_a_reference_and_their_bytes_per_element() -> None:
     huge.string_val.append(b"x" * 1000)
     assert peak_bytes(lambda: to_ndarray(huge)) < 1 << 16
     packed = from_ndarray(np.array([b"ab", b"", b"cde"], object), strings_as_content=True)
-    assert to_ndarray(packed, budget(3 * 8 + 5)).tolist() == [b"ab", b"", b"cde"]
-    with raises_servo(Code.INVALID_ARGUMENT, "would take 29 bytes decoded"):
-        to_ndarray(packed, budget(28))
+    packed_size = 3 * STRING_ELEMENT_BYTES + 5
+    assert to_ndarray(packed, budget(packed_size)).tolist() == [b"ab", b"", b"cde"]
+    with raises_servo(Code.INVALID_ARGUMENT, f"would take {packed_size} bytes decoded"):
+        to_ndarray(packed, budget(packed_size - 1))
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_what_strings_are_counted_is_what_their_decoded_tensor_holds(content: bool) -> None:
+    """Many short strings cost far more than their bytes: the count must not fall short of
+    the memory their tensor holds (it was a sixth of it when only references and bytes
+    counted)."""
+    items = [b"%d" % i for i in range(20_000)]
+    proto = from_ndarray(np.array(items, object), strings_as_content=content)
+    counted = 20_000 * STRING_ELEMENT_BYTES + sum(map(len, items))
+    tracemalloc.start()
+    try:
+        decoded = to_ndarray(proto, budget(counted))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert decoded.tolist() == items
+    assert counted * 0.9 <= held <= counted * 1.1, (held, counted)
 
 
 def test_the_limit_per_request_counts_all_its_tensors() -> None:
@@ -462,7 +489,7 @@ def test_any_tensor_under_the_limit_decodes_as_without_one(
     proto = from_ndarray(array, dtype, use_tensor_content=data.draw(st.booleans()))
     unlimited = to_ndarray(proto, budget(2**62))
     if dtype == DataType.DT_STRING:
-        size = array.size * 8 + sum(map(len, array.ravel().tolist()))
+        size = array.size * STRING_ELEMENT_BYTES + sum(map(len, array.ravel().tolist()))
     else:
         size = array.size * dtypes.to_numpy(dtype).itemsize
     assert_same(to_ndarray(proto, budget(size)), unlimited)

@@ -15,10 +15,11 @@ A tensor's decoded size is what the model is handed:
 
 * numbers: elements x element size (DT_FLOAT 4 bytes, DT_INT64 8, ...), whatever the form they
   came in (`tensor_content`, typed fields, JSON);
-* strings: 8 bytes per element (its reference) plus every element's bytes, a value that fills
+* strings: 41 bytes per element (the array's 8-byte reference and the 33 bytes every Python
+  bytes object takes beside its contents) plus every element's bytes, a value that fills
   several elements counted once for each (a runtime copies them apart);
 * the examples of classify, regress and multi-inference: the serialized examples the model is
-  given (each with its context's bytes, when there is one), plus 8 bytes per example.
+  given (each with its context's bytes, when there is one), plus 41 bytes per example.
 
 A refusal is INVALID_ARGUMENT; its message names the size asked for, the limit and the flag
 that sets it.
@@ -26,6 +27,7 @@ that sets it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,7 +40,10 @@ PER_REQUEST_FLAG = "--max_decoded_bytes_per_request"
 DEFAULT_MAX_TENSOR_BYTES = 128 * 2**20
 DEFAULT_MAX_REQUEST_BYTES = 256 * 2**20
 REFERENCE_BYTES = 8
-"""What a string element (or an example) costs beside its bytes: the array's reference to it."""
+"""What an element of an object array costs in the array: its reference."""
+STRING_ELEMENT_BYTES = REFERENCE_BYTES + sys.getsizeof(b"")
+"""What a string element (or an example) costs beside its contents: the array's reference to it
+and the header of the bytes object (an empty one takes 33 bytes in CPython 3.11)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,5 +103,5 @@ class DecodeBudget:
 def check_examples(context: int, examples: Sequence[bytes], limits: DecodeLimits) -> None:
     """Refuses serialized examples whose tensor, each example after a context of `context`
     bytes, would go over `limits` (the request's only tensor)."""
-    size = len(examples) * (context + REFERENCE_BYTES) + sum(map(len, examples))
+    size = len(examples) * (context + STRING_ELEMENT_BYTES) + sum(map(len, examples))
     limits.budget().take(size, lambda: f"The request's {len(examples)} examples")

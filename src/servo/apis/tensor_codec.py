@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from servo import dtypes
-from servo.apis.decoded_size import REFERENCE_BYTES, DecodeBudget
+from servo.apis.decoded_size import STRING_ELEMENT_BYTES, DecodeBudget
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.protos import types_pb2
@@ -220,7 +220,7 @@ def _decode_strings(
 ) -> np.ndarray:
     # The values the tensor uses are in the message already; a fill repeats the last one.
     values = list(field[:count]) if present > count else list(field)
-    size = count * REFERENCE_BYTES + sum(map(len, values))
+    size = count * STRING_ELEMENT_BYTES + sum(map(len, values))
     if values and count > present:
         size += (count - present) * len(values[-1])
     budget.take(size, lambda: _describe(_STRING, dims))
@@ -241,9 +241,9 @@ def _decode_string_content(
     """TensorFlow's string encoding in tensor_content: every length as a varint, then the bytes."""
     if count > len(content):  # every length takes at least one byte
         raise _invalid(f"tensor_content of {len(content)} bytes cannot hold {count} strings")
-    lengths = []
+    lengths = np.empty(count, dtype=np.int64)  # 8 bytes each, where a list would take 36
     pos = 0
-    for _ in range(count):
+    for i in range(count):
         length = shift = 0
         while True:
             if pos >= len(content) or shift > 28:
@@ -254,12 +254,13 @@ def _decode_string_content(
             shift += 7
             if byte < 0x80:
                 break
-        lengths.append(length)
-    if pos + sum(lengths) != len(content):
+        lengths[i] = length
+    if pos + int(lengths.sum()) != len(content):
         raise _invalid(f"tensor_content's string lengths do not add up to its {len(content)} bytes")
-    budget.take(count * REFERENCE_BYTES + len(content) - pos, lambda: _describe(_STRING, dims))
+    budget.take(count * STRING_ELEMENT_BYTES + len(content) - pos, lambda: _describe(_STRING, dims))
     flat = np.empty(count, dtype=object)
-    for i, length in enumerate(lengths):
+    for i in range(count):
+        length = int(lengths[i])
         flat[i] = content[pos : pos + length]
         pos += length
     return flat

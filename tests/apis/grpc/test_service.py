@@ -1032,16 +1032,14 @@ def test_the_limits_are_the_services_own(served: FakeCore) -> None:
     limited = GrpcClient(data_plane(served), decode_limits=limits)
     try:
         request = predict_request("two_io", [[1.0, 2.0]] * 100, "a")  # 800 bytes
-        request.inputs["tag"].CopyFrom(tensor([b"ab"] * 100, None))  # 100 x (8 + 2)
+        request.inputs["tag"].CopyFrom(tensor([b"ab"] * 20, None))  # 20 x (41 + 2)
         code, details = limited.status("Predict", request)
         assert code == INVALID
         assert details.startswith("tensor parsing error: ")
         assert details.endswith(
-            "would take the request's decoded tensors to 1800 bytes, over the limit of 1500 "
+            "would take the request's decoded tensors to 1660 bytes, over the limit of 1500 "
             "bytes per request (--max_decoded_bytes_per_request))"
         )
-        del request.inputs["tag"].string_val[50:]
-        request.inputs["tag"].tensor_shape.dim[0].size = 50
         del request.inputs["a"].tensor_shape.dim[:]
         request.inputs["a"].CopyFrom(tensor([[1.0, 2.0]] * 50))
         answer = limited.call("Predict", request)
@@ -1081,7 +1079,7 @@ def test_examples_with_a_context_are_counted_before_the_context_is_copied(
                 tracemalloc.stop()
             assert (code, details) == (
                 INVALID,
-                f"The request's 200 examples would take {200 * (size + 8)} bytes decoded, over "
+                f"The request's 200 examples would take {200 * (size + 41)} bytes decoded, over "
                 f"the limit of {100 * 2**20} bytes per tensor (--max_decoded_bytes_per_tensor)",
             ), method
             assert peak < 4 * size, method  # the request's own bytes, never 200 copies

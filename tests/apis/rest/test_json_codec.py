@@ -1087,13 +1087,13 @@ def test_the_limit_per_request_counts_every_input() -> None:
     )
 
 
-def test_strings_count_a_reference_and_their_bytes() -> None:
+def test_strings_count_a_reference_a_header_and_their_bytes() -> None:
     strings = sig(s=D.DT_STRING)
     for body in ['{"instances": ["abc", "de"]}', '{"inputs": [{"b64": "YWJj"}, {"b64": "ZGU="}]}']:
-        assert values(limited(body, strings, 2 * 8 + 5).inputs["s"]) == [b"abc", b"de"]
-        assert error_of(limited, body, strings, 2 * 8 + 4).message == (
-            "Input 's' of shape [2] and type DT_STRING would take 21 bytes decoded, over the "
-            "limit of 20 bytes per tensor (--max_decoded_bytes_per_tensor)"
+        assert values(limited(body, strings, 2 * 41 + 5).inputs["s"]) == [b"abc", b"de"]
+        assert error_of(limited, body, strings, 2 * 41 + 4).message == (
+            "Input 's' of shape [2] and type DT_STRING would take 87 bytes decoded, over the "
+            "limit of 86 bytes per tensor (--max_decoded_bytes_per_tensor)"
         )
 
 
@@ -1109,7 +1109,7 @@ def test_examples_with_a_context_are_counted_before_the_context_is_copied() -> N
     doc = {"context": {"pad": "p" * 1000}, "examples": [{"x": 1.0}] * 100}
     context = len(jc.parse_examples({"examples": [doc["context"]]})[1][0])
     own = len(jc.parse_examples({"examples": [{"x": 1.0}]})[1][0])
-    size = 100 * (context + own + 8)
+    size = 100 * (context + own + 41)
     limits = DecodeLimits(max_tensor_bytes=size)
     assert len(jc.parse_examples(doc, limits)[1]) == 100
     with pytest.raises(ServoError) as caught:

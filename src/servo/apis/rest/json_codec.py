@@ -57,7 +57,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servo.apis.decoded_size import DEFAULT_LIMITS, REFERENCE_BYTES, DecodeBudget, DecodeLimits
+from servo.apis.decoded_size import (
+    DEFAULT_LIMITS,
+    REFERENCE_BYTES,
+    STRING_ELEMENT_BYTES,
+    DecodeBudget,
+    DecodeLimits,
+)
 from servo.apis.decoded_size import check_examples as _check_examples
 from servo.apis.rest import _base64, _rapidjson
 from servo.apis.rest._rapidjson import debug_string as _debug
@@ -407,7 +413,7 @@ def _take_strings(inputs: dict[str, np.ndarray], budget: DecodeBudget) -> None:
 
 def _take_string_bytes(budget: DecodeBudget, name: str, array: np.ndarray) -> None:
     budget.take(
-        sum(map(len, array.flat)),
+        sum(map(len, array.flat)) + array.size * (STRING_ELEMENT_BYTES - REFERENCE_BYTES),
         lambda: _describe(name, DataType.DT_STRING, array.shape),
         array.size * REFERENCE_BYTES,
     )
