@@ -82,6 +82,27 @@ def test_a_filled_tensor_over_the_flag_is_refused(stubs: GrpcStubs) -> None:
     assert answer.outputs["x"].tensor_shape.dim[0].size == 1000
 
 
+def test_a_message_past_the_request_limit_is_refused_unread(stubs: GrpcStubs) -> None:
+    """gRPC receives at most --max_decoded_bytes_per_request and 4 MiB (not TFS's 2 GB): a
+    message that could never decode is refused before it is held whole."""
+    request = tfs(predict_request("two_io", signature_name="echo"))
+    x = request.inputs["x"]
+    x.dtype = 1  # DT_FLOAT
+    x.tensor_shape.dim.add().size = (PER_REQUEST + 4 * 2**20) // 4 + 1
+    x.tensor_content = bytes(4 * x.tensor_shape.dim[0].size)
+    with pytest.raises(grpc.RpcError) as err:
+        stubs.predictions.Predict(request, timeout=RPC_TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "Received message larger than max" in str(err.value.details())
+    # One under that is read, and refused by the decoded limit that names its flag.
+    x.tensor_shape.dim[0].size = PER_REQUEST // 4 + 1
+    x.tensor_content = bytes(4 * x.tensor_shape.dim[0].size)
+    with pytest.raises(grpc.RpcError) as err:
+        stubs.predictions.Predict(request, timeout=RPC_TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "(--max_decoded_bytes_per_tensor)" in str(err.value.details())
+
+
 def test_the_limit_per_request_reaches_rest(server: ServerProcess) -> None:
     rows = [[1.0, 2.0]] * 100_000  # "a": 800,000 bytes; "tag": 100,000 x 8 before its bytes
     body = {"instances": [{"a": row, "tag": "t"} for row in rows]}

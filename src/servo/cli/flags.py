@@ -337,7 +337,8 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         parse_byte_count,
         DEFAULT_MAX_REQUEST_BYTES,
         "Most bytes all of a request's tensors may take once decoded; more is "
-        "INVALID_ARGUMENT (400).",
+        "INVALID_ARGUMENT (400). gRPC messages longer than this and 4 MiB are refused "
+        "unread (RESOURCE_EXHAUSTED).",
     ),
     Flag(
         "python_model_isolation",

@@ -275,7 +275,7 @@ class ModelServer:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         from grpc_health.v1.health import aio as health_aio
 
-        from servo.apis.grpc.service import Services, server_options
+        from servo.apis.grpc.service import Services, max_receive_bytes, server_options
 
         a = self.args
         assert self.plane is not None
@@ -286,7 +286,9 @@ class ModelServer:
             keepalive=a.grpc_keepalive_time_seconds,
         )
         try:
-            options = server_options(a.grpc_channel_arguments, connection)
+            options = server_options(
+                a.grpc_channel_arguments, connection, max_receive_bytes(self.decode_limits())
+            )
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool

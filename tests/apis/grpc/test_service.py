@@ -33,6 +33,7 @@ from servo.apis.grpc.service import (
     MalformedLog,
     channel_arguments,
     grpc_code,
+    max_receive_bytes,
     server_options,
 )
 from servo.apis.tensor_codec import to_ndarray
@@ -157,6 +158,12 @@ def test_channel_arguments_and_server_options() -> None:
     ]
     # The flag's arguments come last, so that they win.
     assert options[3:] == [("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 10)]
+    assert server_options("", max_receive=1000)[0] == ("grpc.max_receive_message_length", 1000)
+
+
+def test_messages_are_received_up_to_the_decoded_limit_and_some_framing() -> None:
+    assert max_receive_bytes(DecodeLimits()) == 256 * 2**20 + 4 * 2**20
+    assert max_receive_bytes(DecodeLimits(max_request_bytes=2**40)) == 2**31 - 1
 
 
 # -- Predict -----------------------------------------------------------------------------------

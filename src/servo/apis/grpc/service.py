@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 MAX_MESSAGE_BYTES = 2**31 - 1  # TFS accepts messages up to 2 GB
+# A request message is never much larger than its tensors decoded (each value's bytes and a
+# few bytes of framing), so one past the decoded limit by more than this cannot succeed.
+MESSAGE_SLACK_BYTES = 4 * 2**20
 ERROR_MESSAGE_LIMIT = 1024
 MALFORMED_WARNING_SECONDS = 60.0
 
@@ -423,17 +426,27 @@ def channel_arguments(text: str) -> list[tuple[str, Any]]:
     return options
 
 
+def max_receive_bytes(limits: DecodeLimits) -> int:
+    """The largest request message worth receiving: the request's decoded limit and some
+    framing, at most TFS's 2 GB. gRPC refuses larger ones before they are read whole
+    (RESOURCE_EXHAUSTED "Received message larger than max")."""
+    return min(limits.max_request_bytes + MESSAGE_SLACK_BYTES, MAX_MESSAGE_BYTES)
+
+
 def server_options(
-    channel_args: str, connection: Sequence[tuple[str, Any]] = ()
+    channel_args: str,
+    connection: Sequence[tuple[str, Any]] = (),
+    max_receive: int = MAX_MESSAGE_BYTES,
 ) -> list[tuple[str, Any]]:
-    """The server's channel arguments: servo's, then `connection` (the connection limits),
-    then `--grpc_channel_arguments`, last, so they win.
+    """The server's channel arguments: servo's (`max_receive`: the largest message received),
+    then `connection` (the connection limits), then `--grpc_channel_arguments`, last, so they
+    win.
 
     SO_REUSEPORT is off: with it (grpc's default) a second server started on a busy port
     would start and silently share the port's calls with the first; without it, it fails to
     start and says so. `--grpc_channel_arguments=grpc.so_reuseport=1` turns it back on."""
     return [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_receive),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
         *connection,
