@@ -216,6 +216,52 @@ def test_a_polled_file_naming_an_empty_base_path_does_not_hold_up_the_poller(
         assert server.stop() == 0
 
 
+GATED_MODEL = """
+import os, time
+
+class Model:
+    def load(self, path):
+        gate = os.path.join(os.path.dirname(os.path.normpath(path)), "gate")
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+
+    def predict(self, inputs, signature_name):
+        return inputs["inputs"]
+"""
+
+
+def test_a_polled_file_adding_a_slow_model_does_not_hold_up_the_next_poll(
+    tmp_path: Path,
+) -> None:
+    """The poller applies a config and goes on: the slow model's wait (up to 300 s by
+    default) runs beside it, so the next edit is applied at the next poll. (Two load threads:
+    with TFS's default of one, the next model's load would queue behind the slow one.)"""
+    a = write_python_model(tmp_path / "a", VERSION_MODEL, version=1)
+    slow = write_python_model(tmp_path / "slow", GATED_MODEL, version=1)
+    c = write_python_model(tmp_path / "c", VERSION_MODEL, version=3)
+    config = tmp_path / "models.config"
+    write_atomically(config, model_config([("a", a, "python")]))
+    with running_server(
+        [
+            f"--model_config_file={config}",
+            "--model_config_file_poll_wait_seconds=1",
+            "--num_load_threads=2",
+        ]
+    ) as server:
+        write_atomically(config, model_config([("a", a, "python"), ("slow", slow, "python")]))
+        wait_until(lambda: versions(server, "slow").get("1") == "LOADING")
+        write_atomically(
+            config,
+            model_config([("a", a, "python"), ("slow", slow, "python"), ("c", c, "python")]),
+        )
+        wait_until(lambda: versions(server, "c").get("3") == "AVAILABLE")
+        assert versions(server, "slow") == {"1": "LOADING"}
+        (Path(slow) / "gate").write_text("")
+        wait_until(lambda: versions(server, "slow").get("1") == "AVAILABLE")
+        assert predict(server, "slow").json() == {"predictions": [1.0]}
+        assert server.stop() == 0
+
+
 # -- finding 8: model management is something an operator grants ------------------------------
 
 

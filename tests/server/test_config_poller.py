@@ -21,7 +21,8 @@ class Target:
         self.reloads: list[configs.ModelServerConfig] = []
         self.error = error
 
-    def reload_config(self, config: configs.ModelServerConfig) -> None:
+    def reload_config(self, config: configs.ModelServerConfig, *, wait: bool = True) -> None:
+        assert not wait, "the poller must not wait for the models a config adds"
         self.reloads.append(config)
         if self.error is None:
             self.config = config

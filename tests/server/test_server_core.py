@@ -14,6 +14,7 @@ from servo.core.status import Code, ServoError
 from servo.server import config as configs
 from servo.server.server_core import ServerCore, ServerCoreOptions
 from tests.support.lifecycle import WAIT
+from tests.support.waiting import wait_until
 
 MODEL = """
 import os
@@ -312,3 +313,47 @@ def test_a_reload_waits_at_most_its_bound_and_stop_ends_the_wait(tmp_path: Path)
     finally:
         gate.write_text("")
     stopper.join(WAIT)
+
+
+def test_a_reload_that_does_not_wait_returns_and_its_wait_ends_at_a_later_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The config file's poller reloads with wait=False: the call returns at once while the
+    model it adds still loads; its labels apply once the model is available; a later config
+    ends the wait (logged), the later config's own wait going on."""
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1,
+            manager=AspiredVersionsManagerOptions(num_load_threads=2),
+            model_wait_timeout=None,  # a waiting reload would wait as long as it takes
+        )
+    )
+    gate = tmp_path / "gate"
+    slow = gated_model(tmp_path / "slow", gate)
+    other = make_model(tmp_path / "other", 1)
+    try:
+        core.reload_config(
+            config(("slow", slow, 'version_labels { key: "stable" value: 1 }')), wait=False
+        )
+        assert core.model_names() == ["slow"]
+        assert core.monitor.get_state(ServableId("slow", 1)) != ManagerState.AVAILABLE
+        gate.write_text("")
+        wait_until(lambda: core.labels("slow") == {"stable": 1}, what="the label applied")
+        # A second gated model; a later config ends the first wait, which logs why.
+        gate.unlink()
+        (tmp_path / "slow2").mkdir()
+        slow2 = gated_model(tmp_path / "slow2" / "m", gate)
+        with caplog.at_level("ERROR", logger="servo.server.server_core"):
+            core.reload_config(config(("slow", slow, ""), ("slow2", slow2, "")), wait=False)
+            waiting = [t for t in threading.enumerate() if t.name == "servo-reload-wait"]
+            assert len(waiting) == 1
+            core.reload_config(
+                config(("slow", slow, ""), ("slow2", slow2, ""), ("other", other, ""))
+            )
+            waiting[0].join(WAIT)
+            assert not waiting[0].is_alive()
+        [record] = [r for r in caplog.records if "slow2" in r.getMessage()]
+        assert "(still loading: a later config replaced this one)" in record.getMessage()
+    finally:
+        gate.write_text("")
+        core.stop(drain_timeout=5)

@@ -10,6 +10,9 @@ change what is served:
 - An empty file (nothing set) takes no action, as in TFS ("Taking no action for empty
   config."); an explicit `model_config_list {}` is the operator's and unloads every model.
 - A file whose config is the running one does nothing.
+- A config is applied without waiting for the models it adds (the server core's reload waits
+  for them on a thread of its own and logs what fails), so the next poll comes on time
+  however long a load takes.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class ConfigTarget(Protocol):
     @property
     def config(self) -> configs.ModelServerConfig: ...
 
-    def reload_config(self, config: configs.ModelServerConfig) -> None: ...
+    def reload_config(self, config: configs.ModelServerConfig, *, wait: bool = True) -> None: ...
 
 
 class ModelConfigFilePoller:
@@ -61,7 +64,7 @@ class ModelConfigFilePoller:
             return
         log.info("Reloading the config from %s", self.path)
         try:
-            self._target.reload_config(config)
+            self._target.reload_config(config, wait=False)
         except configs.ConfigError as exc:
             self._ignored = text
             log.error("Ignoring the new %s; the running config stays: %s", self.path, exc)

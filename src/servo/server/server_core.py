@@ -8,8 +8,11 @@ Config reloads follow TFS: the new config replaces the old one whole (models lef
 a model keeps its platform); the reload returns once the models it adds have loaded or failed.
 Unlike TFS, a reload after the first waits at most `model_wait_timeout`, does not wait for a
 model with nothing to load yet (it is added and loads its versions when they appear), and holds
-no lock while it waits, so later reloads, the pollers and shutdown never queue behind it. An
-empty config (nothing set) takes no action, as in TFS.
+no lock while it waits, so later reloads, the pollers and shutdown never queue behind it. The
+config file's poller does not wait at all (`wait=False`): its reload's wait runs on a thread
+of its own, which a later config ends (nobody waits for its answer, and the later config's
+reload covers what it waited for), so the poller sees the next edit of the file at its next
+poll however long a load takes. An empty config (nothing set) takes no action, as in TFS.
 Labels: unlike TFS, which checks labels before it loads the models of the same config (so a
 first config that labels its own versions cannot start), servo applies a config's labels once
 the models it adds have loaded; a label must still point at an AVAILABLE version unless
@@ -160,7 +163,9 @@ class ServerCore:
     def model_names(self) -> list[str]:
         return [m.name for m in self._config.model_config_list.config]
 
-    def reload_config(self, config: ModelServerConfig, *, startup: bool = False) -> None:
+    def reload_config(
+        self, config: ModelServerConfig, *, startup: bool = False, wait: bool = True
+    ) -> None:
         """Applies `config` (see the module docstring). Raises `ConfigError` for an invalid
         config and `ServoError` for one the grants refuse (nothing changes), and `ServoError`
         when a new model fails to load or is not available when the wait ends (the config
@@ -172,7 +177,11 @@ class ServerCore:
         does; any other waits at most `model_wait_timeout` and not at all for a model with
         nothing to load yet (answered UNAVAILABLE, naming the model and its path: it is
         added and loads its versions when they appear). The wait holds no lock: later
-        reloads, polls and `stop` go on meanwhile (`stop` ends it)."""
+        reloads, polls and `stop` go on meanwhile (`stop` ends it).
+
+        `wait=False` returns once the config is applied (raising only what refuses it): the
+        wait for its models and its labels runs on a thread of its own, which logs what the
+        waiting reload would have raised, and ends early when a later config is applied."""
         if config.WhichOneof("config") is None:
             log.info("Taking no action for empty config.")
             return
@@ -182,14 +191,56 @@ class ServerCore:
             with self._reload_lock:
                 plan = self._apply(config, startup)
                 if plan is None:
+                    fresh.close()
                     return
                 self._generation += 1
                 generation = self._generation
-            failure: ServoError | None = None
-            try:
-                self._wait_for_models(config, plan, fresh, startup)
-            except ServoError as exc:
-                failure = exc
+            self._wake_waits()  # waits of earlier reloads that did not wait end now
+        except BaseException:
+            fresh.close()
+            raise
+        if wait:
+            self._finish_reload(config, plan, fresh, startup, generation, replaceable=False)
+            return
+        threading.Thread(
+            target=self._finish_reload_logged,
+            args=(config, plan, fresh, startup, generation),
+            name="servo-reload-wait",
+            daemon=True,
+        ).start()
+
+    def _finish_reload_logged(
+        self,
+        config: ModelServerConfig,
+        plan: _WaitPlan,
+        fresh: ServableStateMonitor,
+        startup: bool,
+        generation: int,
+    ) -> None:
+        try:
+            self._finish_reload(config, plan, fresh, startup, generation, replaceable=True)
+        except ServoError as exc:
+            log.error("Config reload: %s", exc.message)
+        except Exception:
+            log.exception("Config reload failed")
+
+    def _finish_reload(
+        self,
+        config: ModelServerConfig,
+        plan: _WaitPlan,
+        fresh: ServableStateMonitor,
+        startup: bool,
+        generation: int,
+        replaceable: bool,
+    ) -> None:
+        """Waits for the models `config` (the `generation`th) added (`plan`), then applies
+        its labels unless a later config replaced it; raises as `reload_config` says. A
+        `replaceable` wait also ends when a later config is applied."""
+        failure: ServoError | None = None
+        try:
+            self._wait_for_models(config, plan, fresh, startup, generation if replaceable else None)
+        except ServoError as exc:
+            failure = exc
         finally:
             fresh.close()
         with self._reload_lock:
@@ -280,9 +331,11 @@ class ServerCore:
         plan: _WaitPlan,
         fresh: ServableStateMonitor,
         startup: bool,
+        generation: int | None,
     ) -> None:
         """Waits until every version the new models aspire to has loaded or failed (or the
-        wait's bound), and the versions this config labels have too; raises when a new
+        wait's bound, or a config after `generation` when one is given), and the versions this
+        config labels have too; raises when a new
         model's newest version failed (TFS's message and code) or a new model is not
         available yet."""
         timeout = None if startup else self.options.model_wait_timeout
@@ -291,8 +344,13 @@ class ServerCore:
         loading: list[str] = []
         if plan.requests:
             log.info("Waiting for models to load: %s", ", ".join(plan.models))
-            states = self._wait(fresh, plan.requests, deadline)
-            why = "the server is stopping" if self._stopped.is_set() else "its wait ended"
+            states = self._wait(fresh, plan.requests, deadline, generation)
+            if self._stopped.is_set():
+                why = "the server is stopping"
+            elif generation is not None and self._generation != generation:
+                why = "a later config replaced this one"
+            else:
+                why = "its wait ended"
             for name in plan.models:
                 mine = {id: st for id, st in states.items() if id.name == name}
                 if not mine:
@@ -328,17 +386,25 @@ class ServerCore:
             if v in (self._source.aspired_versions(m.name) or ())
         ]
         if labelled:
-            self._wait(self.monitor, labelled, deadline)
+            self._wait(self.monitor, labelled, deadline, generation)
+
+    def _wake_waits(self) -> None:
+        with self._waits_lock:
+            waits = list(self._waits)
+        for wake in waits:
+            wake()
 
     def _wait(
         self,
         monitor: ServableStateMonitor,
         requests: list[ServableRequest],
         deadline: float | None,
+        generation: int | None,
     ) -> dict[ServableId, ManagerState]:
-        """Waits until each request's version is AVAILABLE or END, the `deadline` passes or
-        the core stops, logging what it waits for every WAIT_LOG_INTERVAL seconds; returns
-        the states the requests' versions are in."""
+        """Waits until each request's version is AVAILABLE or END, the `deadline` passes,
+        a config after `generation` (when given) is applied or the core stops, logging what
+        it waits for every WAIT_LOG_INTERVAL seconds; returns the states the requests'
+        versions are in."""
         changed = threading.Condition()
 
         def wake(_: object = None) -> None:
@@ -361,6 +427,7 @@ class ServerCore:
                         if (
                             len(settled) == len(requests)
                             or self._stopped.is_set()
+                            or (generation is not None and self._generation != generation)
                             or (deadline is not None and now >= deadline)
                         ):
                             return states
@@ -474,10 +541,7 @@ class ServerCore:
         requests are done, waiting at most `drain_timeout` seconds in all; True when nothing
         was still running then (see `AspiredVersionsManager.stop`)."""
         self._stopped.set()
-        with self._waits_lock:
-            waits = list(self._waits)
-        for wake in waits:
-            wake()
+        self._wake_waits()
         self._source.stop()
         complete = self.manager.stop(drain_timeout)
         self.monitor.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -803,6 +804,23 @@ def test_a_reload_hands_the_config_to_the_core(served: FakeCore, rpc: GrpcClient
     answer = rpc.call("HandleReloadConfigRequest", tfs(reload_request("a")))
     assert answer.status.error_code == 0
     assert [len(c.model_config_list.config) for c in served.reloads] == [2, 1]
+
+
+def test_waiting_reloads_do_not_queue_behind_each_other(
+    served: FakeCore, rpc: GrpcClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reload waits on a thread of its own: 12 reloads that all wait at once (more than
+    the event loop's default executor has threads: min(32, CPUs + 4)) all reach the core."""
+    together = threading.Barrier(12, timeout=30)
+
+    def waiting_reload(config: Any, **_: Any) -> None:
+        together.wait()  # broken (and raising) unless all 12 are in here at once
+
+    monkeypatch.setattr(served, "reload_config", waiting_reload)
+    answers = rpc.call_together(
+        "HandleReloadConfigRequest", [reload_request(f"m{i}") for i in range(12)]
+    )
+    assert [a.status.error_code for a in answers] == [0] * 12
 
 
 @pytest.mark.parametrize(
