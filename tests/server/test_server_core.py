@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from servo.core.servable_id import ServableId
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError
 from servo.server import config as configs
+from servo.server.model_management import ModelManagementGrants
 from servo.server.server_core import ServerCore, ServerCoreOptions
 from tests.support.lifecycle import WAIT
 from tests.support.waiting import wait_until
@@ -356,4 +358,57 @@ def test_a_reload_that_does_not_wait_returns_and_its_wait_ends_at_a_later_config
         assert "(still loading: a later config replaced this one)" in record.getMessage()
     finally:
         gate.write_text("")
+        core.stop(drain_timeout=5)
+
+
+MARKING_MODEL = """
+import os
+open(os.path.join(os.path.dirname(__file__), "ran"), "w").close()
+class Model:
+    def predict(self, inputs, signature_name):
+        return inputs["inputs"]
+"""
+
+
+def test_version_directories_are_confined_to_the_allowed_roots_when_they_load(
+    tmp_path: Path,
+) -> None:
+    """A version directory that is a link out of the allowed roots, or a base path replaced
+    by a link after the config was applied, fails its version: nothing of it runs."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    base = Path(make_model(root / "m", 1))
+    (outside / "2").mkdir(parents=True)
+    (outside / "2" / "model.py").write_text(MARKING_MODEL)
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1,
+            manager=AspiredVersionsManagerOptions(max_num_load_retries=0),
+            model_wait_timeout=WAIT,
+            grants=ModelManagementGrants(allowed_model_base_path_roots=(str(root),)),
+        )
+    )
+    try:
+        core.reload_config(config(("m", str(base), "")))
+        (base / "2").symlink_to(outside / "2")
+        core._source.poll_once()
+        state = core.monitor.wait_for_state(ServableId("m", 2), ManagerState.END, WAIT)
+        assert state == ManagerState.END
+        [status] = [v.status for v in core.model_status("m") if v.version == 2]
+        assert status.code == Code.PERMISSION_DENIED
+        assert f"resolves to {outside / '2'}, outside the allowed roots ({root})" in (
+            status.message
+        )
+        assert "--allowed_model_base_path_roots" in status.message
+        with core.servable_handle("m") as handle:
+            assert handle.id == ServableId("m", 1)
+        # The base path swapped for a link out of the root after the config was applied.
+        os.rename(base, root / "old")
+        (outside / "3").mkdir()
+        (outside / "3" / "model.py").write_text(MARKING_MODEL)
+        base.symlink_to(outside)
+        core._source.poll_once()
+        state = core.monitor.wait_for_state(ServableId("m", 3), ManagerState.END, WAIT)
+        assert state == ManagerState.END
+        assert not (outside / "2" / "ran").exists() and not (outside / "3" / "ran").exists()
+    finally:
         core.stop(drain_timeout=5)

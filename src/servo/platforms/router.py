@@ -106,6 +106,9 @@ def disk_size(path: str) -> int:
 
 
 LoadHook = Callable[[ServableId, str, ModelServable], None]
+# Raises (a ServoError) for a version directory the server may not read (outside the allowed
+# roots once its symlinks are resolved): called when the version is aspired and at its load.
+PathCheck = Callable[[ServableId, str], None]
 # Wraps a freshly built servable (batching does); the wrapper's close() closes the inner one.
 ServableWrapper = Callable[[ServableId, str, ModelServable], ModelServable]
 
@@ -115,7 +118,7 @@ class ModelLoader(Loader):
 
     `wrappers` then wrap the servable in order (batching), and `after_load` hooks run on the
     result before the version is AVAILABLE (warm-up uses this); a wrapper or hook that raises
-    fails the load.
+    fails the load. `check_path` runs first, before anything is read.
     """
 
     def __init__(
@@ -126,9 +129,11 @@ class ModelLoader(Loader):
         options: PlatformOptions | None = None,
         after_load: tuple[LoadHook, ...] = (),
         wrappers: tuple[ServableWrapper, ...] = (),
+        check_path: PathCheck | None = None,
     ) -> None:
         self.id = id
         self._wrappers = wrappers
+        self._check_path = check_path
         self.path = path
         self.platform = platform
         self.options = options or PlatformOptions()
@@ -140,11 +145,15 @@ class ModelLoader(Loader):
     def estimate_resources(self) -> ResourceAllocation:
         with self._estimate_lock:
             if self._estimate is None:
+                if self._check_path is not None:
+                    self._check_path(self.id, self.path)
                 size = disk_size(self.path)
                 self._estimate = ResourceAllocation(int(size * RESOURCE_ESTIMATE_FACTOR))
             return self._estimate
 
     def load(self) -> None:
+        if self._check_path is not None:
+            self._check_path(self.id, self.path)
         module = import_platform(self.platform)
         if not os.path.isdir(self.path):
             raise ServoError(Code.NOT_FOUND, f"Version directory {self.path} does not exist")
@@ -174,7 +183,8 @@ class PlatformRouter(UnarySourceAdapter[str, Loader]):
     """Turns `(id, version path)` into a `ModelLoader` for the model's platform.
 
     `platforms` maps model name -> platform; it can be replaced (on config reload) with
-    `set_platforms`. A model with no platform, or an unknown one, becomes an error item.
+    `set_platforms`. A model with no platform, or an unknown one, or a version path that
+    `check_path` refuses, becomes an error item.
     """
 
     def __init__(
@@ -183,12 +193,14 @@ class PlatformRouter(UnarySourceAdapter[str, Loader]):
         options: PlatformOptions | None = None,
         after_load: tuple[LoadHook, ...] = (),
         wrappers: tuple[ServableWrapper, ...] = (),
+        check_path: PathCheck | None = None,
     ) -> None:
         super().__init__()
         self._platforms = dict(platforms)
         self._options = options or PlatformOptions()
         self._after_load = after_load
         self._wrappers = wrappers
+        self._check_path = check_path
 
     def set_platforms(self, platforms: Mapping[str, str]) -> None:
         self._platforms = dict(platforms)
@@ -198,4 +210,8 @@ class PlatformRouter(UnarySourceAdapter[str, Loader]):
         if platform is None:
             raise ServoError(Code.NOT_FOUND, f"No model_platform configured for model {id.name}")
         platform_info(platform)
-        return ModelLoader(id, data, platform, self._options, self._after_load, self._wrappers)
+        if self._check_path is not None:
+            self._check_path(id, data)
+        return ModelLoader(
+            id, data, platform, self._options, self._after_load, self._wrappers, self._check_path
+        )

@@ -14,9 +14,11 @@ and lets the operator narrow it:
   config's base paths and request-log file name prefixes, wherever the config comes from,
   must lie under one of these directories (for a prefix: the directory its files go to),
   compared after normalising the path and resolving symlinks when the config is applied, so
-  that `..` or a link in the path cannot lead out of a root. Not checked: a version
-  directory inside the base path that is itself a symlink, and a base path replaced by a
-  link after the config was applied (the operator's file system is trusted that far).
+  that `..` or a link in the path cannot lead out of a root. Each version directory is
+  checked the same way when its version is aspired and again when its load starts, so a
+  version directory that is a link out of the roots, or a base path replaced by one after
+  the config was applied, fails that version (PERMISSION_DENIED) and nothing of it is read.
+  A link that appears inside a version directory during its load is not checked.
 
 Refusals are `ServoError`s with PERMISSION_DENIED whose message names the flag to change.
 """
@@ -27,6 +29,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.protos import model_server_config_pb2
 from servo.server.config import ModelServerConfig, model_platform
@@ -90,6 +93,18 @@ class ModelManagementGrants:
                 f"Model {model.name}: base path {model.base_path} is outside the allowed roots "
                 f"({', '.join(roots)}); add a root to --allowed_model_base_path_roots or move "
                 "the model under one of them",
+            )
+
+    def check_version_path(self, id: ServableId, path: str) -> None:
+        """Refuses a version directory that, with its symlinks resolved, lies outside the
+        allowed base-path roots."""
+        roots = self.allowed_model_base_path_roots
+        if roots and not under_roots(path, roots):
+            raise ServoError(
+                Code.PERMISSION_DENIED,
+                f"Version directory {path} of {id} resolves to {os.path.realpath(path)}, "
+                f"outside the allowed roots ({', '.join(roots)}); add a root to "
+                "--allowed_model_base_path_roots or move the model under one of them",
             )
 
     def check_network_config(self, current: ModelServerConfig, new: ModelServerConfig) -> None:

@@ -128,8 +128,13 @@ class ServerCore:
         options.manager.event_bus = self.event_bus
         self.monitor = ServableStateMonitor(self.event_bus)
         self.manager = AspiredVersionsManager(options.manager)
+        grants = options.grants
         self._router = PlatformRouter(
-            {}, options.platform, options.load_hooks, options.servable_wrappers
+            {},
+            options.platform,
+            options.load_hooks,
+            options.servable_wrappers,
+            grants.check_version_path if grants and grants.allowed_model_base_path_roots else None,
         )
         self._source = FileSystemStoragePathSource(self._source_config(()))
         connect_source_to_target(self._router, self.manager)
