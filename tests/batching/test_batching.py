@@ -4,6 +4,7 @@ batches it runs."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +17,13 @@ from servo.batching.parameters import QueueOptions
 from servo.batching.scheduler import QUEUE_FULL, BatchScheduler
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
-from servo.platforms.servable import ModelServable, Signature, TensorSpec
+from servo.platforms.servable import (
+    ModelServable,
+    Signature,
+    TensorSpec,
+    call_deadline,
+    within_deadline,
+)
 from servo.protos import batching_parameters_pb2
 from tests.support.testdata import TfsModels
 
@@ -281,6 +288,51 @@ def test_batch_timeout_gathers_requests(scheduler) -> None:
     futures = [servable.submit(BATCHED, request(1, i)) for i in range(3)]
     assert [f.result(10)["k2"].tolist() for f in futures] == [[1], [2], [3]]
     assert inner.sizes == [3]
+
+
+class Stoppable(Recorder):
+    """A servable that can stop a call past its deadline (as a Python model's worker):
+    records the deadline each batch ran with."""
+
+    takes_deadline = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deadlines: list[float | None] = []
+
+    def run(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        self.deadlines.append(call_deadline())
+        return super().run(signature, inputs, output_names)
+
+
+def test_a_batch_of_a_servable_that_takes_deadlines_runs_with_its_latest(scheduler) -> None:
+    """Each request's deadline goes with it into its batch, which runs with the latest of
+    them, or none when one request has none (a hung batch then ends as its last caller
+    gives up, not never)."""
+    inner = Stoppable()
+    servable = BatchingServable(
+        inner, scheduler, QueueOptions(max_batch_size=3, batch_timeout_micros=60_000_000), "m"
+    )
+    assert servable.takes_deadline
+    now = time.monotonic()
+    futures = [
+        within_deadline(now + 30 + i, lambda i=i: servable.submit(BATCHED, request(1, i)))
+        for i in range(3)
+    ]
+    assert [f.result(10)["k2"].tolist() for f in futures] == [[1], [2], [3]]
+    futures = [
+        within_deadline(deadline, lambda: servable.submit(BATCHED, request(1, 0)))
+        for deadline in (now + 30, None, now + 40)
+    ]
+    for future in futures:
+        future.result(10)
+    assert inner.deadlines == [now + 32, None]
+    assert not wrapped(scheduler)[0].takes_deadline  # a servable that cannot stop a call
 
 
 def test_signatures_without_a_batch_dim_and_mismatched_inputs(scheduler) -> None:

@@ -134,6 +134,49 @@ def test_a_hung_models_calls_are_cancelled_and_its_old_version_unloads(tmp_path:
         assert server.stop() == 0
 
 
+# CRASHY_MODEL's hang, with a batch dimension, so that its calls are batched.
+BATCHED_MODEL = """
+import os, threading
+import numpy as np
+
+class Model:
+    signatures = {
+        "serving_default": {
+            "inputs": {"x": {"dtype": "float32", "shape": [-1]}},
+            "outputs": {"pid": {"dtype": "float32", "shape": [-1]}},
+        },
+    }
+
+    def predict(self, inputs, signature_name):
+        if float(inputs["x"][0]) == 3:
+            threading.Event().wait()
+        return {"pid": np.full(len(inputs["x"]), os.getpid(), np.float32)}
+"""
+
+
+def test_a_hung_batch_ends_with_its_worker_at_its_deadline(tmp_path: Path) -> None:
+    """A batched call carries its deadline into its batch: the hung batch's worker is killed
+    then, and the next batch runs on a new one (without it, the batch thread waited forever
+    and every later call of the model queued behind it)."""
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 0 }\n")
+    args, _ = serve(
+        tmp_path,
+        {"batched": BATCHED_MODEL},
+        "--rest_api_timeout_in_ms=1000",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
+    )
+    with running_server(args) as server:
+        first = pid_of(server, "batched")
+        answer = predict(server, "batched", 3.0)
+        assert answer.status_code == 504, answer.text
+        wait_until(lambda: not alive(first), what="the hung batch's worker is killed")
+        second = pid_of(server, "batched")
+        assert second != first
+        assert server.stop() == 0
+
+
 def test_a_cpu_heavy_load_runs_in_its_worker_while_the_server_answers(tmp_path: Path) -> None:
     args, bases = serve(
         tmp_path,

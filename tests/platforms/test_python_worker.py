@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -233,6 +234,48 @@ def test_shutdown_ends_a_hung_call_and_every_worker(model_dir: Path) -> None:
     wait_until(lambda: not alive(hung_pid) and not alive(idle_pid), what="every worker ends")
     loaded.close()
     idle.close()
+
+
+def test_a_kill_while_a_worker_starts_ends_the_start(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill() that comes after a restart began but before it knew its process (the window
+    that left a start waiting for a load forever, and shutdown's stop behind it): the start
+    kills its new process and fails, and stop() returns."""
+    worker = python_worker.ModelWorker(str(model_dir), "m")
+    spawn = worker._spawn
+    started: list[int] = []
+
+    def killed_as_it_starts() -> tuple[Any, Any, Any]:
+        spawned = spawn()
+        started.append(spawned[0].pid)
+        worker.kill()  # the process is not the worker's yet: kill() cannot see it
+        return spawned
+
+    monkeypatch.setattr(worker, "_spawn", killed_as_it_starts)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        start = pool.submit(worker.start)
+        with pytest.raises(ServoError) as err:
+            start.result(timeout=60)
+    assert err.value.code == Code.FAILED_PRECONDITION  # "... is unloaded"
+    [pid] = started
+    wait_until(lambda: not alive(pid), what="the new worker ends")
+    worker.stop(wait=5.0)
+    assert worker.pid is None
+
+
+def test_stop_waits_a_bounded_time_for_a_busy_worker(model_dir: Path) -> None:
+    loaded = python_platform.load(str(model_dir), PROCESS)
+    assert isinstance(loaded, WorkerServable)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        hung = pool.submit(crash, loaded, b"hang")
+        wait_until(lambda: loaded.worker.busy, what="the call runs")
+        loaded.worker.stop(wait=0.1)  # the call holds the worker: stop leaves it at once
+        assert loaded.worker.busy
+        loaded.worker.kill()
+        with pytest.raises(ServoError):
+            hung.result(timeout=60)
+    loaded.close()
 
 
 def test_isolation_is_set_per_model(model_dir: Path) -> None:

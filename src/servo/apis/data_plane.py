@@ -360,7 +360,9 @@ class DataPlane:
                 (signature.name, size_class(inputs)),
                 timeout,
                 "Predict",
-                None if submit is None else lambda: submit(signature, inputs, wanted),
+                None
+                if submit is None
+                else _with_deadline(servable, lambda: submit(signature, inputs, wanted), timeout),
             )
             prediction = Prediction(handle.id, signature, inputs, outputs, wanted)
             answer = call.answer(prediction)

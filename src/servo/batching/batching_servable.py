@@ -29,11 +29,11 @@ from servo.batching.parameters import (
     read_file,
     round_up,
 )
-from servo.batching.scheduler import Batch, BatchQueue, BatchScheduler, Request
+from servo.batching.scheduler import Batch, BatchQueue, BatchScheduler, Piece, Request
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.metrics import ServerMetrics
-from servo.platforms.servable import ModelServable, Signature
+from servo.platforms.servable import ModelServable, Signature, call_deadline, within_deadline
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class BatchingServable(ModelServable):
         self.inner = inner
         self.platform = inner.platform
         self.may_run_inline = inner.may_run_inline
+        # A servable that can stop a call past its deadline (a Python model's worker) gets
+        # each batch's: the latest of its requests' (none when one of them has none).
+        self.takes_deadline = getattr(inner, "takes_deadline", False)
         self._scheduler = scheduler
         self._options = options
         self._model_name = model_name
@@ -93,7 +96,7 @@ class BatchingServable(ModelServable):
         (size,) = sizes
         if size == 0:
             return None  # nothing to batch: an empty request runs as it is
-        request = Request(dict(inputs), size)
+        request = Request(dict(inputs), size, call_deadline() if self.takes_deadline else None)
         self._queue(signature, output_names).schedule(request)
         return request.future
 
@@ -157,7 +160,13 @@ class BatchingServable(ModelServable):
                 )
                 for name in signature.inputs
             }
-            outputs = self.inner.run(signature, merged, output_names)
+            if self.takes_deadline:
+                deadline = _batch_deadline(pieces)
+                outputs = within_deadline(
+                    deadline, lambda: self.inner.run(signature, merged, output_names)
+                )
+            else:
+                outputs = self.inner.run(signature, merged, output_names)
             for alias, tensor in outputs.items():
                 if tensor.ndim == 0:
                     raise ServoError(
@@ -273,3 +282,11 @@ class BatchingWrapper:
 
 def _internal(exc: BaseException) -> ServoError:
     return ServoError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+def _batch_deadline(pieces: Sequence[Piece]) -> float | None:
+    """The latest deadline of a batch's requests; None when one of them has none."""
+    deadlines = [p.request.deadline for p in pieces]
+    if any(d is None for d in deadlines):
+        return None
+    return max(d for d in deadlines if d is not None)

@@ -41,15 +41,19 @@ class Request:
         "_parts",
         "_remaining",
         "_settled",
+        "deadline",
         "enqueued_at",
         "future",
         "inputs",
         "size",
     )
 
-    def __init__(self, inputs: dict[str, np.ndarray], size: int) -> None:
+    def __init__(
+        self, inputs: dict[str, np.ndarray], size: int, deadline: float | None = None
+    ) -> None:
         self.inputs = inputs
         self.size = size
+        self.deadline = deadline  # time.monotonic() after which the caller gave up; None: never
         self.future: Future[dict[str, np.ndarray]] = Future()
         self.enqueued_at = 0.0
         self._parts: list[dict[str, np.ndarray] | None] = []

@@ -501,7 +501,11 @@ class ModelServer:
             complete &= await _on_thread(left(), "the batch threads", batching.stop)
         if self.request_logger is not None:
             self.request_logger.close()
-        python_worker.stop_all_workers()  # any left by a load still running
+        # Any worker left by a load still running; on a thread, as a worker may be slow to
+        # let go (it waits a few seconds for each).
+        complete &= await _on_thread(
+            max(left(), 1.0), "the Python worker processes", python_worker.stop_all_workers
+        )
         if complete:
             log.info("Server stopped")
         else:

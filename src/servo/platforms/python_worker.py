@@ -288,6 +288,26 @@ class ModelWorker:
     def _start(self) -> None:
         if self._stopped:
             raise unloaded(self._who)
+        process, parent, held = self._spawn()
+        self._process, self._conn, self._lifeline = process, parent, held
+        self.starts += 1
+        if self._stopped:  # killed while it started: kill() may not have seen the process
+            self._reap()
+            raise unloaded(self._who)
+        self._busy = True  # a load that never returns is ended at shutdown as a call is
+        try:
+            reply = self._receive(None, "load")
+        finally:
+            self._busy = False
+        if reply[0] != "ready":
+            self._reap()
+            raise ServoError(Code(reply[1]), reply[2])
+        self.signatures = reply[1]
+        log.info("%s: worker process %d loaded it", self._who, process.pid)
+
+    def _spawn(self) -> tuple[Any, Connection, Connection]:
+        """A new worker process loading the model: it, the server's end of its pipe and
+        its lifeline."""
         _import_this_servo()
         parent, child = _CONTEXT.Pipe()
         lifeline, held = _CONTEXT.Pipe(duplex=False)  # the worker reads, the server holds
@@ -300,18 +320,7 @@ class ModelWorker:
         process.start()
         child.close()
         lifeline.close()
-        self._process, self._conn, self._lifeline = process, parent, held
-        self.starts += 1
-        self._busy = True  # a load that never returns is ended at shutdown as a call is
-        try:
-            reply = self._receive(None, "load")
-        finally:
-            self._busy = False
-        if reply[0] != "ready":
-            self._reap()
-            raise ServoError(Code(reply[1]), reply[2])
-        self.signatures = reply[1]
-        log.info("%s: worker process %d loaded it", self._who, process.pid)
+        return process, parent, held
 
     def _receive(self, deadline: float | None, doing: str) -> Any:
         """The worker's next reply; kills the worker and raises at the deadline or when it
@@ -384,10 +393,15 @@ class ModelWorker:
     def busy(self) -> bool:
         return self._busy
 
-    def stop(self) -> None:
-        """Unloads the model in the worker (its unload() runs) and ends the process."""
+    def stop(self, wait: float | None = None) -> None:
+        """Unloads the model in the worker (its unload() runs) and ends the process. With
+        `wait`, waits at most that many seconds for a call, start or stop in progress (a
+        killed worker's end), and leaves the rest to it."""
         self._stopped = True
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            log.warning("%s: its worker is still busy; leaving it to end", self._who)
+            return
+        try:
             if self._process is not None and self._conn is not None:
                 with contextlib.suppress(OSError, ServoError):
                     self._conn.send(("unload",))
@@ -398,6 +412,8 @@ class ModelWorker:
                     segment.close()
                     segment.unlink()
             self._in = self._out = None
+        finally:
+            self._lock.release()
 
     # calls
 
@@ -538,9 +554,13 @@ def stop_busy_workers() -> int:
     return len(busy)
 
 
+STOP_WAIT_SECONDS = 5.0  # for a killed worker's call or start to end, at shutdown
+
+
 def stop_all_workers() -> None:
-    """Kills every worker process left (shutdown, after the models unloaded)."""
+    """Kills every worker process left (shutdown, after the models unloaded), waiting a
+    few seconds at most for each to let go."""
     for worker in _all():
         worker.kill()
         with contextlib.suppress(Exception):
-            worker.stop()
+            worker.stop(wait=STOP_WAIT_SECONDS)
