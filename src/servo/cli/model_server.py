@@ -43,6 +43,7 @@ from servo.platforms.router import import_platform
 from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants
 from servo.server.server_core import ServerCore, ServerCoreOptions
+from servo.util.own_thread import on_own_thread
 
 if TYPE_CHECKING:
     from grpc_health.v1.health.aio import HealthServicer
@@ -531,27 +532,18 @@ async def _within(seconds: float, what: str, work: Awaitable[Any]) -> bool:
 
 
 async def _on_thread(seconds: float, what: str, work: Callable[[], object]) -> bool:
-    """Runs `work()` on a daemon thread of its own and waits at most `seconds` for it. A daemon
-    thread, not an executor's: one that never returns must not keep the process alive (an
-    executor's threads are joined when the interpreter exits). False when it did not end in
-    time, or returned False (it gave something up)."""
-    loop = asyncio.get_running_loop()
-    ended: asyncio.Future[object] = loop.create_future()
+    """Runs `work()` on a daemon thread of its own (servo.util.own_thread: one that never
+    returns must not keep the process alive) and waits at most `seconds` for it. False when
+    it did not end in time, or returned False (it gave something up)."""
 
-    def settle(result: object) -> None:
-        if not ended.done():
-            ended.set_result(result)
-
-    def run() -> None:
-        result: object = True
+    def logged() -> object:
         try:
-            result = work()
+            return work()
         except Exception:
             log.exception("Stopping %s failed", what)
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result)
+            return True
 
-    threading.Thread(target=run, name="servo-stop", daemon=True).start()
+    ended = asyncio.ensure_future(on_own_thread("servo-stop", logged))
     if not await _within(seconds, what, asyncio.shield(ended)):
         return False
     return ended.result() is not False

@@ -25,9 +25,7 @@ before the server core sees the config; an empty `model_config_list` takes no ac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -51,6 +49,7 @@ from servo.protos import (
 )
 from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants, is_empty_model_list
+from servo.util.own_thread import on_own_thread
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +302,8 @@ class Services:
                 return response
             # A reload waits for new models to load: off the event loop, on a thread of its
             # own (waiting reloads must not fill the loop's default executor).
-            await _in_own_thread("servo-reload-rpc", self.core.reload_config, request.config)
+            config = request.config
+            await on_own_thread("servo-reload-rpc", lambda: self.core.reload_config(config))
         except configs.ConfigError as exc:
             status.error_code = int(Code.INVALID_ARGUMENT)  # type: ignore[assignment]
             status.error_message = str(exc)
@@ -432,33 +432,6 @@ def max_receive_bytes(limits: DecodeLimits) -> int:
     framing, at most TFS's 2 GB. gRPC refuses larger ones before they are read whole
     (RESOURCE_EXHAUSTED "Received message larger than max")."""
     return min(limits.max_request_bytes + MESSAGE_SLACK_BYTES, MAX_MESSAGE_BYTES)
-
-
-async def _in_own_thread(name: str, work: Callable[..., object], *args: object) -> None:
-    """Runs `work(*args)` on a new daemon thread and waits for it; its exception is raised
-    here. A cancelled wait leaves the thread to finish on its own."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def settle(error: BaseException | None) -> None:
-        if done.done():  # the caller went away
-            return
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
-
-    def run() -> None:
-        error: BaseException | None = None
-        try:
-            work(*args)
-        except BaseException as exc:  # handed to the caller
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, error)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    await done
 
 
 def server_options(
