@@ -63,7 +63,9 @@ def test_a_hung_model_starves_no_other_model_and_its_next_version_serves(
     config.write_text(model_config([("hung", hung, "python"), ("mlp", examples / "mlp", "onnx")]))
     args = [
         f"--model_config_file={config}",
-        "--rest_api_timeout_in_ms=1000",
+        # Long enough that the 12 calls below all arrive before the first queued one's
+        # deadline frees its place, however loaded the machine.
+        "--rest_api_timeout_in_ms=4000",
         # In the server's threads: a call that never returns holds its thread (in a worker
         # process it would end with its worker at the deadline: test_python_worker_server.py).
         "--python_model_isolation=thread",
