@@ -6,6 +6,10 @@ instead the start of every read in progress and one task that looks at them once
 `timeout / 8` seconds (at most a second) while reads are in progress, cancelling those past
 their deadline: a slow body is cut between `timeout` and `timeout` plus a sweep's interval
 after its headers.
+
+A read costs no system call: the loop is looked up once (`asyncio.get_running_loop()`, and
+`asyncio.current_task()` without a loop, call getpid() each time on Python 3.11), and the
+reading task is found from it.
 """
 
 from __future__ import annotations
@@ -29,16 +33,22 @@ class ReadWatch:
         self._reads: dict[asyncio.Task[object], float] = {}  # task -> when its read began
         self._expired: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the reads
 
     async def read(self, work: Awaitable[T]) -> T:
         """`await work`, or ReadTimeout once it has taken longer than `timeout`."""
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None or not loop.is_running():  # the first read, or a new loop's
+            loop = self._loop = asyncio.get_running_loop()
+            self._sweeper = None  # a sweep of an earlier loop does not run on this one
+        task = asyncio.current_task(loop)
         if task is None:  # not in a task: nothing to cancel, no deadline
             return await work
-        loop = asyncio.get_running_loop()
-        if self._sweeper is None or self._sweeper.done():
+        sweeper = self._sweeper
+        if sweeper is None or sweeper.done():
             self._sweeper = loop.create_task(self._sweep())
-        self._reads[task] = loop.time()
+        reads = self._reads
+        reads[task] = loop.time()
         try:
             return await work
         except asyncio.CancelledError:
@@ -48,7 +58,7 @@ class ReadWatch:
                 raise ReadTimeout from None
             raise
         finally:
-            self._reads.pop(task, None)
+            reads.pop(task, None)
 
     async def _sweep(self) -> None:
         """Runs while reads are in progress (an idle server has no task pending)."""
