@@ -339,10 +339,9 @@ class ServerCore:
         generation: int | None,
     ) -> None:
         """Waits until every version the new models aspire to has loaded or failed (or the
-        wait's bound, or a config after `generation` when one is given), and the versions this
-        config labels have too; raises when a new
-        model's newest version failed (TFS's message and code) or a new model is not
-        available yet."""
+        wait's bound, or a config after `generation` when one is given), and the versions
+        this config labels have too; raises when a new model's newest version failed (TFS's
+        message and code) or a new model is not available yet."""
         timeout = None if startup else self.options.model_wait_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         failed: list[str] = []
