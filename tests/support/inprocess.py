@@ -146,6 +146,10 @@ class FakeCore:
             raise ServoError(Code.NOT_FOUND, f"Servable not found for request: {request}")
         return FakeHandle(self, ServableId(name, version), versions[version])
 
+    def model_names(self) -> list[str]:
+        """The models with a published state, in the order they were added (the config's)."""
+        return list(self.states)
+
     def model_status(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> list[VersionStatus]:

@@ -441,6 +441,20 @@ class DataPlane:
     def model_status(self, spec: ModelSpec) -> list[VersionStatus]:
         return self.core.model_status(spec.name, spec.version, spec.label)
 
+    def models(self) -> list[tuple[str, list[VersionStatus]]]:
+        """Every configured model, in the config's order, with the versions it has had
+        (newest first; none yet for a model whose base path has nothing to load)."""
+        listed = []
+        for name in self.core.model_names():
+            try:
+                versions = self.core.model_status(name)
+            except ServoError as exc:
+                if exc.code != Code.NOT_FOUND:
+                    raise
+                versions = []
+            listed.append((name, versions))
+        return listed
+
     # -- request metrics, recorded at each protocol's boundary ---------------------------
 
     def record_request(

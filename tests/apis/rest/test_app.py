@@ -103,7 +103,7 @@ def b64(data: bytes) -> dict[str, str]:
         ),
         ("POST", f"{H2}:predict/more", f"Malformed request: POST {H2}:predict/more"),
         ("GET", f"{H2}/metadata/more", f"Malformed request: GET {H2}/metadata/more"),
-        ("GET", "/v1/models", "Missing model name in request."),
+        ("GET", "/v1/models/versions/1", "Missing model name in request."),
         ("GET", "/v1/models/", "Malformed request: GET /v1/models/"),
         (
             "GET",
@@ -654,6 +654,31 @@ def test_status_of_a_version_that_failed_names_its_error(
     assert rest.get(f"{H2}/versions/125").json() == {"model_version_status": [entry]}
     assert rest.get(H2).json()["model_version_status"] == [entry, {"version": "123", **AVAILABLE}]
     assert rest.get(f"{H2}/metadata").json()["model_spec"]["version"] == "123"  # still serving
+
+
+def test_every_model_is_listed_with_its_versions(served: FakeCore, rest: RestClient) -> None:
+    """GET /v1/models (servo's route): each model's GetModelStatus versions by name, a failed
+    version with its error, a model with nothing loaded yet with none."""
+    served.set_state("half_plus_two", 125, ManagerState.END, Status(Code.NOT_FOUND, "no model"))
+    served.states["waiting"] = {}
+    answer = rest.get("/v1/models")
+    assert answer.status == 200
+    models = {m["name"]: m["model_version_status"] for m in answer.json()["models"]}
+    assert list(models) == served.model_names()
+    assert models["half_plus_two"] == [
+        {
+            "version": "125",
+            "state": "END",
+            "status": {"error_code": "NOT_FOUND", "error_message": "no model"},
+        },
+        {"version": "123", **AVAILABLE},
+    ]
+    assert models["two_versions"] == [
+        {"version": "124", **AVAILABLE},
+        {"version": "123", **AVAILABLE},
+    ]
+    assert models["waiting"] == []
+    assert rest.get("/V1/MODELS").json() == answer.json()  # TFS's routes ignore case
 
 
 def without_name(metadata: dict) -> dict:

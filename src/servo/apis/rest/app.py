@@ -3,6 +3,7 @@
 Routes, as TFS matches them (case-insensitive, whole path):
 
     POST /v1/models/{m}[/versions/{v} | /labels/{l}]:(predict|classify|regress)
+    GET  /v1/models                                              every model's status (servo's)
     GET  /v1/models/{m}[/versions/{v} | /labels/{l}]            model status
     GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature metadata
     GET  {prometheus path}                                       metrics, when enabled
@@ -30,7 +31,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -45,6 +46,9 @@ from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.platforms import servable as model
 from servo.platforms.servable import ModelServable
+
+if TYPE_CHECKING:
+    from servo.server.server_core import VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +237,8 @@ class RestApi:
             if match is None:
                 raise _malformed(method, path)
             if not match.group(1):
+                if not any(match.group(2, 3, 4)):  # GET /v1/models: servo's own route
+                    return 200, self._models()
                 raise ServoError(Code.INVALID_ARGUMENT, "Missing model name in request.")
             spec = _model_spec(*match.group(1, 2, 3))
             if seen is not None:
@@ -340,17 +346,19 @@ class RestApi:
     def _status(self, spec: ModelSpec) -> bytes:
         """TFS's GetModelStatusResponse in proto JSON (int64 as strings, enums by name)."""
         return orjson.dumps(
+            {"model_version_status": _version_status(self.plane.model_status(spec))},
+            option=orjson.OPT_INDENT_2,
+        )
+
+    def _models(self) -> bytes:
+        """Every configured model by name, each with its GetModelStatus answer's versions
+        (none yet: an empty list), in the config's order. TFS has no such route (it answers
+        "Missing model name in request.")."""
+        return orjson.dumps(
             {
-                "model_version_status": [
-                    {
-                        "version": str(v.version),
-                        "state": v.state.name,
-                        "status": {
-                            "error_code": v.status.code.name,
-                            "error_message": v.status.message,
-                        },
-                    }
-                    for v in self.plane.model_status(spec)
+                "models": [
+                    {"name": name, "model_version_status": _version_status(versions)}
+                    for name, versions in self.plane.models()
                 ]
             },
             option=orjson.OPT_INDENT_2,
@@ -475,3 +483,14 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     if not decoder.eof:
         raise ServoError(Code.INVALID_ARGUMENT, "Invalid gzip body: truncated")
     return out
+
+
+def _version_status(versions: Sequence[VersionStatus]) -> list[dict[str, Any]]:
+    return [
+        {
+            "version": str(v.version),
+            "state": v.state.name,
+            "status": {"error_code": v.status.code.name, "error_message": v.status.message},
+        }
+        for v in versions
+    ]
