@@ -8,6 +8,8 @@ Routes, as TFS matches them (case-insensitive, whole path):
     GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature metadata
     GET  {prometheus path}                                       metrics, when enabled
     GET  /v1/openapi.json                                        this API in OpenAPI 3
+    GET  /v2, /v2/health/{live,ready}, /v2/models/{m}[/versions/{v}]/ready
+                                    the Open Inference Protocol's health (`open_inference`)
 
 Any other `/v1/...` request is 400 "Malformed request: METHOD PATH"; everything else is 404.
 Every answer is JSON; errors are `{"error": message}` with the HTTP status of their code.
@@ -40,7 +42,7 @@ from google.protobuf.message import Message
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
 from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
-from servo.apis.rest import json_codec
+from servo.apis.rest import json_codec, open_inference
 from servo.apis.rest.read_watch import ReadTimeout, ReadWatch
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
@@ -153,6 +155,8 @@ class RestApi:
                 if self._openapi is None:
                     self._openapi = OPENAPI_FILE.read_bytes()
                 status, body = 200, self._openapi
+            elif path.startswith("/v2") and (len(path) == 3 or path[3] == "/"):
+                status, body = open_inference.answer(self.plane, method, path)
             elif _V1.match(path):
                 if self.metrics is None:
                     status, body = await self._v1(method, path, scope, proto, None)
