@@ -441,11 +441,15 @@ class DataPlane:
     def model_status(self, spec: ModelSpec) -> list[VersionStatus]:
         return self.core.model_status(spec.name, spec.version, spec.label)
 
+    def model_names(self) -> list[str]:
+        """The configured models' names, in the config's order."""
+        return self.core.model_names()
+
     def models(self) -> list[tuple[str, list[VersionStatus]]]:
         """Every configured model, in the config's order, with the versions it has had
         (newest first; none yet for a model whose base path has nothing to load)."""
         listed = []
-        for name in self.core.model_names():
+        for name in self.model_names():
             try:
                 versions = self.core.model_status(name)
             except ServoError as exc:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 import servo
+from servo.apis.data_plane import ModelSpec
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError
 
@@ -64,10 +65,10 @@ def _server_ready(plane: DataPlane) -> tuple[int, bytes]:
 
 
 def _model_ready(plane: DataPlane, name: str, version: int | None) -> tuple[int, bytes]:
-    if name not in plane.core.model_names():
+    if name not in plane.model_names():
         return 404, _json({"error": f"Model {name} is not in the server's config"})
     try:
-        versions = plane.core.model_status(name, version)
+        versions = plane.model_status(ModelSpec(name, version))
     except ServoError as exc:
         if exc.code != Code.NOT_FOUND:
             raise
