@@ -445,19 +445,19 @@ class DataPlane:
         """The configured models' names, in the config's order."""
         return self.core.model_names()
 
+    def versions(self, spec: ModelSpec) -> list[VersionStatus]:
+        """`model_status`, but [] where the model (or the version) has no state yet."""
+        try:
+            return self.model_status(spec)
+        except ServoError as exc:
+            if exc.code != Code.NOT_FOUND:
+                raise
+            return []
+
     def models(self) -> list[tuple[str, list[VersionStatus]]]:
         """Every configured model, in the config's order, with the versions it has had
         (newest first; none yet for a model whose base path has nothing to load)."""
-        listed = []
-        for name in self.model_names():
-            try:
-                versions = self.core.model_status(name)
-            except ServoError as exc:
-                if exc.code != Code.NOT_FOUND:
-                    raise
-                versions = []
-            listed.append((name, versions))
-        return listed
+        return [(name, self.versions(ModelSpec(name))) for name in self.model_names()]
 
     # -- request metrics, recorded at each protocol's boundary ---------------------------
 

@@ -23,7 +23,6 @@ import orjson
 import servo
 from servo.apis.data_plane import ModelSpec
 from servo.core.servable_state import ManagerState
-from servo.core.status import Code, ServoError
 
 if TYPE_CHECKING:
     from servo.apis.data_plane import DataPlane
@@ -38,18 +37,18 @@ def answer(plane: DataPlane, method: str, path: str) -> tuple[int, bytes]:
     """The status and body of a /v2 request; 404 for a route this server does not have."""
     if method == "GET":
         if path in ("/v2", "/v2/"):
-            return 200, _json(
+            return 200, orjson.dumps(
                 {"name": SERVER_NAME, "version": servo.__version__, "extensions": EXTENSIONS}
             )
         if path == "/v2/health/live":
-            return 200, _json({"live": True})
+            return 200, orjson.dumps({"live": True})
         if path == "/v2/health/ready":
             return _server_ready(plane)
         match = _MODEL_READY.fullmatch(path)
         if match is not None:
             name, version = match.group(1), match.group(2)
             return _model_ready(plane, name, None if version is None else int(version))
-    return 404, _json({"error": f"Not found: {method} {path}"})
+    return 404, orjson.dumps({"error": f"Not found: {method} {path}"})
 
 
 def _server_ready(plane: DataPlane) -> tuple[int, bytes]:
@@ -60,23 +59,18 @@ def _server_ready(plane: DataPlane) -> tuple[int, bytes]:
     ]
     if waiting:
         error = f"Not ready: no AVAILABLE version of {len(waiting)} model(s): " + "; ".join(waiting)
-        return 400, _json({"error": error})
-    return 200, _json({"ready": True})
+        return 400, orjson.dumps({"error": error})
+    return 200, orjson.dumps({"ready": True})
 
 
 def _model_ready(plane: DataPlane, name: str, version: int | None) -> tuple[int, bytes]:
     if name not in plane.model_names():
-        return 404, _json({"error": f"Model {name} is not in the server's config"})
-    try:
-        versions = plane.model_status(ModelSpec(name, version))
-    except ServoError as exc:
-        if exc.code != Code.NOT_FOUND:
-            raise
-        versions = []
+        return 404, orjson.dumps({"error": f"Model {name} is not in the server's config"})
+    versions = plane.versions(ModelSpec(name, version))
     if any(v.state is ManagerState.AVAILABLE for v in versions):
-        return 200, _json({"name": name, "ready": True})
+        return 200, orjson.dumps({"name": name, "ready": True})
     what = name if version is None else f"version {version} of {name}"
-    return 400, _json({"error": f"Not ready: {what} ({_describe(versions)})"})
+    return 400, orjson.dumps({"error": f"Not ready: {what} ({_describe(versions)})"})
 
 
 def _describe(versions: list[VersionStatus]) -> str:
@@ -91,7 +85,3 @@ def _describe(versions: list[VersionStatus]) -> str:
             part += f": {v.status.code.name}: {v.status.message}"
         parts.append(part)
     return "; ".join(parts)
-
-
-def _json(doc: object) -> bytes:
-    return orjson.dumps(doc)
