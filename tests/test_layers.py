@@ -40,6 +40,7 @@ LAYERS: list[list[str]] = [
     ["servo.apis.tensor_codec", "servo.apis.request_checks", "servo.apis.runner"],
     ["servo.apis.data_plane"],
     ["servo.apis.messages"],
+    ["servo.apis.open_inference"],
     ["servo.apis.rest", "servo.apis.grpc"],
     ["servo.cli"],
     ["servo.__main__"],

@@ -21,6 +21,10 @@ from tests.support.testdata import TfsModels
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "src" / "servo" / "protos"
 SERVO_MODULES = sorted(p.stem for p in PROTO_DIR.glob("*_pb2.py"))
+# The Open Inference Protocol's messages have no TensorFlow counterpart: tritonclient's are
+# theirs (tests/apis/test_open_inference_protos.py compares them).
+OPEN_INFERENCE_MODULE = "open_inference_pb2"
+TFS_MODULES = [m for m in SERVO_MODULES if m != OPEN_INFERENCE_MODULE]
 
 # TensorFlow's and TFS's modules that define every counterpart.
 TF_MODULES = [
@@ -181,7 +185,7 @@ def _unprefix(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def servo_files() -> list[descriptor.FileDescriptor]:
-    return [importlib.import_module(f"servo.protos.{m}").DESCRIPTOR for m in SERVO_MODULES]
+    return [importlib.import_module(f"servo.protos.{m}").DESCRIPTOR for m in TFS_MODULES]
 
 
 @pytest.fixture(scope="module")

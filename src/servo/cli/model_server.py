@@ -42,6 +42,7 @@ from servo.platforms.options import PlatformOptions
 from servo.platforms.router import import_platform
 from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants
+from servo.server.model_repository import ModelRepository
 from servo.server.server_core import ServerCore, ServerCoreOptions
 from servo.util.own_thread import on_own_thread
 
@@ -94,6 +95,7 @@ class ModelServer:
         self.core: ServerCore | None = None
         self.runner: Runner | None = None
         self.plane: DataPlane | None = None
+        self.repository: ModelRepository | None = None
         self.servers = Servers()
         self.health: HealthServicer | None = None
         self.request_logger: ServerRequestLogger | None = None
@@ -257,6 +259,7 @@ class ModelServer:
             request_logger=self.request_logger,
             method_name_check=a.enable_signature_method_name_check,
         )
+        self.repository = ModelRepository(self.core, self.grants())
         await self._start_grpc()
         if a.rest_api_port:
             if a.rest_api_port == a.port:
@@ -276,6 +279,7 @@ class ModelServer:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         from grpc_health.v1.health import aio as health_aio
 
+        from servo.apis.grpc.open_inference import InferenceServices
         from servo.apis.grpc.service import Services, max_receive_bytes, server_options
 
         a = self.args
@@ -302,6 +306,10 @@ class ModelServer:
             grants=self.grants(),
         )
         server.add_generic_rpc_handlers(services.generic_handlers())
+        inference = InferenceServices(
+            self.plane, decode_limits=self.decode_limits(), repository=self.repository
+        )
+        server.add_generic_rpc_handlers(inference.generic_handlers())
         if a.enable_grpc_healthcheck_service:
             self.health = health_aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -376,6 +384,7 @@ class ModelServer:
                 decode_limits=self.decode_limits(),
                 read_timeout=a.rest_api_read_timeout_seconds or None,
             ),
+            self.repository,
         )
         # HTTP/1.1 only, as TFS's REST API: in granian's "auto" mode a connection that sends
         # nothing waits for its first bytes with no timeout, while HTTP/1's header read

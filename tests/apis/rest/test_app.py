@@ -134,9 +134,9 @@ def test_the_openapi_document_is_served_at_a_path_tfs_does_not_use(rest: RestCli
 
 
 def test_paths_outside_v1_are_404(rest: RestClient) -> None:
-    answer = rest.get("/v2/models/half_plus_two")
+    answer = rest.get("/v2/models/half_plus_two/labels/x")
     assert answer.status == 404
-    assert answer.error == "Not found: GET /v2/models/half_plus_two"
+    assert answer.error == "Not found: GET /v2/models/half_plus_two/labels/x"
     for method, path in [("POST", "/"), ("GET", "/v1"), ("OPTIONS", "/v2/models/x")]:
         answer = rest.request(method, path)
         assert (answer.status, answer.error) == (404, f"Not found: {method} {path}")

@@ -15,7 +15,7 @@ into the data plane's call (`servo.apis.messages`), and the data plane does the 
 Bytes that are not the method's message in protobuf's wire format are answered
 INVALID_ARGUMENT, saying so, and logged as one warning at most every
 MALFORMED_WARNING_SECONDS (with the count of those seen since), never a traceback per request:
-the request deserializers catch the parse error and hand the handler a `_Malformed` in place of
+the request deserializers catch the parse error and hand the handler a `Malformed` in place of
 the message.
 
 HandleReloadConfigRequest is held to the operator's grants (`servo.server.model_management`)
@@ -83,7 +83,7 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, text:
     raise AssertionError("grpc.aio's abort returned")
 
 
-class _Malformed:
+class Malformed:
     """What a request deserializer hands the handler for bytes that are not its message."""
 
     __slots__ = ("message", "reason")
@@ -93,7 +93,7 @@ class _Malformed:
         self.reason = reason  # protobuf's
 
 
-def _deserializer(request_cls: Any) -> Callable[[bytes], Any]:
+def deserializer(request_cls: Any) -> Callable[[bytes], Any]:
     parse = request_cls.FromString
     # servo's classes live in servo's proto package; clients know TFS's names.
     name = request_cls.DESCRIPTOR.full_name.removeprefix("servo.")
@@ -102,9 +102,9 @@ def _deserializer(request_cls: Any) -> Callable[[bytes], Any]:
         try:
             return parse(data)
         except DecodeError as exc:  # protobuf's words follow the message type it names
-            return _Malformed(name, str(exc).rpartition("': ")[2] or str(exc))
+            return Malformed(name, str(exc).rpartition("': ")[2] or str(exc))
         except Exception as exc:  # whatever else the parser refuses is the client's bytes too
-            return _Malformed(name, f"{type(exc).__name__}: {exc}")
+            return Malformed(name, f"{type(exc).__name__}: {exc}")
 
     return deserialize
 
@@ -174,28 +174,7 @@ class Services:
         context: grpc.aio.ServicerContext,
         work: Callable[[float | None], Awaitable[T]],
     ) -> T:
-        """Runs one RPC, `work(seconds left before the client's deadline)`: errors become
-        TFS's status; the inference APIs' requests are counted by model name and status, and
-        the latency of those that succeed is recorded."""
-        started = time.perf_counter()
-        code = Code.OK
-        try:
-            return await work(context.time_remaining())
-        except ServoError as exc:
-            code = exc.code
-            await _abort(context, grpc_code(exc.code), exc.message)
-        except asyncio.CancelledError:
-            code = Code.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # a bug: answer it, log it, keep serving
-            code = Code.INTERNAL
-            log.exception("gRPC %s failed", api)
-            await _abort(context, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        finally:
-            if api in _INFERENCE_APIS:
-                self.plane.record_request(name, api, "GRPC", code, started)
+        return await call_rpc(self.plane, api, name, context, work)
 
     # -- PredictionService -----------------------------------------------------------------
 
@@ -316,41 +295,12 @@ class Services:
             await _abort(context, grpc_code(Code(status.error_code)), status.error_message)
         return response
 
-    async def _malformed(
-        self, api: str, request: _Malformed, context: grpc.aio.ServicerContext
-    ) -> NoReturn:
-        """Answers bytes that are not the method's message: INVALID_ARGUMENT, and a warning
-        (rate-limited) in the log."""
-        self.malformed_log.report(api, f"not a {request.message}: {request.reason}")
-
-        async def work(_: float | None) -> NoReturn:
-            raise ServoError(
-                Code.INVALID_ARGUMENT,
-                f"The request is not a {request.message} in protobuf's wire format: "
-                f"{request.reason}",
-            )
-
-        await self._call(api, "", context, work)
-        raise AssertionError("a malformed request was answered")
-
     # -- registration ----------------------------------------------------------------------
 
     def generic_handlers(self) -> Sequence[grpc.GenericRpcHandler]:
-        def unary(api: str, fn: Any, request_cls: Any, response_cls: Any) -> grpc.RpcMethodHandler:
-            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if type(request) is _Malformed:
-                    await self._malformed(api, request, context)
-                return await fn(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                handle,
-                request_deserializer=_deserializer(request_cls),
-                response_serializer=response_cls.SerializeToString,
-            )
-
         def service(name: str, methods: Sequence[tuple[str, Any, Any, Any]]) -> Any:
-            return grpc.method_handlers_generic_handler(
-                name, {method[0]: unary(*method) for method in methods}
+            return unary_service(
+                name, methods, self.plane, lambda api, what: self.malformed_log.report(api, what)
             )
 
         prediction = service(
@@ -403,6 +353,85 @@ class Services:
         return [prediction, model_service]
 
 
+async def call_rpc(
+    plane: DataPlane,
+    api: str,
+    name: str,
+    context: grpc.aio.ServicerContext,
+    work: Callable[[float | None], Awaitable[T]],
+) -> T:
+    """Runs one RPC, `work(seconds left before the client's deadline)`: errors become
+    TFS's status; the inference APIs' requests (`api` in INFERENCE_APIS) are counted by model
+    name and status, and the latency of those that succeed is recorded."""
+    started = time.perf_counter()
+    code = Code.OK
+    try:
+        return await work(context.time_remaining())
+    except ServoError as exc:
+        code = exc.code
+        await _abort(context, grpc_code(exc.code), exc.message)
+    except asyncio.CancelledError:
+        code = Code.CANCELLED
+        raise
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:  # a bug: answer it, log it, keep serving
+        code = Code.INTERNAL
+        log.exception("gRPC %s failed", api)
+        await _abort(context, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    finally:
+        if api in INFERENCE_APIS:
+            plane.record_request(name, api, "GRPC", code, started)
+
+
+async def _answer_malformed(
+    plane: DataPlane,
+    report: Callable[[str, str], None],
+    api: str,
+    request: Malformed,
+    context: grpc.aio.ServicerContext,
+) -> NoReturn:
+    """Answers bytes that are not the method's message: INVALID_ARGUMENT, and a warning
+    (rate-limited) in the log."""
+    report(api, f"not a {request.message}: {request.reason}")
+
+    async def work(_: float | None) -> NoReturn:
+        raise ServoError(
+            Code.INVALID_ARGUMENT,
+            f"The request is not a {request.message} in protobuf's wire format: {request.reason}",
+        )
+
+    await call_rpc(plane, api, "", context, work)
+    raise AssertionError("a malformed request was answered")
+
+
+def unary_service(
+    name: str,
+    methods: Sequence[tuple[str, Any, Any, Any]],
+    plane: DataPlane,
+    report: Callable[[str, str], None],
+) -> grpc.GenericRpcHandler:
+    """The generic handler of service `name`: (method, handler, request class, response
+    class) for each of its unary methods; bytes that are not a method's request are answered
+    INVALID_ARGUMENT before its handler runs, and `report(method, what)`ed (`MalformedLog`)."""
+
+    def unary(api: str, fn: Any, request_cls: Any, response_cls: Any) -> grpc.RpcMethodHandler:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if type(request) is Malformed:
+                await _answer_malformed(plane, report, api, request, context)
+            return await fn(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=deserializer(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+
+    return grpc.method_handlers_generic_handler(
+        name, {method[0]: unary(*method) for method in methods}
+    )
+
+
 def _spec(request: Any) -> ModelSpec:
     """A request's model spec; TFS's error when it has none."""
     if not request.HasField("model_spec"):
@@ -410,7 +439,7 @@ def _spec(request: Any) -> ModelSpec:
     return messages.model_spec(request.model_spec)
 
 
-_INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
 
 
 def channel_arguments(text: str) -> list[tuple[str, Any]]:

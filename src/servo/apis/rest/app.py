@@ -8,8 +8,8 @@ Routes, as TFS matches them (case-insensitive, whole path):
     GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature metadata
     GET  {prometheus path}                                       metrics, when enabled
     GET  /v1/openapi.json                                        this API in OpenAPI 3
-    GET  /v2, /v2/health/{live,ready}, /v2/models/{m}[/versions/{v}]/ready
-                                    the Open Inference Protocol's health (`open_inference`)
+    GET, POST /v2/...                                            the Open Inference Protocol
+                                                                 (`open_inference`)
 
 Any other `/v1/...` request is 400 "Malformed request: METHOD PATH"; everything else is 404.
 Every answer is JSON; errors are `{"error": message}` with the HTTP status of their code.
@@ -50,6 +50,7 @@ from servo.platforms import servable as model
 from servo.platforms.servable import ModelServable
 
 if TYPE_CHECKING:
+    from servo.server.model_repository import ModelRepository
     from servo.server.server_core import VersionStatus
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,21 @@ class RestApi:
     """Thread-safety: runs on one event loop; the state it reads (the data plane's core and
     metrics) is thread-safe."""
 
-    def __init__(self, plane: DataPlane, options: RestOptions | None = None) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        options: RestOptions | None = None,
+        repository: ModelRepository | None = None,
+    ) -> None:
         self.plane = plane
         self.metrics = plane.metrics
         self.options = options or RestOptions()
+        self._v2 = open_inference.OpenInference(
+            plane,
+            timeout=self.options.timeout,
+            decode_limits=self.options.decode_limits,
+            repository=repository,
+        )
         self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
         self._routes: dict[str, tuple[str, ModelSpec]] = {}
         self._openapi: bytes | None = None  # read on first request
@@ -156,7 +168,13 @@ class RestApi:
                     self._openapi = OPENAPI_FILE.read_bytes()
                 status, body = 200, self._openapi
             elif path.startswith("/v2") and (len(path) == 3 or path[3] == "/"):
-                status, body = open_inference.answer(self.plane, method, path)
+                status, headers, body = await self._v2.answer(
+                    method, path, scope.headers, lambda: self._read_body(scope, proto)
+                )
+                if self.options.enable_cors:
+                    headers = [*headers, *CORS_HEADERS]
+                proto.response_bytes(status, headers, body)
+                return
             elif _V1.match(path):
                 if self.metrics is None:
                     status, body = await self._v1(method, path, scope, proto, None)

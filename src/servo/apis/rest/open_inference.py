@@ -1,87 +1,384 @@
-"""The Open Inference Protocol's ("KServe v2") health and server routes on the REST port,
-answered from the same server core as TFS's routes:
+"""The Open Inference Protocol ("KServe v2") on the REST port, answered from the same data
+plane as TFS's routes:
 
-    GET /v2                                     server metadata (name, version, extensions)
-    GET /v2/health/live                         200 while the server runs
-    GET /v2/health/ready                        200 when every configured model has an
-                                                AVAILABLE version; 400 naming those that have none
-    GET /v2/models/{m}[/versions/{v}]/ready     200 when the model (the version) is AVAILABLE;
-                                                400 when it is not, 404 for an unknown model
+    GET  /v2                                     server metadata (name, version, extensions)
+    GET  /v2/health/live                         200 while the server runs
+    GET  /v2/health/ready                        200 when every configured model has an
+                                                 AVAILABLE version; 400 naming those that have none
+    GET  /v2/models/{m}[/versions/{v}]           model metadata (platform, inputs, outputs)
+    GET  /v2/models/{m}[/versions/{v}]/ready     200 when the model (the version) is AVAILABLE;
+                                                 400 when it is not, 404 for an unknown model
+    POST /v2/models/{m}[/versions/{v}]/infer     inference: a TFS predict on the same model
+    POST /v2/repository/index                    every model, version and state
+    POST /v2/repository/models/{m}/load          add or update a model in the running config
+    POST /v2/repository/models/{m}/unload        remove a model from the running config
 
-As the protocol says, a 200 means true and a 4xx false; the bodies are JSON
-(`{"live": true}`, `{"ready": true}`, `{"name": m, "ready": true}`), errors `{"error": ...}`.
-Paths are matched as written (the protocol's are case-sensitive, unlike TFS's).
+`{v}` is a version number or a version label (servo's extension). As the protocol says, a 200
+means true and a 4xx false; bodies are JSON, errors `{"error": ...}` with the HTTP status of
+their code (400 for a bad request, 404 for an unknown model or route, 503 when a model is
+unavailable). Paths are matched as written (the protocol's are case-sensitive, unlike TFS's).
+
+Triton's binary tensor extension: a request whose `Inference-Header-Content-Length` header is N
+carries its JSON in the first N bytes of the body and, after it, the raw data of each input
+whose parameters give a `binary_data_size`, in the order of the inputs. An output is answered
+in binary when its request asks for it (`"parameters": {"binary_data": true}`) or the request's
+`binary_data_output` parameter is true; the answer then has the same layout, with
+`Inference-Header-Content-Length` set and content type application/octet-stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 import servo
-from servo.apis.data_plane import ModelSpec
-from servo.core.servable_state import ManagerState
+from servo.apis import open_inference as v2
+from servo.apis.data_plane import ModelSpec, Prediction
+from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
+from servo.core.status import Code, ServoError
 
 if TYPE_CHECKING:
     from servo.apis.data_plane import DataPlane
-    from servo.server.server_core import VersionStatus
+    from servo.server.model_repository import ModelRepository
 
 SERVER_NAME = "servo"
-EXTENSIONS: tuple[str, ...] = ()  # none of the protocol's extensions yet
-_MODEL_READY = re.compile(r"/v2/models/([^/]+)(?:/versions/(\d+))?/ready")
+EXTENSIONS: tuple[str, ...] = ("binary_tensor_data", "model_repository")
+HEADER_LENGTH = "inference-header-content-length"
+BINARY_HEADERS = [("content-type", "application/octet-stream")]
+JSON_HEADERS = [("content-type", "application/json")]
+
+_NAME = r"([^/]+)"
+_VERSION = r"(?:/versions/([^/]+))?"
+_MODEL_READY = re.compile(f"/v2/models/{_NAME}{_VERSION}/ready")
+_MODEL_METADATA = re.compile(f"/v2/models/{_NAME}{_VERSION}")
+_MODEL_INFER = re.compile(f"/v2/models/{_NAME}{_VERSION}/infer")
+_REPOSITORY_MODEL = re.compile(f"/v2/repository/models/{_NAME}/(load|unload)")
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+ReadBody = Callable[[], Awaitable[bytes]]
 
 
-def answer(plane: DataPlane, method: str, path: str) -> tuple[int, bytes]:
-    """The status and body of a /v2 request; 404 for a route this server does not have."""
-    if method == "GET":
+class OpenInference:
+    """The /v2 routes over a data plane (and, for the repository extension, the server's
+    model repository; without one those routes answer 404). Thread-safety: as RestApi's."""
+
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        timeout: float | None = 30.0,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
+        repository: ModelRepository | None = None,
+    ) -> None:
+        self.plane = plane
+        self.timeout = timeout
+        self.decode_limits = decode_limits
+        self.repository = repository
+
+    async def answer(self, method: str, path: str, headers: Any, read_body: ReadBody) -> Answer:
+        """The status, headers and body of a /v2 request; 404 for a route servo lacks.
+        Raises ServoError for an error (the REST boundary writes it)."""
+        if method == "POST":
+            match = _MODEL_INFER.fullmatch(path)
+            if match is not None:
+                spec = v2.model_spec(match.group(1), match.group(2) or "")
+                return await self._counted(spec, headers, read_body)
+            if self.repository is not None:
+                if path == "/v2/repository/index":
+                    return _json(200, await self._index(await read_body()))
+                match = _REPOSITORY_MODEL.fullmatch(path)
+                if match is not None:
+                    name, action = match.group(1, 2)
+                    body = await read_body()
+                    if action == "load":
+                        await self.repository.load(name, _load_config(body))
+                    else:
+                        await self.repository.unload(name)
+                    return 200, JSON_HEADERS, b""
+        elif method == "GET":
+            return _json(*self._get(path))
+        return _json(404, {"error": f"Not found: {method} {path}"})
+
+    def _get(self, path: str) -> tuple[int, Any]:
         if path in ("/v2", "/v2/"):
-            return 200, orjson.dumps(
-                {"name": SERVER_NAME, "version": servo.__version__, "extensions": EXTENSIONS}
-            )
+            return 200, {
+                "name": SERVER_NAME,
+                "version": servo.__version__,
+                "extensions": [e for e in EXTENSIONS if e != "model_repository" or self.repository],
+            }
         if path == "/v2/health/live":
-            return 200, orjson.dumps({"live": True})
+            return 200, {"live": True}
         if path == "/v2/health/ready":
-            return _server_ready(plane)
+            return self._server_ready()
         match = _MODEL_READY.fullmatch(path)
         if match is not None:
-            name, version = match.group(1), match.group(2)
-            return _model_ready(plane, name, None if version is None else int(version))
-    return 404, orjson.dumps({"error": f"Not found: {method} {path}"})
+            return self._model_ready(v2.model_spec(match.group(1), match.group(2) or ""))
+        match = _MODEL_METADATA.fullmatch(path)
+        if match is not None:
+            return 200, self._metadata(v2.model_spec(match.group(1), match.group(2) or ""))
+        return 404, {"error": f"Not found: GET {path}"}
+
+    # -- health and metadata ---------------------------------------------------------------
+
+    def _server_ready(self) -> tuple[int, Any]:
+        why = v2.server_not_ready(self.plane)
+        return (400, {"error": why}) if why else (200, {"ready": True})
+
+    def _model_ready(self, spec: ModelSpec) -> tuple[int, Any]:
+        ready, why = v2.model_ready(self.plane, spec)
+        if ready:
+            return 200, {"name": spec.name, "ready": True}
+        return (400 if spec.name in self.plane.model_names() else 404), {"error": why}
+
+    def _metadata(self, spec: ModelSpec) -> dict[str, Any]:
+        return v2.model_metadata_of(self.plane, spec).to_json()
+
+    # -- infer -----------------------------------------------------------------------------
+
+    async def _counted(self, spec: ModelSpec, headers: Any, read_body: ReadBody) -> Answer:
+        """`_infer`, counted and timed as TFS's REST predict is (it is one)."""
+        started = time.perf_counter()
+        code = Code.OK
+        try:
+            return await self._infer(spec, headers, read_body)
+        except ServoError as exc:
+            code = exc.code
+            raise
+        except asyncio.CancelledError:
+            code = Code.CANCELLED
+            raise
+        except Exception:
+            code = Code.INTERNAL
+            raise
+        finally:
+            self.plane.record_request(spec.name, "predict", "REST", code, started)
+
+    async def _infer(self, spec: ModelSpec, headers: Any, read_body: ReadBody) -> Answer:
+        body = await read_body()
+        length = headers.get(HEADER_LENGTH)
+        if length is None:
+            header, binary = body, memoryview(b"")
+        else:
+            if not length.strip().isdigit() or int(length) > len(body):
+                raise v2.invalid(
+                    f"Inference-Header-Content-Length is {length!r}: it must be the byte "
+                    f"length of the request's JSON, at most the body's {len(body)} bytes"
+                )
+            cut = int(length)
+            header, binary = body[:cut], memoryview(body)[cut:]
+        doc = _loads(header)
+        call = _infer_call(doc, binary, self.decode_limits, spec.name)
+        return await self.plane.predict(spec, call, self.timeout)
+
+    # -- the repository extension --------------------------------------------------------
+
+    async def _index(self, body: bytes) -> list[dict[str, str]]:
+        assert self.repository is not None
+        doc = _loads(body) if body.strip() else {}
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise v2.invalid('"ready" must be true or false')
+        index = []
+        for entry in self.repository.index(ready_only=ready):
+            item = {"name": entry.name}
+            if entry.version:
+                item["version"] = entry.version
+            item["state"] = entry.state
+            if entry.reason:
+                item["reason"] = entry.reason
+            index.append(item)
+        return index
 
 
-def _server_ready(plane: DataPlane) -> tuple[int, bytes]:
-    waiting = [
-        f"{name} ({_describe(versions)})"
-        for name, versions in plane.models()
-        if not any(v.state is ManagerState.AVAILABLE for v in versions)
-    ]
-    if waiting:
-        error = f"Not ready: no AVAILABLE version of {len(waiting)} model(s): " + "; ".join(waiting)
-        return 400, orjson.dumps({"error": error})
-    return 200, orjson.dumps({"ready": True})
+# -- JSON --------------------------------------------------------------------------------
 
 
-def _model_ready(plane: DataPlane, name: str, version: int | None) -> tuple[int, bytes]:
-    if name not in plane.model_names():
-        return 404, orjson.dumps({"error": f"Model {name} is not in the server's config"})
-    versions = plane.versions(ModelSpec(name, version))
-    if any(v.state is ManagerState.AVAILABLE for v in versions):
-        return 200, orjson.dumps({"name": name, "ready": True})
-    what = name if version is None else f"version {version} of {name}"
-    return 400, orjson.dumps({"error": f"Not ready: {what} ({_describe(versions)})"})
+def _json(status: int, doc: Any) -> Answer:
+    return status, JSON_HEADERS, orjson.dumps(doc)
 
 
-def _describe(versions: list[VersionStatus]) -> str:
-    """A model's versions as an operator reads them: `version 2 LOADING; version 1 END:
-    NOT_FOUND: no model`; `nothing loaded yet` when it has none."""
-    if not versions:
-        return "nothing loaded yet"
-    parts = []
-    for v in versions:
-        part = f"version {v.version} {v.state.name}"
-        if not v.status.ok:
-            part += f": {v.status.code.name}: {v.status.message}"
-        parts.append(part)
-    return "; ".join(parts)
+def _loads(body: bytes | memoryview) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise v2.invalid(f"The request is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise v2.invalid("The request's JSON must be an object")
+    return doc
+
+
+def _load_config(body: bytes) -> str | None:
+    """A load's optional model config: `{"parameters": {"config": "<JSON>"}}`."""
+    if not body.strip():
+        return None
+    parameters = _loads(body).get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise v2.invalid('"parameters" must be an object')
+    unknown = sorted(k for k in parameters if k != "config")
+    if unknown:
+        raise v2.invalid(
+            f'Unsupported load parameter(s): {", ".join(unknown)}; servo takes "config" '
+            "(the model's entry of TFS's model config, as JSON)"
+        )
+    config = parameters.get("config")
+    if config is not None and not isinstance(config, str):
+        raise v2.invalid('"config" must be a string holding the model config as JSON')
+    return config
+
+
+def _field(doc: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    value = doc.get(key)
+    if not isinstance(value, kind):
+        raise v2.invalid(f'{what}: "{key}" is missing or not {_KIND_NAMES.get(kind, kind)}')
+    return value
+
+
+_KIND_NAMES: dict[Any, str] = {str: "a string", list: "a list", dict: "an object"}
+
+
+def _parameters(doc: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = doc.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise v2.invalid(f'{what}: "parameters" must be an object')
+    if "shared_memory_region" in parameters:
+        raise v2.invalid(
+            f"{what}: servo has no shared-memory extension; send the tensor in the request"
+        )
+    return parameters
+
+
+def _infer_call(
+    doc: dict[str, Any], binary: memoryview, limits: DecodeLimits, model_name: str
+) -> v2.InferCall[Answer]:
+    """The infer request `doc` (its binary data after it) as the data plane's call."""
+    parameters = _parameters(doc, "The request")
+    signature_name = parameters.get(v2.SIGNATURE_PARAMETER, "")
+    if not isinstance(signature_name, str):
+        raise v2.invalid(f'The "{v2.SIGNATURE_PARAMETER}" parameter must be a string')
+    request_id = doc.get("id", "")
+    if not isinstance(request_id, str):
+        raise v2.invalid('"id" must be a string')
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise v2.invalid('The request has no "inputs": give a list of its input tensors')
+    inputs, offset = [], 0
+    for index, entry in enumerate(raw_inputs):
+        if not isinstance(entry, dict):
+            raise v2.invalid(f"Input {index} is not an object")
+        name = _field(entry, "name", str, f"Input {index}")
+        what = f"Input '{name}'"
+        datatype = _field(entry, "datatype", str, what)
+        shape = _field(entry, "shape", list, what)
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise v2.invalid(f'{what}: "shape" must be a list of integers')
+        size = _parameters(entry, what).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise v2.invalid(f"{what}: binary_data_size must be a byte count")
+            if "data" in entry:
+                raise v2.invalid(f'{what} has both "data" and a binary_data_size: give one')
+            if offset + size > len(binary):
+                raise v2.invalid(
+                    f"{what}: binary_data_size {size} runs past the request's binary data "
+                    f"({len(binary) - offset} bytes left)"
+                )
+            raw = binary[offset : offset + size]
+            offset += size
+            decode = _raw_decoder(name, datatype, tuple(shape), raw)
+        elif "data" in entry:
+            decode = _json_decoder(name, datatype, tuple(shape), entry["data"])
+        else:
+            raise v2.invalid(f'{what} has no "data" (nor a binary_data_size)')
+        inputs.append(v2.InferInput(name, datatype, tuple(shape), decode))
+    if offset != len(binary):
+        raise v2.invalid(
+            f"The request has {len(binary) - offset} bytes of binary data that no input's "
+            "binary_data_size claims"
+        )
+    binary_default = parameters.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise v2.invalid('The "binary_data_output" parameter must be true or false')
+    outputs, binary_outputs = [], set()
+    requested = doc.get("outputs") or []
+    if not isinstance(requested, list):
+        raise v2.invalid('"outputs" must be a list')
+    for index, entry in enumerate(requested):
+        if not isinstance(entry, dict):
+            raise v2.invalid(f"Output {index} is not an object")
+        name = _field(entry, "name", str, f"Output {index}")
+        output_parameters = _parameters(entry, f"Output '{name}'")
+        if "classification" in output_parameters:
+            raise v2.invalid(
+                f"Output '{name}': servo has no classification extension; use the model's "
+                "classify signature through TFS's :classify"
+            )
+        wants_binary = output_parameters.get("binary_data", binary_default)
+        if not isinstance(wants_binary, bool):
+            raise v2.invalid(f"Output '{name}': binary_data must be true or false")
+        outputs.append(name)
+        if wants_binary:
+            binary_outputs.add(name)
+
+    def respond(prediction: Prediction) -> Answer:
+        return _infer_answer(
+            model_name, request_id, prediction, binary_outputs, binary_default and not outputs
+        )
+
+    return v2.InferCall(inputs, outputs, signature_name, limits.budget(), respond)
+
+
+def _raw_decoder(
+    name: str, datatype: str, shape: tuple[int, ...], raw: memoryview
+) -> Callable[[Any], Any]:
+    return lambda budget: v2.from_raw(name, datatype, shape, raw, budget)
+
+
+def _json_decoder(
+    name: str, datatype: str, shape: tuple[int, ...], data: Any
+) -> Callable[[Any], Any]:
+    return lambda budget: v2.from_json(name, datatype, shape, data, budget)
+
+
+def _infer_answer(
+    model_name: str,
+    request_id: str,
+    prediction: Prediction,
+    binary_outputs: set[str],
+    all_binary: bool,
+) -> Answer:
+    outputs, chunks = [], []
+    for name, array in v2.output_arrays(prediction):
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": v2.datatype_of(array),
+            "shape": list(array.shape),
+        }
+        if all_binary or name in binary_outputs:
+            raw = v2.to_raw(array)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = v2.to_json_data(name, array)
+        outputs.append(entry)
+    doc: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(prediction.id.version),
+        "outputs": outputs,
+    }
+    if request_id:
+        doc["id"] = request_id
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return 200, JSON_HEADERS, header
+    return (
+        200,
+        [*BINARY_HEADERS, ("inference-header-content-length", str(len(header)))],
+        b"".join([header, *chunks]),
+    )
