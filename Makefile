@@ -58,13 +58,21 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/batching.py
 
+# The official Open Inference Protocol client (tritonclient) for the tests, in a venv of its
+# own: it pins protobuf and ml-dtypes below what servo needs. The tests drive it as a process.
+TRITON_VENV := .venv-triton
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[http,grpc]>=2.40' numpy
+	touch $@
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples scripts
 	$(BIN)/ruff format --check src tests bench examples scripts
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+unit: $(STAMP) $(TRITON_VENV)/.installed
+	SERVO_TRITON_PYTHON=$(CURDIR)/$(TRITON_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint unit
 
@@ -73,4 +81,4 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info

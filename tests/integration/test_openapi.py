@@ -33,7 +33,7 @@ from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 20  # per operation (23 operations)
+EXAMPLES = 20  # per operation (27 operations: the repository's 3 are left out, below)
 DOCUMENT = json.loads(OPENAPI_FILE.read_text())
 CHECKS = [
     not_a_server_error,
@@ -56,7 +56,12 @@ def with_served_names(document: dict[str, Any]) -> dict[str, Any]:
     return narrowed
 
 
-schema = schemathesis.openapi.from_dict(with_served_names(DOCUMENT))
+# The repository extension's load and unload change the shared server's config (an unload of a
+# served name would take it away from the other tests): tests/integration/test_tritonclient.py
+# and tests/server/test_model_repository.py hold them to the protocol instead.
+schema = schemathesis.openapi.from_dict(with_served_names(DOCUMENT)).exclude(
+    path_regex="^/v2/repository/"
+)
 
 
 def test_the_server_serves_the_document(rest: httpx.Client) -> None:

@@ -32,6 +32,7 @@ import grpc
 
 from servo.apis.data_plane import DataPlane, RequestLogger
 from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
+from servo.apis.grpc import open_inference as v2_grpc
 from servo.apis.grpc.service import MODEL_SERVICE, PREDICTION_SERVICE, Services
 from servo.apis.rest.app import RestApi, RestOptions
 from servo.apis.runner import Runner
@@ -51,6 +52,7 @@ from servo.protos import (
     predict_pb2,
     regression_pb2,
 )
+from servo.protos import open_inference_pb2 as v2_pb
 from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants
 from servo.server.server_core import VersionStatus
@@ -347,7 +349,9 @@ class RestClient(_Loop):
         status, answer_headers, answer = protocol.answer
         names = dict(answer_headers)
         assert len(names) == len(answer_headers), f"a header given twice: {answer_headers}"
-        if path != self.app.options.metrics_path:
+        if "inference-header-content-length" in names:  # v2's binary tensors: JSON, then data
+            assert names["content-type"] == "application/octet-stream", (method, path, names)
+        elif path != self.app.options.metrics_path:
             assert names["content-type"] == "application/json", (method, path, names)
         return RestAnswer(status, names, answer, protocol.reads)
 
@@ -400,12 +404,28 @@ RPCS: dict[str, tuple[str, type]] = {
     "GetModelMetadata": (PREDICTION_SERVICE, get_model_metadata_pb2.GetModelMetadataResponse),
     "GetModelStatus": (MODEL_SERVICE, get_model_status_pb2.GetModelStatusResponse),
     "HandleReloadConfigRequest": (MODEL_SERVICE, model_management_pb2.ReloadConfigResponse),
+    # The Open Inference Protocol's.
+    **{
+        method: (v2_grpc.SERVICE, getattr(v2_pb, f"{method}Response"))
+        for method in (
+            "ServerLive",
+            "ServerReady",
+            "ModelReady",
+            "ServerMetadata",
+            "ModelMetadata",
+            "ModelInfer",
+            "RepositoryIndex",
+            "RepositoryModelLoad",
+            "RepositoryModelUnload",
+        )
+    },
 }
 
 
 class GrpcClient(_Loop):
-    """Calls TFS's methods as a client over grpc.aio would: by the method's path, through the
-    handlers `Services.generic_handlers()` registers, the request and the answer serialized."""
+    """Calls TFS's methods (and the Open Inference Protocol's) as a client over grpc.aio would:
+    by the method's path, through the handlers `Services.generic_handlers()` (and
+    `InferenceServices`') register, the request and the answer serialized."""
 
     def __init__(
         self,
@@ -420,7 +440,8 @@ class GrpcClient(_Loop):
         self.services = Services(
             plane, tensor_content=tensor_content, decode_limits=decode_limits, grants=grants
         )
-        self.handlers = self.services.generic_handlers()
+        self.inference = v2_grpc.InferenceServices(plane, decode_limits=decode_limits)
+        self.handlers = [*self.services.generic_handlers(), *self.inference.generic_handlers()]
 
     def handler(self, path: str) -> grpc.RpcMethodHandler | None:
         """The handler the server would find for a method path, if any."""

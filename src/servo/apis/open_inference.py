@@ -596,6 +596,7 @@ class InferCall(Generic[A]):
 
     def input_names(self, signature: Signature) -> Collection[str]:
         for tensor in self._inputs:
+            _numpy_type(tensor.name, tensor.datatype)  # one of the protocol's
             spec = signature.inputs.get(tensor.name)
             if spec is None:
                 continue  # the data plane's name check words it

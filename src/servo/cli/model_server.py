@@ -47,8 +47,7 @@ from servo.server.server_core import ServerCore, ServerCoreOptions
 from servo.util.own_thread import on_own_thread
 
 if TYPE_CHECKING:
-    from grpc_health.v1.health.aio import HealthServicer
-
+    from servo.apis.grpc.health import ModelHealthServicer
     from servo.batching.batching_servable import BatchingWrapper
     from servo.server.request_logger import ServerRequestLogger
 
@@ -97,7 +96,7 @@ class ModelServer:
         self.plane: DataPlane | None = None
         self.repository: ModelRepository | None = None
         self.servers = Servers()
-        self.health: HealthServicer | None = None
+        self.health: ModelHealthServicer | None = None
         self.request_logger: ServerRequestLogger | None = None
         self.batching: BatchingWrapper | None = None
         self._stopping = asyncio.Event()
@@ -276,9 +275,9 @@ class ModelServer:
 
     async def _start_grpc(self) -> None:
         import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-        from grpc_health.v1.health import aio as health_aio
+        from grpc_health.v1 import health_pb2_grpc
 
+        from servo.apis.grpc.health import ModelHealthServicer
         from servo.apis.grpc.open_inference import InferenceServices
         from servo.apis.grpc.service import Services, max_receive_bytes, server_options
 
@@ -311,7 +310,7 @@ class ModelServer:
         )
         server.add_generic_rpc_handlers(inference.generic_handlers())
         if a.enable_grpc_healthcheck_service:
-            self.health = health_aio.HealthServicer()
+            self.health = ModelHealthServicer(self.plane)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         credentials = self._grpc_credentials()
         addresses = [f"{a.bind_address}:{a.port}"]
@@ -330,9 +329,7 @@ class ModelServer:
                 raise StartupError(f"Failed to start gRPC server at {address}")
         await server.start()
         if self.health is not None:
-            # The server as a whole and, as TFS names them, its two services.
-            for service in ("", "ModelService", "PredictionService"):
-                await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.start()  # the server, its services, and each model
         self.servers.grpc = server
         log.info("Running gRPC ModelServer at %s ...", " and ".join(addresses))
 

@@ -130,6 +130,7 @@ class ModelRepository:
             if not replaced:
                 new_models.add().CopyFrom(model)
             self.grants.check_network_config(current, new)
+            self.grants.check_config(new)  # as the core will: refused before anything changes
             log.info(
                 "Repository load of model %s (path %s, platform %s)",
                 name,

@@ -119,7 +119,11 @@ def array(tensor: Any) -> np.ndarray:
 def test_methods_are_registered_under_tfs_service_names(rpc: GrpcClient) -> None:
     assert PREDICTION_SERVICE == "tensorflow.serving.PredictionService"
     assert MODEL_SERVICE == "tensorflow.serving.ModelService"
-    assert [h.service_name() for h in rpc.handlers] == [PREDICTION_SERVICE, MODEL_SERVICE]  # type: ignore[attr-defined]
+    assert [h.service_name() for h in rpc.handlers] == [  # type: ignore[attr-defined]
+        PREDICTION_SERVICE,
+        MODEL_SERVICE,
+        "inference.GRPCInferenceService",  # the Open Inference Protocol's
+    ]
     for method, (service, _) in RPCS.items():
         handler = rpc.handler(f"/{service}/{method}")
         assert handler is not None and handler.unary_unary is not None, method
@@ -128,6 +132,8 @@ def test_methods_are_registered_under_tfs_service_names(rpc: GrpcClient) -> None
         "/tensorflow.serving.PredictionService/GetModelStatus",  # the other service's
         "/tensorflow.serving.ModelService/Predict",
         "/servo.tensorflow.serving.PredictionService/Predict",  # servo's proto package
+        "/servo.inference.GRPCInferenceService/ModelInfer",
+        "/inference.GRPCInferenceService/ModelStreamInfer",  # not served
         "/tensorflow.serving.PredictionService/predict",
         "/tensorflow.serving.SessionService/SessionRun",
     ]:
@@ -1127,6 +1133,10 @@ REQUEST_MESSAGES = {
     "GetModelStatus": "GetModelStatusRequest",
     "HandleReloadConfigRequest": "ReloadConfigRequest",
 }
+REQUEST_MESSAGES = {m: f"tensorflow.serving.{r}" for m, r in REQUEST_MESSAGES.items()}
+REQUEST_MESSAGES |= {  # the Open Inference Protocol's
+    m: f"inference.{m}Request" for m in RPCS if RPCS[m][0] == "inference.GRPCInferenceService"
+}
 
 
 @pytest.mark.parametrize("method", list(RPCS))
@@ -1139,8 +1149,7 @@ def test_bytes_that_are_not_the_message_are_invalid_argument(
     message = REQUEST_MESSAGES[method]
     assert (err.value.code, err.value.details) == (
         INVALID,
-        f"The request is not a tensorflow.serving.{message} in protobuf's wire format: "
-        "Wire format was corrupt",
+        f"The request is not a {message} in protobuf's wire format: Wire format was corrupt",
     )
     assert "Traceback" not in caplog.text
 

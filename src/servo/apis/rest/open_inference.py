@@ -99,7 +99,7 @@ class OpenInference:
                         await self.repository.load(name, _load_config(body))
                     else:
                         await self.repository.unload(name)
-                    return 200, JSON_HEADERS, b""
+                    return 200, JSON_HEADERS, b"{}"
         elif method == "GET":
             return _json(*self._get(path))
         return _json(404, {"error": f"Not found: {method} {path}"})
