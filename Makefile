@@ -56,6 +56,7 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python bench/rest_predict.py --kserve-python $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/grpc_predict.py
+	$(BIN)/python bench/open_inference.py
 	$(BIN)/python bench/batching.py
 
 # The official Open Inference Protocol client (tritonclient) for the tests, in a venv of its

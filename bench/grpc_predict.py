@@ -34,6 +34,7 @@ from rest_predict import (
 )
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
+WARM_UP = 200  # calls each load process makes before it measures
 
 
 def request_bytes() -> bytes:
@@ -92,14 +93,16 @@ async def bare_server(model: str, port: int) -> None:
 # -- the load (a process of its own) ----------------------------------------------------------
 
 
-async def load(target: str, seconds: float, concurrency: int, body: bytes) -> dict[str, float]:
+async def load(
+    target: str, seconds: float, concurrency: int, body: bytes, method: str = PREDICT
+) -> dict[str, float]:
     import grpc
 
     latencies: list[float] = []
     errors = 0
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no client-side protobuf
-        for _ in range(200):  # warm-up
+        call = channel.unary_unary(method)  # bytes in, bytes out: no client-side protobuf
+        for _ in range(WARM_UP):
             await call(body, timeout=10)
         deadline = time.perf_counter() + seconds
 
@@ -122,6 +125,7 @@ async def load(target: str, seconds: float, concurrency: int, body: bytes) -> di
         "p50_ms": latencies[len(latencies) // 2] * 1e3,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
         "errors": float(errors),
+        "requests": float(len(latencies)),
     }
 
 

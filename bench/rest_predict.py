@@ -36,6 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"instances": [[0.1 * i for i in range(16)]]})
+CPU = "cpu_s_per_1k"  # a result's server CPU seconds per 1,000 requests, where measured
 
 
 def free_port() -> int:
@@ -81,13 +82,21 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
             proc.wait()
 
 
-def wrk(url: str, seconds: float, connections: int, body: str = BODY) -> dict[str, float]:
+def wrk(
+    url: str,
+    seconds: float,
+    connections: int,
+    body: str | bytes = BODY,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """wrk POSTing `body` (any bytes) with `headers` (a JSON content type unless they give
+    one) for `seconds`: requests/s, p50/p99 latency, non-2xx answers and requests done."""
+    data = body.encode() if isinstance(body, str) else body
+    lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(data)}"]
+    for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+        lines.append(f"wrk.headers[{lua_string(name.encode())}] = {lua_string(value.encode())}")
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = '{body}'\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
+    script.write_text("\n".join(lines) + "\n")
     try:
         out = subprocess.run(
             [
@@ -113,14 +122,25 @@ def wrk(url: str, seconds: float, connections: int, body: str = BODY) -> dict[st
         "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
         "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
         "errors": float(errors.group(1)) if errors else 0.0,
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),
     }
+
+
+def lua_string(data: bytes) -> str:
+    """`data` as a Lua string literal: printable ASCII as it is, any other byte (and the
+    quote and the backslash) as a three-digit decimal escape, so binary bodies go through."""
+    return (
+        '"'
+        + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:03d}" for b in data)
+        + '"'
+    )
 
 
 def print_round(round_: int, name: str, result: dict[str, float], unit: str = "req/s") -> None:
     print(
         f"round {round_ + 1} {name:14s} {result['rps']:9.0f} {unit}  "
         f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
-        f"errors {result['errors']:.0f}",
+        f"errors {result['errors']:.0f}{_cpu(result)}",
         flush=True,
     )
 
@@ -137,8 +157,13 @@ def print_medians(
             f"  {name:14s} {rates[name]:9.0f} {unit}  "
             f"p50 {statistics.median(r['p50_ms'] for r in rounds):.2f} ms  "
             f"p99 {statistics.median(r['p99_ms'] for r in rounds):.2f} ms"
+            + (_cpu({CPU: statistics.median(r[CPU] for r in rounds)}) if CPU in rounds[0] else "")
         )
     return rates
+
+
+def _cpu(result: dict[str, float]) -> str:
+    return f"  cpu {result[CPU]:.3f} s/1k req" if CPU in result else ""
 
 
 def also_servo(parser: argparse.ArgumentParser) -> None:
