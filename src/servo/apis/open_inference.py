@@ -131,7 +131,10 @@ def model_spec(name: str, version: str) -> ModelSpec:
     if not version:
         return ModelSpec(name)
     if version.isdigit() and version.isascii():
-        number = int(version)
+        # Leading zeros apart, a version of more than 19 digits is past int64, and int() would
+        # refuse one of more than 4300 (a ValueError, not the client's INVALID_ARGUMENT).
+        digits = version.lstrip("0")
+        number = int(digits or "0") if len(digits) <= len(str(_INT64_MAX)) else _INT64_MAX + 1
         if number > _INT64_MAX:
             raise invalid(f"Model version {version} is out of range")
         return ModelSpec(name, number)
