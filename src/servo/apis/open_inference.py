@@ -99,6 +99,7 @@ PLATFORMS: dict[str, str] = {
 SIGNATURE_PARAMETER = "signature_name"
 _LENGTH = struct.Struct("<I")
 _INT64_MAX = 2**63 - 1
+_MAX_RANK = 64  # numpy's most dimensions
 
 
 def invalid(message: str) -> ServoError:
@@ -272,12 +273,23 @@ def describe(versions: list[VersionStatus]) -> str:
 # -- tensors in -------------------------------------------------------------------------------
 
 
-def _element_count(name: str, shape: Sequence[int]) -> int:
-    count = 1
+def _element_count(name: str, shape: Sequence[int], itemsize: int) -> int:
+    """The elements of `shape`, refusing a shape no numpy array of `itemsize`-byte elements
+    can have: numpy refuses more than 64 dimensions, and nonzero dims that multiply past its
+    address space even when another dim is 0 (a ValueError, not the client's
+    INVALID_ARGUMENT, had the reshape found them)."""
+    if len(shape) > _MAX_RANK:
+        raise invalid(
+            f"Input '{name}' has {len(shape)} dimensions; at most {_MAX_RANK} are supported"
+        )
+    count = bound = 1
     for dim in shape:
         if dim < 0:
             raise invalid(f"Input '{name}' has shape {list(shape)}: a dimension is negative")
         count *= dim
+        bound *= dim or 1
+    if bound > _INT64_MAX // itemsize:
+        raise invalid(f"Input '{name}' has shape {list(shape)}: too many elements")
     return count
 
 
@@ -298,7 +310,7 @@ def _describe(name: str, datatype: str, shape: Sequence[int]) -> Callable[[], st
 def _take_numbers(
     budget: DecodeBudget, name: str, datatype: str, shape: Sequence[int], dtype: np.dtype
 ) -> int:
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, dtype.itemsize)
     budget.take(count * dtype.itemsize, _describe(name, datatype, shape))
     return count
 
@@ -331,7 +343,7 @@ def from_raw(
 def _strings_from_raw(
     name: str, shape: Sequence[int], raw: bytes | memoryview, budget: DecodeBudget
 ) -> np.ndarray:
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, NUMPY_TYPES["BYTES"].itemsize)
     describe = _describe(name, "BYTES", shape)
     # Every element takes at least its 4-byte length: a count the bytes cannot hold is refused
     # before the array is made.
@@ -370,7 +382,7 @@ def from_json(
     numbers, booleans (BOOL) or strings (BYTES, as UTF-8); or a single value of a shape of one
     element."""
     dtype = _numpy_type(name, datatype)
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, dtype.itemsize)
     describe = _describe(name, datatype, shape)
     if not isinstance(data, list):
         data = [data]
@@ -479,7 +491,7 @@ def from_contents(
             "raw_input_contents"
         )
     values = getattr(contents, field)
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, dtype.itemsize)
     if len(values) != count:
         raise _count_error(name, shape, count, len(values), field)
     if datatype == "BYTES":
