@@ -113,8 +113,10 @@ def datatype(dtype: DataType) -> str:
 
 
 def datatype_of(array: np.ndarray) -> str:
-    """The v2 datatype of an output array (numpy strings are BYTES)."""
-    found = _FROM_NUMPY.get(array.dtype)
+    """The v2 datatype of an output array (numpy strings are BYTES; big-endian numbers are
+    their datatype, which `to_raw` and `to_json_data` write little-endian)."""
+    dtype = array.dtype
+    found = _FROM_NUMPY.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
     if found is not None:
         return found
     if array.dtype.kind in "SUO":
