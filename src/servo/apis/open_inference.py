@@ -351,7 +351,9 @@ def _strings_from_raw(
     # before the array is made.
     if count * _LENGTH.size > len(raw):
         raise _count_error(name, shape, count, len(raw) // _LENGTH.size, "data (too short)")
-    budget.take(count * STRING_ELEMENT_BYTES + len(raw), describe)
+    # The elements' bytes are the data less their lengths (exactly, or the framing is refused
+    # below): the size a string tensor decodes to, as JSON and contents are charged.
+    budget.take(count * STRING_ELEMENT_BYTES + len(raw) - count * _LENGTH.size, describe)
     view = memoryview(raw)
     values: list[bytes] = []
     offset, end = 0, len(view)
