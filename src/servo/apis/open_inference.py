@@ -396,10 +396,7 @@ def from_json(
     try:
         read = np.asarray(data)
     except ValueError:
-        raise invalid(
-            f"Input '{name}': its data is not a list of numbers nested to one depth "
-            "(its lists differ in length, or it mixes lists and values)"
-        ) from None
+        raise _not_nested(name, "numbers") from None
     if read.size != count:
         raise _count_error(name, shape, count, read.size, "data")
     kinds = _JSON_KINDS.get(datatype)
@@ -449,21 +446,41 @@ def _strings_from_json(
 
 
 def _flatten(name: str, data: list[Any]) -> list[Any]:
+    """The strings of a BYTES tensor's `data`, flat or nested to one depth with every list at
+    a depth of one length: the data numpy reads for a numeric tensor, and nothing else."""
     if not any(isinstance(v, list) for v in data):
         return data
+    lengths: list[int] = []  # the lists' length at each depth, as the first list there has it
+    probe: Any = data
+    while isinstance(probe, list):
+        if len(lengths) == _MAX_RANK:
+            raise invalid(f"Input '{name}': its data nests lists more than {_MAX_RANK} deep")
+        lengths.append(len(probe))
+        probe = probe[0] if probe else None
+    depth = len(lengths)
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:
+        level = len(stack)
         for value in stack[-1]:
             if isinstance(value, list):
-                if len(stack) > 64:
-                    raise invalid(f"Input '{name}': its data nests lists more than 64 deep")
+                if level == depth or len(value) != lengths[level]:
+                    raise _not_nested(name, "strings")
                 stack.append(iter(value))
                 break
+            if level != depth:
+                raise _not_nested(name, "strings")
             flat.append(value)
         else:
             stack.pop()
     return flat
+
+
+def _not_nested(name: str, what: str) -> ServoError:
+    return invalid(
+        f"Input '{name}': its data is not a list of {what} nested to one depth "
+        "(its lists differ in length, or it mixes lists and values)"
+    )
 
 
 # The contents field of each datatype in gRPC's InferTensorContents.
