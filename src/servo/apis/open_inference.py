@@ -402,17 +402,28 @@ def from_json(
     kinds = _JSON_KINDS.get(datatype)
     if kinds is None:
         raise invalid(f"Input '{name}': datatype {datatype} travels as binary data only")
+    if dtype.kind in "iu" and read.dtype.kind in "fO" and read.size:
+        # numpy reads integers from both halves of uint64's range ([0, 2**63]) as float64, and
+        # integers past it as objects: as Python's ints they keep their values, and are
+        # range-checked exactly. (Fractions, nulls, ... are refused by their kind below.)
+        flat = _flatten(name, data)
+        if all(type(v) is int for v in flat):
+            _check_range(name, datatype, dtype, min(flat), max(flat))
+            return np.array(flat, dtype=dtype).reshape(shape)
     if read.dtype.kind not in kinds and read.size:
         raise invalid(f"Input '{name}' of datatype {datatype} holds {_kind_name(read)}")
     if read.dtype.kind in "iu" and dtype.kind in "iu" and read.size:
-        info = np.iinfo(dtype)
-        low, high = int(read.min()), int(read.max())
-        if low < info.min or high > info.max:
-            raise invalid(
-                f"Input '{name}' of datatype {datatype} holds {low if low < info.min else high}, "
-                f"out of its range [{info.min}, {info.max}]"
-            )
+        _check_range(name, datatype, dtype, int(read.min()), int(read.max()))
     return read.astype(dtype, copy=False).reshape(shape)
+
+
+def _check_range(name: str, datatype: str, dtype: np.dtype, low: int, high: int) -> None:
+    info = np.iinfo(dtype)
+    if low < info.min or high > info.max:
+        raise invalid(
+            f"Input '{name}' of datatype {datatype} holds {low if low < info.min else high}, "
+            f"out of its range [{info.min}, {info.max}]"
+        )
 
 
 def _kind_name(array: np.ndarray) -> str:
@@ -446,8 +457,8 @@ def _strings_from_json(
 
 
 def _flatten(name: str, data: list[Any]) -> list[Any]:
-    """The strings of a BYTES tensor's `data`, flat or nested to one depth with every list at
-    a depth of one length: the data numpy reads for a numeric tensor, and nothing else."""
+    """The values of a tensor's `data`, flat or nested to one depth with every list at a
+    depth of one length: the data numpy reads for a numeric tensor, and nothing else."""
     if not any(isinstance(v, list) for v in data):
         return data
     lengths: list[int] = []  # the lists' length at each depth, as the first list there has it
@@ -523,15 +534,12 @@ def from_contents(
         array[:] = list(values)
         return array.reshape(shape)
     budget.take(count * dtype.itemsize, _describe(name, datatype, shape))
-    wide = np.array(values, dtype=np.int64 if dtype.kind == "i" else None)
+    # Read as the widest type of their kind: numpy would read a list of uint64s from both
+    # halves of its range as float64 (upb's repeated fields hand numpy their own buffer, but
+    # protobuf's other runtimes hand it Python ints).
+    wide = np.array(values, dtype={"i": np.int64, "u": np.uint64}.get(dtype.kind))
     if dtype.kind in "iu" and wide.size:
-        info = np.iinfo(dtype)
-        low, high = int(wide.min()), int(wide.max())
-        if low < info.min or high > info.max:
-            raise invalid(
-                f"Input '{name}' of datatype {datatype} holds {low if low < info.min else high}, "
-                f"out of its range [{info.min}, {info.max}]"
-            )
+        _check_range(name, datatype, dtype, int(wide.min()), int(wide.max()))
     return wide.astype(dtype, copy=False).reshape(shape)
 
 
