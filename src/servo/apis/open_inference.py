@@ -99,6 +99,7 @@ PLATFORMS: dict[str, str] = {
 SIGNATURE_PARAMETER = "signature_name"
 _LENGTH = struct.Struct("<I")
 _INT64_MAX = 2**63 - 1
+_MAX_RANK = 64  # numpy's most dimensions
 
 
 def invalid(message: str) -> ServoError:
@@ -112,8 +113,10 @@ def datatype(dtype: DataType) -> str:
 
 
 def datatype_of(array: np.ndarray) -> str:
-    """The v2 datatype of an output array (numpy strings are BYTES)."""
-    found = _FROM_NUMPY.get(array.dtype)
+    """The v2 datatype of an output array (numpy strings are BYTES; big-endian numbers are
+    their datatype, which `to_raw` and `to_json_data` write little-endian)."""
+    dtype = array.dtype
+    found = _FROM_NUMPY.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
     if found is not None:
         return found
     if array.dtype.kind in "SUO":
@@ -131,7 +134,10 @@ def model_spec(name: str, version: str) -> ModelSpec:
     if not version:
         return ModelSpec(name)
     if version.isdigit() and version.isascii():
-        number = int(version)
+        # Leading zeros apart, a version of more than 19 digits is past int64, and int() would
+        # refuse one of more than 4300 (a ValueError, not the client's INVALID_ARGUMENT).
+        digits = version.lstrip("0")
+        number = int(digits or "0") if len(digits) <= len(str(_INT64_MAX)) else _INT64_MAX + 1
         if number > _INT64_MAX:
             raise invalid(f"Model version {version} is out of range")
         return ModelSpec(name, number)
@@ -269,12 +275,23 @@ def describe(versions: list[VersionStatus]) -> str:
 # -- tensors in -------------------------------------------------------------------------------
 
 
-def _element_count(name: str, shape: Sequence[int]) -> int:
-    count = 1
+def _element_count(name: str, shape: Sequence[int], itemsize: int) -> int:
+    """The elements of `shape`, refusing a shape no numpy array of `itemsize`-byte elements
+    can have: numpy refuses more than 64 dimensions, and nonzero dims that multiply past its
+    address space even when another dim is 0 (a ValueError, not the client's
+    INVALID_ARGUMENT, had the reshape found them)."""
+    if len(shape) > _MAX_RANK:
+        raise invalid(
+            f"Input '{name}' has {len(shape)} dimensions; at most {_MAX_RANK} are supported"
+        )
+    count = bound = 1
     for dim in shape:
         if dim < 0:
             raise invalid(f"Input '{name}' has shape {list(shape)}: a dimension is negative")
         count *= dim
+        bound *= dim or 1
+    if bound > _INT64_MAX // itemsize:
+        raise invalid(f"Input '{name}' has shape {list(shape)}: too many elements")
     return count
 
 
@@ -295,7 +312,7 @@ def _describe(name: str, datatype: str, shape: Sequence[int]) -> Callable[[], st
 def _take_numbers(
     budget: DecodeBudget, name: str, datatype: str, shape: Sequence[int], dtype: np.dtype
 ) -> int:
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, dtype.itemsize)
     budget.take(count * dtype.itemsize, _describe(name, datatype, shape))
     return count
 
@@ -328,13 +345,15 @@ def from_raw(
 def _strings_from_raw(
     name: str, shape: Sequence[int], raw: bytes | memoryview, budget: DecodeBudget
 ) -> np.ndarray:
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, NUMPY_TYPES["BYTES"].itemsize)
     describe = _describe(name, "BYTES", shape)
     # Every element takes at least its 4-byte length: a count the bytes cannot hold is refused
     # before the array is made.
     if count * _LENGTH.size > len(raw):
         raise _count_error(name, shape, count, len(raw) // _LENGTH.size, "data (too short)")
-    budget.take(count * STRING_ELEMENT_BYTES + len(raw), describe)
+    # The elements' bytes are the data less their lengths (exactly, or the framing is refused
+    # below): the size a string tensor decodes to, as JSON and contents are charged.
+    budget.take(count * STRING_ELEMENT_BYTES + len(raw) - count * _LENGTH.size, describe)
     view = memoryview(raw)
     values: list[bytes] = []
     offset, end = 0, len(view)
@@ -367,7 +386,7 @@ def from_json(
     numbers, booleans (BOOL) or strings (BYTES, as UTF-8); or a single value of a shape of one
     element."""
     dtype = _numpy_type(name, datatype)
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, dtype.itemsize)
     describe = _describe(name, datatype, shape)
     if not isinstance(data, list):
         data = [data]
@@ -377,26 +396,34 @@ def from_json(
     try:
         read = np.asarray(data)
     except ValueError:
-        raise invalid(
-            f"Input '{name}': its data is not a list of numbers nested to one depth "
-            "(its lists differ in length, or it mixes lists and values)"
-        ) from None
+        raise _not_nested(name, "numbers") from None
     if read.size != count:
         raise _count_error(name, shape, count, read.size, "data")
     kinds = _JSON_KINDS.get(datatype)
     if kinds is None:
         raise invalid(f"Input '{name}': datatype {datatype} travels as binary data only")
+    if dtype.kind in "iu" and read.dtype.kind in "fO" and read.size:
+        # numpy reads integers from both halves of uint64's range ([0, 2**63]) as float64, and
+        # integers past it as objects: as Python's ints they keep their values, and are
+        # range-checked exactly. (Fractions, nulls, ... are refused by their kind below.)
+        flat = _flatten(name, data)
+        if all(type(v) is int for v in flat):
+            _check_range(name, datatype, dtype, min(flat), max(flat))
+            return np.array(flat, dtype=dtype).reshape(shape)
     if read.dtype.kind not in kinds and read.size:
         raise invalid(f"Input '{name}' of datatype {datatype} holds {_kind_name(read)}")
     if read.dtype.kind in "iu" and dtype.kind in "iu" and read.size:
-        info = np.iinfo(dtype)
-        low, high = int(read.min()), int(read.max())
-        if low < info.min or high > info.max:
-            raise invalid(
-                f"Input '{name}' of datatype {datatype} holds {low if low < info.min else high}, "
-                f"out of its range [{info.min}, {info.max}]"
-            )
+        _check_range(name, datatype, dtype, int(read.min()), int(read.max()))
     return read.astype(dtype, copy=False).reshape(shape)
+
+
+def _check_range(name: str, datatype: str, dtype: np.dtype, low: int, high: int) -> None:
+    info = np.iinfo(dtype)
+    if low < info.min or high > info.max:
+        raise invalid(
+            f"Input '{name}' of datatype {datatype} holds {low if low < info.min else high}, "
+            f"out of its range [{info.min}, {info.max}]"
+        )
 
 
 def _kind_name(array: np.ndarray) -> str:
@@ -430,21 +457,41 @@ def _strings_from_json(
 
 
 def _flatten(name: str, data: list[Any]) -> list[Any]:
+    """The values of a tensor's `data`, flat or nested to one depth with every list at a
+    depth of one length: the data numpy reads for a numeric tensor, and nothing else."""
     if not any(isinstance(v, list) for v in data):
         return data
+    lengths: list[int] = []  # the lists' length at each depth, as the first list there has it
+    probe: Any = data
+    while isinstance(probe, list):
+        if len(lengths) == _MAX_RANK:
+            raise invalid(f"Input '{name}': its data nests lists more than {_MAX_RANK} deep")
+        lengths.append(len(probe))
+        probe = probe[0] if probe else None
+    depth = len(lengths)
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:
+        level = len(stack)
         for value in stack[-1]:
             if isinstance(value, list):
-                if len(stack) > 64:
-                    raise invalid(f"Input '{name}': its data nests lists more than 64 deep")
+                if level == depth or len(value) != lengths[level]:
+                    raise _not_nested(name, "strings")
                 stack.append(iter(value))
                 break
+            if level != depth:
+                raise _not_nested(name, "strings")
             flat.append(value)
         else:
             stack.pop()
     return flat
+
+
+def _not_nested(name: str, what: str) -> ServoError:
+    return invalid(
+        f"Input '{name}': its data is not a list of {what} nested to one depth "
+        "(its lists differ in length, or it mixes lists and values)"
+    )
 
 
 # The contents field of each datatype in gRPC's InferTensorContents.
@@ -476,7 +523,7 @@ def from_contents(
             "raw_input_contents"
         )
     values = getattr(contents, field)
-    count = _element_count(name, shape)
+    count = _element_count(name, shape, dtype.itemsize)
     if len(values) != count:
         raise _count_error(name, shape, count, len(values), field)
     if datatype == "BYTES":
@@ -487,15 +534,12 @@ def from_contents(
         array[:] = list(values)
         return array.reshape(shape)
     budget.take(count * dtype.itemsize, _describe(name, datatype, shape))
-    wide = np.array(values, dtype=np.int64 if dtype.kind == "i" else None)
+    # Read as the widest type of their kind: numpy would read a list of uint64s from both
+    # halves of its range as float64 (upb's repeated fields hand numpy their own buffer, but
+    # protobuf's other runtimes hand it Python ints).
+    wide = np.array(values, dtype={"i": np.int64, "u": np.uint64}.get(dtype.kind))
     if dtype.kind in "iu" and wide.size:
-        info = np.iinfo(dtype)
-        low, high = int(wide.min()), int(wide.max())
-        if low < info.min or high > info.max:
-            raise invalid(
-                f"Input '{name}' of datatype {datatype} holds {low if low < info.min else high}, "
-                f"out of its range [{info.min}, {info.max}]"
-            )
+        _check_range(name, datatype, dtype, int(wide.min()), int(wide.max()))
     return wide.astype(dtype, copy=False).reshape(shape)
 
 
