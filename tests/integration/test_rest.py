@@ -45,7 +45,7 @@ def test_tfs_readme_example_and_its_status_metadata_and_errors(rest: httpx.Clien
         404,
         {"error": "Servable not found for request: Latest(nope)"},
     )
-    answer = rest.get("/v2/models/half_plus_two")
+    answer = rest.get("/v2/models/half_plus_two/labels/stable")  # v1's form is not v2's
     assert answer.status_code == 404
 
 

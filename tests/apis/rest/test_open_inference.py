@@ -337,9 +337,10 @@ def test_binary_framing_errors(rest: RestClient) -> None:
     assert "bytes of binary data that no input's binary_data_size claims" in _infer_error(
         rest, body + b"\x00", headers=headers
     )
-    assert "Inference-Header-Content-Length is 'x'" in _infer_error(
-        rest, body, headers={"inference-header-content-length": "x"}
-    )
+    for length in ("x", "\u0663", "9" * 5000, str(len(body) + 1)):
+        assert f"Inference-Header-Content-Length is {length!r}" in _infer_error(
+            rest, body, headers={"inference-header-content-length": length}
+        )
     small, small_headers = _binary(
         {"inputs": [{**spec, "parameters": {"binary_data_size": 8}}]}, raw[:8]
     )

@@ -164,12 +164,18 @@ class OpenInference:
         if length is None:
             header, binary = body, memoryview(b"")
         else:
-            if not length.strip().isdigit() or int(length) > len(body):
+            length = length.strip()
+            digits = length.lstrip("0") or "0"
+            if (
+                not (length.isascii() and length.isdigit())
+                or len(digits) > len(str(len(body)))
+                or int(digits) > len(body)
+            ):
                 raise v2.invalid(
                     f"Inference-Header-Content-Length is {length!r}: it must be the byte "
                     f"length of the request's JSON, at most the body's {len(body)} bytes"
                 )
-            cut = int(length)
+            cut = int(digits)
             header, binary = body[:cut], memoryview(body)[cut:]
         doc = _loads(header)
         call = _infer_call(doc, binary, self.decode_limits, spec.name)
