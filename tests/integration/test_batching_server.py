@@ -104,6 +104,40 @@ def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(tmp_path: Path) -
         assert ":tensorflow:serving:batching:padding_size" in families
 
 
+def test_a_v2_infer_and_a_tfs_predict_share_one_batch(tmp_path: Path) -> None:
+    """A v2 infer is a TFS predict: on the same model they join one batch. The batch closes
+    when it is full (3 elements: the infer's 2 and the predict's 1) and not before, within a
+    timeout far longer than the test, so it holds both whatever their order."""
+    base = write_python_model(tmp_path / "gated", GATED_MODEL)
+    config = params(
+        tmp_path / "batching.config",
+        "max_batch_size { value: 3 } max_enqueued_batches { value: 4 } "
+        "num_batch_threads { value: 1 } batch_timeout_micros { value: 60000000 }",
+    )
+    with (
+        running_server(
+            [
+                "--model_name=gated",
+                f"--model_base_path={base}",
+                "--enable_batching",
+                f"--batching_parameters_file={config}",
+            ]
+        ) as server,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+    ):
+        infer = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
+        v2 = pool.submit(httpx.post, f"{server.rest}/v2/models/gated/infer", json=infer, timeout=60)
+        v1 = pool.submit(
+            httpx.post,
+            f"{server.rest}/v1/models/gated:predict",
+            json={"instances": [3.0]},
+            timeout=60,
+        )
+        outputs = {o["name"]: o["data"] for o in v2.result(60).json()["outputs"]}
+        assert outputs == {"y": [2.0, 4.0], "batch": [3, 3]}
+        assert v1.result(60).json()["predictions"] == [{"y": 6.0, "batch": 3}]
+
+
 def test_batched_answers_equal_unbatched_ones(tmp_path: Path, model_dirs: dict) -> None:
     rng = np.random.default_rng(5)
     inputs = [rng.normal(size=(int(rng.integers(1, 5)), 16)).astype(np.float32) for _ in range(40)]

@@ -59,6 +59,7 @@ _MODEL_METADATA = re.compile(f"/v2/models/{_NAME}{_VERSION}")
 _MODEL_INFER = re.compile(f"/v2/models/{_NAME}{_VERSION}/infer")
 _REPOSITORY_MODEL = re.compile(f"/v2/repository/models/{_NAME}/(load|unload)")
 
+ROUTE_CACHE_SIZE = 4096
 Answer = tuple[int, list[tuple[str, str]], bytes]
 ReadBody = Callable[[], Awaitable[bytes]]
 
@@ -79,15 +80,26 @@ class OpenInference:
         self.timeout = timeout
         self.decode_limits = decode_limits
         self.repository = repository
+        self._infer_routes: dict[str, ModelSpec] = {}  # clients reuse few paths
+
+    def _infer_route(self, path: str) -> ModelSpec | None:
+        """The model spec of an infer path (None for another path), remembered."""
+        match = _MODEL_INFER.fullmatch(path)
+        if match is None:
+            return None
+        spec = v2.model_spec(match.group(1), match.group(2) or "")
+        if len(self._infer_routes) >= ROUTE_CACHE_SIZE:
+            self._infer_routes.clear()
+        self._infer_routes[path] = spec
+        return spec
 
     async def answer(self, method: str, path: str, headers: Any, read_body: ReadBody) -> Answer:
         """The status, headers and body of a /v2 request; 404 for a route servo lacks.
         Raises ServoError for an error (the REST boundary writes it)."""
         if method == "POST":
-            match = _MODEL_INFER.fullmatch(path)
-            if match is not None:
-                spec = v2.model_spec(match.group(1), match.group(2) or "")
-                return await self._counted(spec, headers, read_body)
+            spec = self._infer_routes.get(path) or self._infer_route(path)
+            if spec is not None:
+                return await self._infer(spec, headers, read_body)
             if self.repository is not None:
                 if path == "/v2/repository/index":
                     return _json(200, await self._index(await read_body()))
@@ -140,12 +152,20 @@ class OpenInference:
 
     # -- infer -----------------------------------------------------------------------------
 
-    async def _counted(self, spec: ModelSpec, headers: Any, read_body: ReadBody) -> Answer:
-        """`_infer`, counted and timed as TFS's REST predict is (it is one)."""
+    async def _infer(self, spec: ModelSpec, headers: Any, read_body: ReadBody) -> Answer:
+        """An infer: a predict, counted and timed as TFS's REST predict is."""
         started = time.perf_counter()
         code = Code.OK
         try:
-            return await self._infer(spec, headers, read_body)
+            body = await read_body()
+            length = headers.get(HEADER_LENGTH)
+            if length is None:
+                header, binary = body, memoryview(b"")
+            else:
+                cut = _header_length(length, len(body))
+                header, binary = body[:cut], memoryview(body)[cut:]
+            call = _infer_call(_loads(header), binary, self.decode_limits, spec.name)
+            return await self.plane.predict(spec, call, self.timeout)
         except ServoError as exc:
             code = exc.code
             raise
@@ -157,29 +177,6 @@ class OpenInference:
             raise
         finally:
             self.plane.record_request(spec.name, "predict", "REST", code, started)
-
-    async def _infer(self, spec: ModelSpec, headers: Any, read_body: ReadBody) -> Answer:
-        body = await read_body()
-        length = headers.get(HEADER_LENGTH)
-        if length is None:
-            header, binary = body, memoryview(b"")
-        else:
-            length = length.strip()
-            digits = length.lstrip("0") or "0"
-            if (
-                not (length.isascii() and length.isdigit())
-                or len(digits) > len(str(len(body)))
-                or int(digits) > len(body)
-            ):
-                raise v2.invalid(
-                    f"Inference-Header-Content-Length is {length!r}: it must be the byte "
-                    f"length of the request's JSON, at most the body's {len(body)} bytes"
-                )
-            cut = int(digits)
-            header, binary = body[:cut], memoryview(body)[cut:]
-        doc = _loads(header)
-        call = _infer_call(doc, binary, self.decode_limits, spec.name)
-        return await self.plane.predict(spec, call, self.timeout)
 
     # -- the repository extension --------------------------------------------------------
 
@@ -218,6 +215,22 @@ def _loads(body: bytes | memoryview) -> dict[str, Any]:
     return doc
 
 
+def _header_length(length: str, body_length: int) -> int:
+    """Inference-Header-Content-Length: the JSON's byte length, at most the body's."""
+    length = length.strip()
+    digits = length.lstrip("0") or "0"
+    if (
+        not (length.isascii() and length.isdigit())
+        or len(digits) > len(str(body_length))
+        or int(digits) > body_length
+    ):
+        raise v2.invalid(
+            f"Inference-Header-Content-Length is {length!r}: it must be the byte length of "
+            f"the request's JSON, at most the body's {body_length} bytes"
+        )
+    return int(digits)
+
+
 def _load_config(body: bytes) -> str | None:
     """A load's optional model config: `{"parameters": {"config": "<JSON>"}}`."""
     if not body.strip():
@@ -245,6 +258,17 @@ def _field(doc: dict[str, Any], key: str, kind: type, what: str) -> Any:
 
 
 _KIND_NAMES: dict[Any, str] = {str: "a string", list: "a list", dict: "an object"}
+
+
+def _bad_input(index: int, entry: Any) -> ServoError:
+    """What is wrong with an input tensor's name, datatype or shape."""
+    if not isinstance(entry, dict):
+        return v2.invalid(f"Input {index} is not an object")
+    name = _field(entry, "name", str, f"Input {index}")
+    what = f"Input '{name}'"
+    _field(entry, "datatype", str, what)
+    _field(entry, "shape", list, what)
+    return v2.invalid(f'{what}: "shape" must be a list of integers')
 
 
 def _parameters(doc: dict[str, Any], what: str) -> dict[str, Any]:
@@ -276,16 +300,23 @@ def _infer_call(
         raise v2.invalid('The request has no "inputs": give a list of its input tensors')
     inputs, offset = [], 0
     for index, entry in enumerate(raw_inputs):
-        if not isinstance(entry, dict):
-            raise v2.invalid(f"Input {index} is not an object")
-        name = _field(entry, "name", str, f"Input {index}")
-        what = f"Input '{name}'"
-        datatype = _field(entry, "datatype", str, what)
-        shape = _field(entry, "shape", list, what)
-        if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            raise v2.invalid(f'{what}: "shape" must be a list of integers')
-        size = _parameters(entry, what).get("binary_data_size")
+        # The checks cost little when they pass: the words of an error are made only for one.
+        name = entry.get("name") if type(entry) is dict else None
+        datatype, shape = (
+            (entry.get("datatype"), entry.get("shape")) if name is not None else (None, None)
+        )
+        if (
+            type(name) is not str
+            or type(datatype) is not str
+            or type(shape) is not list
+            or not all(type(d) is int for d in shape)
+        ):
+            raise _bad_input(index, entry)
+        size = None
+        if "parameters" in entry:
+            size = _parameters(entry, f"Input '{name}'").get("binary_data_size")
         if size is not None:
+            what = f"Input '{name}'"
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise v2.invalid(f"{what}: binary_data_size must be a byte count")
             if "data" in entry:
@@ -301,7 +332,7 @@ def _infer_call(
         elif "data" in entry:
             decode = _json_decoder(name, datatype, tuple(shape), entry["data"])
         else:
-            raise v2.invalid(f'{what} has no "data" (nor a binary_data_size)')
+            raise v2.invalid(f"Input '{name}' has no \"data\" (nor a binary_data_size)")
         inputs.append(v2.InferInput(name, datatype, tuple(shape), decode))
     if offset != len(binary):
         raise v2.invalid(
