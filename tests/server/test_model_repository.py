@@ -15,8 +15,9 @@ from servo.core.status import Code, ServoError
 from servo.server.model_management import ModelManagementGrants
 from servo.server.model_repository import IndexEntry, ModelRepository
 from servo.server.server_core import ServerCore, ServerCoreOptions
-from tests.server.test_server_core import config, make_model
+from tests.server.test_server_core import config, gated_model, make_model
 from tests.support.lifecycle import WAIT
+from tests.support.waiting import wait_until
 
 PYTHON_GRANTED = ModelManagementGrants(allow_python_models_over_network=True)
 
@@ -150,3 +151,22 @@ def test_changes_are_applied_one_at_a_time(core: ServerCore, tmp_path: Path) -> 
     assert errors == []
     # Each load read the config the one before it wrote: none is lost.
     assert sorted(core.model_names()) == ["a", *sorted(bases)]
+
+
+def test_the_index_answers_while_a_load_waits_for_its_model(
+    core: ServerCore, tmp_path: Path
+) -> None:
+    repository = ModelRepository(core, PYTHON_GRANTED)
+    gate = tmp_path / "gate"
+    slow = gated_model(tmp_path / "slow", gate)
+    loading = threading.Thread(target=repository.load_now, args=("slow", _json(slow)))
+    loading.start()
+    try:
+        wait_until(
+            lambda: IndexEntry("slow", "1", "LOADING", "") in repository.index(),
+            what="the loading model in the index",
+        )
+    finally:
+        gate.write_text("")
+        loading.join(WAIT)
+    assert IndexEntry("slow", "1", "READY", "") in repository.index()

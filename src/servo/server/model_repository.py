@@ -59,7 +59,10 @@ class ModelRepository:
     def __init__(self, core: ServerCore, grants: ModelManagementGrants | None = None) -> None:
         self.core = core
         self.grants = grants or ModelManagementGrants()
-        self._lock = threading.Lock()  # one change at a time
+        # One change at a time; held while a load waits for its model, so nothing that only
+        # reads (`index`) takes it.
+        self._change = threading.Lock()
+        self._unloaded_lock = threading.Lock()
         # Config entries of the models `unload` took out, by name, for `index` and `load`.
         self._unloaded: dict[str, model_server_config_pb2.ModelConfig] = {}
 
@@ -79,13 +82,14 @@ class ModelRepository:
                 if v.state is ManagerState.END and not reason:
                     reason = "unloaded"
                 entries.append(IndexEntry(name, str(v.version), STATES[v.state], reason))
-        with self._lock:
-            served = set(self.core.model_names())
-            entries += [
-                IndexEntry(name, "", "UNAVAILABLE", "unloaded")
-                for name in self._unloaded
-                if name not in served
-            ]
+        served = set(self.core.model_names())
+        with self._unloaded_lock:
+            unloaded = list(self._unloaded)
+        entries += [
+            IndexEntry(name, "", "UNAVAILABLE", "unloaded")
+            for name in unloaded
+            if name not in served
+        ]
         if ready_only:
             entries = [e for e in entries if e.state == "READY"]
         return entries
@@ -100,16 +104,18 @@ class ModelRepository:
     def load_now(self, name: str, config_json: str | None = None) -> None:
         if not name:
             raise ServoError(Code.INVALID_ARGUMENT, "The model to load has no name")
-        with self._lock:
+        with self._change:
             current = self.core.config
             models = current.model_config_list.config
             existing = next((m for m in models if m.name == name), None)
+            with self._unloaded_lock:
+                earlier = self._unloaded.get(name)
             if config_json is not None:
                 model = _parse_model_config(name, config_json)
             elif existing is not None:
                 model = existing
-            elif name in self._unloaded:
-                model = self._unloaded[name]
+            elif earlier is not None:
+                model = earlier
             else:
                 raise ServoError(
                     Code.NOT_FOUND,
@@ -137,8 +143,12 @@ class ModelRepository:
                 model.base_path,
                 model.model_platform,
             )
-            self.core.reload_config(new)
-            self._unloaded.pop(name, None)
+            try:
+                self.core.reload_config(new)
+            finally:
+                if name in self.core.model_names():  # in the config now, loaded or not
+                    with self._unloaded_lock:
+                        self._unloaded.pop(name, None)
             self._check_available(name)
 
     def _check_available(self, name: str) -> None:
@@ -164,7 +174,7 @@ class ModelRepository:
         )
 
     def unload_now(self, name: str) -> None:
-        with self._lock:
+        with self._change:
             current = self.core.config
             models = current.model_config_list.config
             existing = next((m for m in models if m.name == name), None)
@@ -179,7 +189,8 @@ class ModelRepository:
             self.grants.check_network_config(current, new)
             log.info("Repository unload of model %s", name)
             self.core.reload_config(new)
-            self._unloaded[name] = existing
+            with self._unloaded_lock:
+                self._unloaded[name] = existing
 
 
 def _parse_model_config(name: str, text: str) -> model_server_config_pb2.ModelConfig:

@@ -134,7 +134,7 @@ def _numeric_signature_name(request: pb.ModelInferRequest) -> None:
             lambda r: r.raw_input_contents.__setitem__(0, b"\x00" * 12),
             "Input 'x' has shape [2, 16] and datatype FP32: 128 bytes expected, 12 given",
         ),
-        (_shared_memory, "Input 'x': servo has no shared_memory extension"),
+        (_shared_memory, "Input 'x': servo has no shared-memory extension"),
         (_numeric_signature_name, 'The "signature_name" parameter must be a string_param'),
     ],
 )

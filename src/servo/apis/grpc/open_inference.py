@@ -35,7 +35,12 @@ if TYPE_CHECKING:
 SERVICE = "inference.GRPCInferenceService"
 SERVER_NAME = "servo"
 EXTENSIONS = ("model_repository",)
-_UNSUPPORTED = ("shared_memory_region", "classification")
+# Parameters of extensions servo lacks, and what to do instead.
+_UNSUPPORTED = {
+    "shared_memory_region": "servo has no shared-memory extension; send the tensor in the request",
+    "classification": "servo has no classification extension; use the model's classify "
+    "signature through TFS's Classify",
+}
 
 
 class InferenceServices:
@@ -213,11 +218,9 @@ class InferenceServices:
 
 
 def _check_parameters(parameters: Any, what: str) -> None:
-    for key in _UNSUPPORTED:
+    for key, instead in _UNSUPPORTED.items():
         if key in parameters:
-            raise v2.invalid(
-                f"{what}: servo has no {key.replace('_region', '')} extension ({key!r} given)"
-            )
+            raise v2.invalid(f"{what}: {instead}")
 
 
 def infer_call(
