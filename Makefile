@@ -40,6 +40,8 @@ serve: $(STAMP) $(MODELS)
 	@echo "  curl -d '{\"instances\": [\"a model server\"]}' localhost:$(REST_PORT)/v1/models/word_count:predict"
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two"
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two/metadata"
+	@echo "  curl -d '{\"inputs\": [{\"name\": \"x\", \"shape\": [3, 1], \"datatype\": \"FP32\", \"data\": [1, 2, 5]}]}' localhost:$(REST_PORT)/v2/models/half_plus_two/infer"
+	@echo "  curl localhost:$(REST_PORT)/v2/health/ready"
 	@echo "  curl localhost:$(REST_PORT)/monitoring/prometheus/metrics"
 	$(BIN)/servo serve --bind_address=$(BIND_ADDRESS) --port=$(GRPC_PORT) \
 		--rest_api_port=$(REST_PORT) --model_config_file=$(MODELS) \

@@ -384,3 +384,9 @@ def test_a_v2_infer_is_counted_timed_and_logged_as_a_predict(
     assert kinds == [("predict", "half_plus_two")] * 2
     request = logger.records[0][2]
     assert list(request.inputs) == ["x"] and request.model_spec.name == "half_plus_two"
+
+
+def test_a_cors_preflight_to_v2_is_answered_as_v1s(rest: RestClient) -> None:
+    answer = rest.options("/v2/models/mlp/infer", headers={"Origin": "http://example.test"})
+    assert answer.status == 200
+    assert rest.options("/v2/models/mlp/infer").status == 404  # no Origin: no preflight

@@ -59,6 +59,7 @@ _MODEL_METADATA = re.compile(f"/v2/models/{_NAME}{_VERSION}")
 _MODEL_INFER = re.compile(f"/v2/models/{_NAME}{_VERSION}/infer")
 _REPOSITORY_MODEL = re.compile(f"/v2/repository/models/{_NAME}/(load|unload)")
 
+_ORIGIN = re.compile(r"https?://")
 ROUTE_CACHE_SIZE = 4096
 Answer = tuple[int, list[tuple[str, str]], bytes]
 ReadBody = Callable[[], Awaitable[bytes]]
@@ -114,6 +115,8 @@ class OpenInference:
                     return 200, JSON_HEADERS, b"{}"
         elif method == "GET":
             return _json(*self._get(path))
+        elif method == "OPTIONS" and _ORIGIN.match(headers.get("origin") or ""):
+            return 200, JSON_HEADERS, b"{}"  # a CORS preflight, answered as /v1's are
         return _json(404, {"error": f"Not found: {method} {path}"})
 
     def _get(self, path: str) -> tuple[int, Any]:
