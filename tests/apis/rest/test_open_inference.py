@@ -390,3 +390,15 @@ def test_a_cors_preflight_to_v2_is_answered_as_v1s(rest: RestClient) -> None:
     answer = rest.options("/v2/models/mlp/infer", headers={"Origin": "http://example.test"})
     assert answer.status == 200
     assert rest.options("/v2/models/mlp/infer").status == 404  # no Origin: no preflight
+
+
+def test_a_v2_infer_refused_for_its_body_is_counted_by_the_refusals_code(
+    served: FakeCore, metrics: ServerMetrics
+) -> None:
+    client = RestClient(data_plane(served, metrics=metrics), RestOptions(max_body_bytes=20))
+    try:
+        answer = client.post("/v2/models/half_plus_two/infer", {"inputs": [X]})
+    finally:
+        client.close()
+    assert answer.status == 413
+    assert metrics.request_count.value("half_plus_two", "RESOURCE_EXHAUSTED") == 1

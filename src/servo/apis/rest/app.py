@@ -144,6 +144,7 @@ class RestApi:
             timeout=self.options.timeout,
             decode_limits=self.options.decode_limits,
             repository=repository,
+            error_code=error_code,
         )
         self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
         self._routes: dict[str, tuple[str, ModelSpec]] = {}
@@ -218,23 +219,8 @@ class RestApi:
         code = Code.OK
         try:
             return await self._v1(method, path, scope, proto, seen)
-        except ServoError as exc:
-            code = exc.code
-            raise
-        except RequestTooLarge:
-            code = Code.RESOURCE_EXHAUSTED
-            raise
-        except UnsupportedMediaType:
-            code = Code.INVALID_ARGUMENT
-            raise
-        except RequestTimeout:
-            code = Code.DEADLINE_EXCEEDED
-            raise
-        except asyncio.CancelledError:
-            code = Code.CANCELLED
-            raise
-        except Exception:
-            code = Code.INTERNAL
+        except BaseException as exc:
+            code = error_code(exc)
             raise
         finally:
             self.plane.record_request(seen[0], seen[1], "REST", code, started)
@@ -473,6 +459,21 @@ class _JsonExamples:
 
     def log_messages(self, results: ExampleResults[Any], answer: bytes) -> tuple[Any, Any]:
         return self._as_messages(results, self._examples)
+
+
+def error_code(exc: BaseException) -> Code:
+    """The code a failed request is counted by in the request metrics."""
+    if isinstance(exc, ServoError):
+        return exc.code
+    if isinstance(exc, RequestTooLarge):
+        return Code.RESOURCE_EXHAUSTED
+    if isinstance(exc, UnsupportedMediaType):
+        return Code.INVALID_ARGUMENT
+    if isinstance(exc, RequestTimeout):
+        return Code.DEADLINE_EXCEEDED
+    if isinstance(exc, asyncio.CancelledError):
+        return Code.CANCELLED
+    return Code.INTERNAL
 
 
 def _malformed(method: str, path: str) -> ServoError:

@@ -28,7 +28,6 @@ in binary when its request asks for it (`"parameters": {"binary_data": true}`) o
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -76,8 +75,14 @@ class OpenInference:
         timeout: float | None = 30.0,
         decode_limits: DecodeLimits = DEFAULT_LIMITS,
         repository: ModelRepository | None = None,
+        error_code: Callable[[BaseException], Code] = lambda exc: (
+            exc.code if isinstance(exc, ServoError) else Code.INTERNAL
+        ),
     ) -> None:
+        """`error_code(exc)`: the code a failed infer is counted by (the REST app's, which
+        knows its body errors)."""
         self.plane = plane
+        self.error_code = error_code
         self.timeout = timeout
         self.decode_limits = decode_limits
         self.repository = repository
@@ -169,14 +174,8 @@ class OpenInference:
                 header, binary = body[:cut], memoryview(body)[cut:]
             call = _infer_call(_loads(header), binary, self.decode_limits, spec.name)
             return await self.plane.predict(spec, call, self.timeout)
-        except ServoError as exc:
-            code = exc.code
-            raise
-        except asyncio.CancelledError:
-            code = Code.CANCELLED
-            raise
-        except Exception:
-            code = Code.INTERNAL
+        except BaseException as exc:
+            code = self.error_code(exc)
             raise
         finally:
             self.plane.record_request(spec.name, "predict", "REST", code, started)
