@@ -30,6 +30,7 @@ LAYERS: list[list[str]] = [
         "servo.platforms.onnx",
         "servo.platforms.lookup",
         "servo.platforms.python_model",
+        "servo.platforms.pipeline",
     ],
     ["servo.platforms.python_worker"],
     ["servo.platforms.python"],

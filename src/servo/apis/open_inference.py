@@ -94,6 +94,7 @@ PLATFORMS: dict[str, str] = {
     "tflite": "tensorflow_lite",
     "python": "python",
     "lookup": "servo_lookup",
+    "pipeline": "ensemble",  # Triton's name for a model made of models
 }
 
 SIGNATURE_PARAMETER = "signature_name"

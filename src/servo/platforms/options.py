@@ -6,7 +6,7 @@ The server's flags fill them in (`--saved_model_tags`, `--tensorflow_intra_op_pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,3 +22,6 @@ class PlatformOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)  # anything else, by platform
     # the model whose version loads (ModelLoader sets it), for settings made per model
     model_name: str = ""
+    # pipeline: the served models, as requests reach them: (name, version, label) -> a held
+    # ServableHandle (a context manager with `.id` and `.servable`); the server core sets it
+    servables: Callable[[str, int | None, str | None], Any] | None = None

@@ -52,6 +52,7 @@ PLATFORMS: dict[str, PlatformInfo] = {
     "lookup": PlatformInfo(
         "servo.platforms.lookup", None, None, ("vocab.txt", "embeddings.tsv", "lookup.json")
     ),
+    "pipeline": PlatformInfo("servo.platforms.pipeline", None, None, ("pipeline.json",)),
 }
 
 

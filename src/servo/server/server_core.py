@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from servo.core.aspired_versions_manager import (
@@ -131,7 +131,7 @@ class ServerCore:
         grants = options.grants
         self._router = PlatformRouter(
             {},
-            options.platform,
+            replace(options.platform, servables=self.servable_handle),  # for pipelines' steps
             options.load_hooks,
             options.servable_wrappers,
             grants.check_version_path if grants and grants.allowed_model_base_path_roots else None,

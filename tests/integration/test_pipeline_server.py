@@ -1,0 +1,147 @@
+"""A pipeline on a real server: it answers exactly what calling its steps one after the other
+answers, through TFS REST, TFS gRPC (TFS's own client) and v2 REST; and while one step's
+model swaps versions under load, no answer mixes versions within a request."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.support.models import write_python_model
+from tests.support.server import grpc_stubs, model_config, running_server
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+# y = x + its version; `version` says which version answered.
+STEP_MODEL = """
+import os
+import numpy as np
+
+class Model:
+    signatures = {"serving_default": {
+        "inputs": {"x": {"dtype": "float32", "shape": [-1]}},
+        "outputs": {"y": {"dtype": "float32", "shape": [-1]},
+                    "version": {"dtype": "int64", "shape": [-1]}},
+    }}
+
+    def load(self, path):
+        self.version = int(os.path.basename(path))
+
+    def predict(self, inputs, signature_name):
+        x = inputs["x"]
+        return {"y": x + self.version, "version": np.full(x.shape, self.version, np.int64)}
+"""
+# The same model twice: both steps must run one version in one request.
+PIPELINE = {
+    "steps": [
+        {"name": "first", "model": "step", "inputs": {"x": "request.x"}},
+        {"name": "second", "model": "step", "inputs": {"x": "first.y"}},
+    ],
+    "outputs": {
+        "z": "second.y",
+        "first_version": "first.version",
+        "second_version": "second.version",
+    },
+}
+
+
+def _pipeline_dir(base: Path) -> Path:
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "pipeline.json").write_text(json.dumps(PIPELINE))
+    return base
+
+
+def _serve(tmp_path: Path) -> tuple[list[str], Path]:
+    step = write_python_model(tmp_path / "step", STEP_MODEL, version=1)
+    pipe = _pipeline_dir(tmp_path / "pipe")
+    config = tmp_path / "models.config"
+    # The steps first: a pipeline's load checks it against its steps' served versions.
+    config.write_text(model_config([("step", step, "python"), ("pipe", pipe, "pipeline")]))
+    return [f"--model_config_file={config}", "--file_system_poll_wait_seconds=1"], step
+
+
+def test_the_pipeline_answers_as_its_steps_do_through_every_protocol(tmp_path: Path) -> None:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    flags, _ = _serve(tmp_path)
+    with running_server(flags) as server:
+        x = [1.0, 2.5, -4.0]
+        step = f"{server.rest}/v1/models/step:predict"
+        first = httpx.post(step, json={"inputs": {"x": x}}, timeout=30).json()["outputs"]
+        second = httpx.post(step, json={"inputs": {"x": first["y"]}}, timeout=30).json()["outputs"]
+        want = {"z": second["y"], "first_version": [1, 1, 1], "second_version": [1, 1, 1]}
+        # TFS REST
+        v1 = httpx.post(
+            f"{server.rest}/v1/models/pipe:predict", json={"inputs": {"x": x}}, timeout=30
+        )
+        assert v1.json()["outputs"] == want
+        # TFS gRPC, TFS's own client
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "pipe"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array(x, np.float32)))
+        with grpc_stubs(server) as stubs:
+            response = stubs.predictions.Predict(request, timeout=30)
+        got = {k: tf.make_ndarray(v).tolist() for k, v in response.outputs.items()}
+        assert got == want
+        # v2 REST, and its metadata: the pipeline's signature, derived from its steps
+        infer = {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": x}]}
+        v2 = httpx.post(f"{server.rest}/v2/models/pipe/infer", json=infer, timeout=30).json()
+        assert {o["name"]: o["data"] for o in v2["outputs"]} == want
+        metadata = httpx.get(f"{server.rest}/v2/models/pipe", timeout=30).json()
+        assert metadata["platform"] == "ensemble"
+        assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1]}]
+        status = httpx.get(f"{server.rest}/v1/models/pipe/metadata", timeout=30).json()
+        assert set(
+            status["metadata"]["signature_def"]["signature_def"]["serving_default"]["outputs"]
+        ) == set(want)
+        assert server.stop() == 0
+
+
+def test_a_step_swapping_versions_under_load_never_mixes_them_in_a_request(
+    tmp_path: Path,
+) -> None:
+    flags, step = _serve(tmp_path)
+    with running_server(flags) as server:
+        url = f"{server.rest}/v1/models/pipe:predict"
+        answers: list[Any] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(timeout=30) as http:
+                while not stop.is_set():
+                    answer = http.post(url, json={"inputs": {"x": [0.0, 1.0]}})
+                    assert answer.status_code == 200, answer.text
+                    answers.append(answer.json()["outputs"])
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            clients = [pool.submit(client) for _ in range(4)]
+            try:
+                wait_until(lambda: len(answers) >= 20, what="answers from version 1")
+                write_python_model(step, STEP_MODEL, version=2)  # the step's next version
+                wait_until(
+                    lambda: any(a["first_version"][0] == 2 for a in answers[-10:]),
+                    timeout=60,
+                    what="answers from version 2",
+                )
+                seen = len(answers)
+                wait_until(lambda: len(answers) >= seen + 20, what="more answers from version 2")
+            finally:
+                stop.set()
+            for done in clients:
+                done.result()
+        versions = {(a["first_version"][0], a["second_version"][0]) for a in answers}
+        assert versions <= {(1, 1), (2, 2)}, versions  # never (1, 2) or (2, 1)
+        assert versions == {(1, 1), (2, 2)}
+        for a in answers:
+            v = a["first_version"][0]
+            assert a["z"] == [0.0 + 2 * v, 1.0 + 2 * v]
+        assert server.stop() == 0
