@@ -32,6 +32,7 @@ LAYERS: list[list[str]] = [
         "servo.platforms.python_model",
         "servo.platforms.pipeline",
     ],
+    ["servo.platforms.composite"],  # a pipeline over its own parts
     ["servo.platforms.python_worker"],
     ["servo.platforms.python"],
     ["servo.platforms.router"],

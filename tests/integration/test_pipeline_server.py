@@ -1,6 +1,8 @@
-"""A pipeline on a real server: it answers exactly what calling its steps one after the other
-answers, through TFS REST, TFS gRPC (TFS's own client) and v2 REST; and while one step's
-model swaps versions under load, no answer mixes versions within a request."""
+"""Composite models on a real server: a pipeline answers exactly what calling its steps one
+after the other answers, through TFS REST, TFS gRPC (TFS's own client) and v2 REST, and while
+its step's model swaps versions under load no answer mixes versions within a request; a
+composite servable loads and swaps as one (its parts together), and a version whose part
+fails never serves while the one before goes on."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.models import write_python_model
+from tests.support.models import write_composite, write_python_model
 from tests.support.server import grpc_stubs, model_config, running_server
 from tests.support.waiting import wait_until
 
@@ -144,4 +146,59 @@ def test_a_step_swapping_versions_under_load_never_mixes_them_in_a_request(
         for a in answers:
             v = a["first_version"][0]
             assert a["z"] == [0.0 + 2 * v, 1.0 + 2 * v]
+        assert server.stop() == 0
+
+
+def test_a_composite_loads_and_swaps_as_one(tmp_path: Path) -> None:
+    base = write_composite(tmp_path / "c", 1, ["a", "b", "c"], scale=1.0)
+    config = tmp_path / "models.config"
+    config.write_text(model_config([("c", base, "composite")]))
+    scales = {1: 1.0, 2: 10.0}
+    ids = {1: [0, 1, 2], 2: [2, 1, 0]}  # of keys a, b, c
+    flags = [
+        f"--model_config_file={config}",
+        "--file_system_poll_wait_seconds=1",
+        "--max_num_load_retries=0",  # version 3's failure is final at once
+    ]
+    with running_server(flags) as server:
+        url = f"{server.rest}/v1/models/c:predict"
+        answers: list[Any] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(timeout=30) as http:
+                while not stop.is_set():
+                    answer = http.post(url, json={"inputs": {"text": ["a", "b", "c"]}})
+                    assert answer.status_code == 200, answer.text
+                    answers.append(answer.json()["outputs"])
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            clients = [pool.submit(client) for _ in range(3)]
+            try:
+                wait_until(lambda: len(answers) >= 10, what="answers from version 1")
+                write_composite(base, 2, ["c", "b", "a"], scale=10.0)
+                wait_until(
+                    lambda: any(a["version"][0] == 2 for a in answers[-5:]),
+                    timeout=60,
+                    what="answers from version 2",
+                )
+                # A version whose part fails: it never serves, and version 2 goes on.
+                write_composite(base, 3, ["x"], scale=5.0, broken=True)
+                status = f"{server.rest}/v1/models/c/versions/3"
+                wait_until(
+                    lambda: "this part cannot load" in httpx.get(status, timeout=10).text,
+                    timeout=60,
+                    what="version 3's failure",
+                )
+                seen = len(answers)
+                wait_until(lambda: len(answers) >= seen + 10, what="answers after the failure")
+            finally:
+                stop.set()
+            for done in clients:
+                done.result()
+        for a in answers:  # every answer all of one version: its vocabulary and its scale
+            v = a["version"][0]
+            assert a["version"] == [v, v, v] and v in (1, 2), a
+            assert a["ids"] == ids[v] and a["score"] == [i * scales[v] for i in ids[v]], a
+        assert [a["version"][0] for a in answers[-10:]] == [2] * 10
         assert server.stop() == 0

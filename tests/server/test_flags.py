@@ -17,7 +17,10 @@ from servo.cli.flags import build_parser
         ("--rest_api_max_body_bytes=-1", "expected a positive number of bytes, got -1"),
         ("--rest_api_max_body_bytes=0", "expected a positive number of bytes, got 0"),
         ("--total_model_memory_bytes=-5", "expected 0 (unlimited) or more bytes, got -5"),
-        ("--model_platform=bogus", "argument --model_platform: expected one of lookup, onnx"),
+        (
+            "--model_platform=bogus",
+            "argument --model_platform: expected one of composite, lookup, onnx, pipeline",
+        ),
         ("--port=-1", "a port is 0..65535, got -1"),
         ("--file_system_poll_wait_seconds=soon", "expected an integer, got 'soon'"),
     ],

@@ -130,3 +130,60 @@ def write_example_models(out: Path) -> Path:
     only = [arg for name in EXAMPLE_MODELS for arg in ("--only", name)]
     assert example_script().main([str(out), *only]) == 0
     return out
+
+
+# A composite's scoring part: ids -> score = ids * the scale in its directory's scale.txt,
+# and the composite version it belongs to (its version directory's name).
+SCORER_PART = """
+import os
+import numpy as np
+
+class Model:
+    signatures = {"serving_default": {
+        "inputs": {"ids": {"dtype": "int64", "shape": [-1]}},
+        "outputs": {"score": {"dtype": "float32", "shape": [-1]},
+                    "version": {"dtype": "int64", "shape": [-1]}},
+    }}
+
+    def load(self, path):
+        if os.path.exists(os.path.join(path, "broken")):
+            raise RuntimeError("this part cannot load")
+        with open(os.path.join(path, "scale.txt")) as f:
+            self.scale = float(f.read())
+        self.version = int(os.path.basename(os.path.dirname(path)))
+
+    def predict(self, inputs, signature_name):
+        ids = inputs["ids"]
+        return {"score": (ids * self.scale).astype(np.float32),
+                "version": np.full(ids.shape, self.version, np.int64)}
+"""
+COMPOSITE = {
+    "parts": {
+        "vocab": {"platform": "lookup", "path": "vocab"},
+        "scorer": {"platform": "python", "path": "scorer"},
+    },
+    "steps": [
+        {"name": "ids", "part": "vocab", "inputs": {"keys": "request.text"}},
+        {"name": "scores", "part": "scorer", "inputs": {"ids": "ids.ids"}},
+    ],
+    "outputs": {"ids": "ids.ids", "score": "scores.score", "version": "scores.version"},
+}
+
+
+def write_composite(
+    base: Path, version: int, words: list[str], scale: float, *, broken: bool = False
+) -> Path:
+    """`base/<version>/`: a composite of a vocabulary (`words`) feeding the scorer part
+    (`scale`; `broken`: its load fails); returns `base`."""
+    import json
+
+    root = base / str(version)
+    (root / "vocab").mkdir(parents=True)
+    (root / "vocab" / "vocab.txt").write_text("".join(w + "\n" for w in words))
+    (root / "scorer").mkdir()
+    (root / "scorer" / "model.py").write_text(textwrap.dedent(SCORER_PART))
+    (root / "scorer" / "scale.txt").write_text(str(scale))
+    if broken:
+        (root / "scorer" / "broken").write_text("")
+    (root / "composite.json").write_text(json.dumps(COMPOSITE))
+    return base

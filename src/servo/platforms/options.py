@@ -25,3 +25,6 @@ class PlatformOptions:
     # pipeline: the served models, as requests reach them: (name, version, label) -> a held
     # ServableHandle (a context manager with `.id` and `.servable`); the server core sets it
     servables: Callable[[str, int | None, str | None], Any] | None = None
+    # composite: loads a part, (platform, path, options) -> its ModelServable, as the router
+    # loads any version directory; the router sets it
+    load_platform: Callable[[str, str, PlatformOptions], Any] | None = None

@@ -88,6 +88,7 @@ class Step:
     label: str | None
     signature: str
     inputs: Mapping[str, Ref]
+    kind: str = "model"  # what `model` names: a served model, or a composite's part
 
     def describe(self) -> str:
         which = (
@@ -97,7 +98,7 @@ class Step:
             if self.label
             else ""
         )
-        return f"Pipeline step '{self.name}' (model {self.model}{which})"
+        return f"Pipeline step '{self.name}' ({self.kind} {self.model}{which})"
 
 
 # -- pipeline.json ---------------------------------------------------------------------------------
@@ -117,19 +118,23 @@ def _ref(path: str, where: str, text: Any) -> Ref:
     return Ref(step, alias)
 
 
-def read_pipeline(path: str) -> tuple[list[Step], dict[str, Ref] | None]:
-    """The steps (in the file's order) and the outputs of `path`/pipeline.json."""
-    file = os.path.join(path, PIPELINE_FILE)
+def read_pipeline(
+    path: str, file_name: str = PIPELINE_FILE, model_field: str = "model", extra: Any = ()
+) -> tuple[list[Step], dict[str, Ref] | None, dict[str, Any]]:
+    """The steps (in the file's order), the outputs and the whole document of
+    `path`/`file_name`; a step names what it runs in `model_field` ("part" in a composite's
+    file, whose other top-level fields are `extra`)."""
+    file = os.path.join(path, file_name)
     try:
         with open(file, encoding="utf-8") as f:
             doc = json.load(f)
     except FileNotFoundError:
-        raise ServoError(Code.NOT_FOUND, f"No {PIPELINE_FILE} in {path}") from None
+        raise ServoError(Code.NOT_FOUND, f"No {file_name} in {path}") from None
     except (OSError, ValueError) as exc:
         raise _bad(file, f"not a JSON file: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("steps"), list) or not doc["steps"]:
         raise _bad(file, 'expected {"steps": [...], "outputs": {...}} with at least one step')
-    unknown = sorted(set(doc) - {"steps", "outputs"})
+    unknown = sorted(set(doc) - {"steps", "outputs", *extra})
     if unknown:
         raise _bad(file, f"unknown field(s) {', '.join(unknown)}")
     steps: list[Step] = []
@@ -138,10 +143,13 @@ def read_pipeline(path: str) -> tuple[list[Step], dict[str, Ref] | None]:
         where = f"step {index}"
         if not isinstance(entry, dict):
             raise _bad(file, f"{where} is not an object")
-        extra = sorted(set(entry) - _STEP_FIELDS)
-        if extra:
-            raise _bad(file, f"{where}: unknown field(s) {', '.join(extra)}")
-        name, model = entry.get("name"), entry.get("model")
+        fields = _STEP_FIELDS - {"model"} | {model_field}
+        if model_field != "model":
+            fields -= {"version", "label"}  # a part has the composite's one version
+        unknown_fields = sorted(set(entry) - fields)
+        if unknown_fields:
+            raise _bad(file, f"{where}: unknown field(s) {', '.join(unknown_fields)}")
+        name, model = entry.get("name"), entry.get(model_field)
         if not isinstance(name, str) or not name or "." in name or name == REQUEST:
             raise _bad(file, f"{where}: a name is any text without a dot but {REQUEST!r}")
         where = f"step '{name}'"
@@ -164,13 +172,13 @@ def read_pipeline(path: str) -> tuple[list[Step], dict[str, Ref] | None]:
         if not isinstance(inputs, dict) or not inputs:
             raise _bad(file, f'{where}: "inputs" must map its input aliases to references')
         refs = {alias: _ref(file, f"{where} input {alias!r}", r) for alias, r in inputs.items()}
-        steps.append(Step(name, model, version, label, signature, refs))
+        steps.append(Step(name, model, version, label, signature, refs, model_field))
     outputs = doc.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, dict) or not outputs:
             raise _bad(file, '"outputs" must map output aliases to references')
-        return steps, {a: _ref(file, f"output {a!r}", r) for a, r in outputs.items()}
-    return steps, None
+        return steps, {a: _ref(file, f"output {a!r}", r) for a, r in outputs.items()}, doc
+    return steps, None, doc
 
 
 def _in_order(steps: Sequence[Step]) -> list[Step]:
@@ -296,7 +304,8 @@ def _derive(
 def _step_error(step: Step, version: int | None, exc: ServoError) -> ServoError:
     which = f" version {version}" if version is not None else ""
     return ServoError(
-        exc.code, f"Pipeline step '{step.name}' (model {step.model}{which}): {exc.message}"
+        exc.code,
+        f"Pipeline step '{step.name}' ({step.kind} {step.model}{which}): {exc.message}",
     )
 
 
@@ -310,18 +319,11 @@ class PipelineServable(ModelServable):
     may_run_inline = False  # its steps may block (batch queues, workers)
     takes_deadline = True  # the request's deadline reaches the steps' calls
 
-    def __init__(
-        self,
-        path: str,
-        steps: Sequence[Step],
-        step_signatures: Mapping[str, Signature],
-        signature: Signature,
-        outputs: Mapping[str, Ref],
-        servables: Any,
-    ) -> None:
+    def __init__(self, path: str, checked: Checked, servables: Any) -> None:
+        steps, outputs, signature = checked.steps, checked.outputs, checked.signature
         self.path = path
         self.steps = tuple(steps)
-        self._step_signatures = dict(step_signatures)
+        self._step_signatures = dict(checked.step_signatures)
         self._signatures = {signature.name: signature}
         self._outputs = dict(outputs)
         self._servables = servables
@@ -401,14 +403,30 @@ class PipelineServable(ModelServable):
 def load(path: str, options: PlatformOptions) -> PipelineServable:
     """Reads `path`/pipeline.json and checks it against the steps' models as they are served
     now (see the module docstring)."""
-    steps, outputs = read_pipeline(path)
-    ordered = _in_order(steps)
+    steps, outputs, _ = read_pipeline(path)
     servables = options.servables
     if servables is None:
         raise ServoError(
             Code.FAILED_PRECONDITION,
             f"The pipeline at {path} needs a server's models to run (no server core given)",
         )
+    return PipelineServable(path, check(steps, outputs, servables), servables)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A pipeline checked against its steps' signatures: the steps in the order they run,
+    each one's signature, the pipeline's signature and its outputs' references."""
+
+    steps: tuple[Step, ...]
+    step_signatures: Mapping[str, Signature]
+    signature: Signature
+    outputs: Mapping[str, Ref]
+
+
+def check(steps: Sequence[Step], outputs: Mapping[str, Ref] | None, servables: Any) -> Checked:
+    """`steps` checked against what `servables` serves now (see the module docstring)."""
+    ordered = _in_order(steps)
     signatures: dict[str, Signature] = {}
     for step in ordered:
         try:
@@ -430,4 +448,4 @@ def load(path: str, options: PlatformOptions) -> PipelineServable:
                 )
         signatures[step.name] = signature
     signature, refs = _derive(ordered, signatures, outputs)
-    return PipelineServable(path, ordered, signatures, signature, refs, servables)
+    return Checked(tuple(ordered), signatures, signature, refs)

@@ -53,6 +53,7 @@ PLATFORMS: dict[str, PlatformInfo] = {
         "servo.platforms.lookup", None, None, ("vocab.txt", "embeddings.tsv", "lookup.json")
     ),
     "pipeline": PlatformInfo("servo.platforms.pipeline", None, None, ("pipeline.json",)),
+    "composite": PlatformInfo("servo.platforms.composite", None, None, ("composite.json",)),
 }
 
 
@@ -80,6 +81,12 @@ def import_platform(platform: str) -> ModuleType:
                 f"pip install 'servo[{info.extra}]'",
             ) from exc
         raise
+
+
+def load_platform(platform: str, path: str, options: PlatformOptions) -> ModelServable:
+    """A directory loaded by `platform` (a composite's part, as any version directory)."""
+    servable: ModelServable = import_platform(platform).load(path, options)
+    return servable
 
 
 def detect_platform(version_dir: str) -> str | None:
@@ -158,7 +165,7 @@ class ModelLoader(Loader):
         module = import_platform(self.platform)
         if not os.path.isdir(self.path):
             raise ServoError(Code.NOT_FOUND, f"Version directory {self.path} does not exist")
-        options = replace(self.options, model_name=self.id.name)
+        options = replace(self.options, model_name=self.id.name, load_platform=load_platform)
         servable: ModelServable = module.load(self.path, options)
         try:
             for wrap in self._wrappers:

@@ -34,7 +34,8 @@ from servo.core.status import Code, ServoError
 from servo.protos import model_server_config_pb2
 from servo.server.config import ModelServerConfig, model_platform
 
-CODE_PLATFORMS = frozenset({"python"})  # platforms whose models run their directory's code
+# Platforms whose models run their directory's code (a composite may have python parts).
+CODE_PLATFORMS = frozenset({"python", "composite"})
 
 
 def parse_roots(text: str) -> tuple[str, ...]:
