@@ -282,3 +282,21 @@ def test_steps_of_one_model_run_one_version_even_when_it_swaps_between_them(
     assert (out["a"].tolist(), out["b"].tolist()) == ([2], [2])  # both version 1
     assert taken == ["lengths"]
     core.assert_released()
+
+
+def test_a_step_whose_new_version_keeps_the_interface_is_run(
+    core: FakeCore, tmp_path: Path
+) -> None:
+    """Another version whose signature differs only in the model's inner tensor names."""
+    served = _load(core, _write(tmp_path, PIPELINE))
+    renamed = Signature(
+        "serving_default",
+        {"keys": TensorSpec(S, (-1,), "keys_1:0")},
+        {"ids": TensorSpec(I64, (-1,), "ids_1:0")},
+    )
+    core.add("lengths", Servable([renamed], _lengths(offset=5)._run), version=2)
+    out = served.run(
+        served.signatures["serving_default"],
+        {"text": np.array([b"ab"], dtype=object), "w": np.ones(1, np.float32)},
+    )
+    assert out["ids"].tolist() == [7]

@@ -301,8 +301,19 @@ def _derive(
     return signature, dict(outputs)
 
 
+def _interface(signature: Signature) -> tuple[Any, Any]:
+    """What a pipeline relies on in a step's signature: its inputs' and outputs' aliases,
+    dtypes and shapes (not the model's inner tensor names)."""
+
+    def specs(tensors: Mapping[str, TensorSpec]) -> Any:
+        return {alias: (base(t.dtype), t.shape) for alias, t in tensors.items()}
+
+    return specs(signature.inputs), specs(signature.outputs)
+
+
 def _step_error(step: Step, version: int | None, exc: ServoError) -> ServoError:
-    which = f" version {version}" if version is not None else ""
+    # A composite's part has its composite's version: none of its own to name.
+    which = f" version {version}" if version is not None and step.kind == "model" else ""
     return ServoError(
         exc.code,
         f"Pipeline step '{step.name}' ({step.kind} {step.model}{which}): {exc.message}",
@@ -376,7 +387,9 @@ class PipelineServable(ModelServable):
                 servable = handle.servable
                 checked = self._step_signatures[step.name]
                 current = servable.signatures.get(step.signature)
-                if current != checked:
+                if current is not checked and (
+                    current is None or _interface(current) != _interface(checked)
+                ):
                     raise _step_error(
                         step,
                         handle.id.version,
