@@ -400,9 +400,7 @@ def from_json(
         raise _not_nested(name, "numbers") from None
     if read.size != count:
         raise _count_error(name, shape, count, read.size, "data")
-    kinds = _JSON_KINDS.get(datatype)
-    if kinds is None:
-        raise invalid(f"Input '{name}': datatype {datatype} travels as binary data only")
+    kinds = _JSON_KINDS[datatype]  # every datatype's (BYTES is read above)
     if dtype.kind in "iu" and read.dtype.kind in "fO" and read.size:
         # numpy reads integers from both halves of uint64's range ([0, 2**63]) as float64, and
         # integers past it as objects: as Python's ints they keep their values, and are
