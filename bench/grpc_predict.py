@@ -41,8 +41,8 @@ def request_bytes() -> bytes:
     sys.path.insert(0, str(REPO / "src"))
     import numpy as np
 
-    from servo.apis.tensor_codec import from_ndarray
     from servo.protos import predict_pb2
+    from servo.tensor_codec import from_ndarray
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mlp"
@@ -58,8 +58,8 @@ async def bare_server(model: str, port: int) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from servo.apis.tensor_codec import from_ndarray, to_ndarray
     from servo.protos import predict_pb2
+    from servo.tensor_codec import from_ndarray, to_ndarray
 
     # The session options servo uses by default (ONNX Runtime's own defaults).
     options = ort.SessionOptions()

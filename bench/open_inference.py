@@ -113,8 +113,8 @@ def v2_binary_body(rows: Rows) -> tuple[bytes, dict[str, str]]:
 def tfs_grpc_request(rows: Rows) -> bytes:
     import numpy as np
 
-    from servo.apis.tensor_codec import from_ndarray
     from servo.protos import predict_pb2
+    from servo.tensor_codec import from_ndarray
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mlp"
@@ -185,8 +185,8 @@ def ask(servo: Servo, way: str, rows: Rows) -> Any:
     import grpc
     import numpy as np
 
-    from servo.apis.tensor_codec import to_ndarray
     from servo.protos import open_inference_pb2, predict_pb2
+    from servo.tensor_codec import to_ndarray
 
     if way in GRPC_WAYS:
         method, build = GRPC_WAYS[way]

@@ -22,6 +22,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[list[str]] = [
     ["servo.core.status"],  # error codes: what every layer raises
     ["servo.protos", "servo.dtypes", "servo.util"],
+    ["servo.decoded_size"],
+    ["servo.tensor_codec"],  # TensorProto <-> numpy: the APIs' and a remote shard's codec
     ["servo.core"],
     ["servo.sources", "servo.metrics", "servo.platforms.options", "servo.platforms.servable"],
     [
@@ -38,8 +40,7 @@ LAYERS: list[list[str]] = [
     ["servo.platforms.router"],
     ["servo.batching"],
     ["servo.server"],
-    ["servo.apis.decoded_size"],
-    ["servo.apis.tensor_codec", "servo.apis.request_checks", "servo.apis.runner"],
+    ["servo.apis.request_checks", "servo.apis.runner"],
     ["servo.apis.data_plane"],
     ["servo.apis.messages"],
     ["servo.apis.open_inference"],

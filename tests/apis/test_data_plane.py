@@ -15,7 +15,6 @@ import pytest
 
 from servo.apis import messages
 from servo.apis.data_plane import ModelSpec
-from servo.apis.tensor_codec import from_ndarray, to_ndarray
 from servo.core.status import Code
 from servo.dtypes import DataType
 from servo.metrics import ServerMetrics
@@ -25,6 +24,7 @@ from servo.protos import (
     example_pb2,
     prediction_log_pb2,
 )
+from servo.tensor_codec import from_ndarray, to_ndarray
 from tests.support.inprocess import FakeCore, GrpcClient, RecordingLogger, RestClient, data_plane
 from tests.support.requests import classify_request, predict_request, regress_request
 from tests.support.servables import Gate, Servable, echo, half_plus_two

@@ -38,7 +38,6 @@ from hypothesis import strategies as st
 from servo.apis.grpc.service import MODEL_SERVICE, PREDICTION_SERVICE, Services, server_options
 from servo.apis.rest.app import RestOptions
 from servo.apis.rest.json_codec import http_status
-from servo.apis.tensor_codec import from_ndarray
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, to_numpy
 from servo.platforms.servable import ModelServable, Signature, TensorSpec
@@ -51,6 +50,7 @@ from servo.protos import (
     predict_pb2,
     regression_pb2,
 )
+from servo.tensor_codec import from_ndarray
 from tests.support.catalog import ServedModel, load_into, pick
 from tests.support.inprocess import FakeCore, RestClient, data_plane
 

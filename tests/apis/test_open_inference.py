@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from servo.apis.data_plane import ModelSpec, Prediction
-from servo.apis.decoded_size import STRING_ELEMENT_BYTES, DecodeBudget, DecodeLimits
 from servo.apis.open_inference import (
     CONTENTS_FIELDS,
     DATATYPES,
@@ -45,6 +44,7 @@ from servo.apis.open_inference import (
 )
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
+from servo.decoded_size import STRING_ELEMENT_BYTES, DecodeBudget, DecodeLimits
 from servo.dtypes import DataType
 from servo.platforms.servable import Signature, TensorSpec
 from servo.protos.open_inference_pb2 import InferTensorContents

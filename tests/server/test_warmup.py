@@ -371,7 +371,7 @@ def test_a_request_the_model_rejects_fails_the_load_in_its_words(tmp_path: Path)
 def test_warmup_requests_are_held_to_the_servers_decoded_size_limits(tmp_path: Path) -> None:
     """The server's --max_decoded_bytes_* reach the replay: a record within the server's
     limits loads however they compare with the defaults, one over them fails the load."""
-    from servo.apis.decoded_size import DecodeLimits
+    from servo.decoded_size import DecodeLimits
 
     version = python_version(tmp_path, [predict(1)])
     for limits, fails in ((DecodeLimits(4, 4), False), (DecodeLimits(2, 2), True)):

@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 import grpc
 
 from servo.apis.data_plane import DataPlane, RequestLogger
-from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.apis.grpc import open_inference as v2_grpc
 from servo.apis.grpc.service import MODEL_SERVICE, PREDICTION_SERVICE, Services
 from servo.apis.rest.app import RestApi, RestOptions
@@ -40,6 +39,7 @@ from servo.core.servable_id import ServableId
 from servo.core.servable_request import ServableRequest
 from servo.core.servable_state import ManagerState
 from servo.core.status import OK, Code, ServoError, Status
+from servo.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.metrics import ServerMetrics
 from servo.platforms.servable import ModelServable
 from servo.protos import (

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from servo.apis.tensor_codec import from_ndarray
 from servo.protos import (
     classification_pb2,
     example_pb2,
@@ -30,6 +29,7 @@ from servo.protos import (
     regression_pb2,
     tensor_pb2,
 )
+from servo.tensor_codec import from_ndarray
 
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from servo.apis import data_plane, tensor_codec
+from servo import tensor_codec
+from servo.apis import data_plane
 from servo.apis.data_plane import (
     ExampleResults,
     InferenceTask,
@@ -30,9 +31,9 @@ from servo.apis.data_plane import (
     MultiInferenceResults,
     Prediction,
 )
-from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeBudget, DecodeLimits, check_examples
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
+from servo.decoded_size import DEFAULT_LIMITS, DecodeBudget, DecodeLimits, check_examples
 from servo.platforms import servable as model
 from servo.platforms.servable import ModelServable, Signature
 from servo.protos import (

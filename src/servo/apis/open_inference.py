@@ -30,9 +30,9 @@ import numpy as np
 
 from servo.apis import messages
 from servo.apis.data_plane import ModelSpec, Prediction
-from servo.apis.decoded_size import STRING_ELEMENT_BYTES, DecodeBudget
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError
+from servo.decoded_size import STRING_ELEMENT_BYTES, DecodeBudget
 from servo.dtypes import DataType, base
 from servo.platforms.servable import DEFAULT_SIGNATURE, Signature
 

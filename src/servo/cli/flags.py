@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from servo.apis.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
+from servo.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
 from servo.platforms.python import ISOLATIONS, THREAD
 from servo.platforms.router import PLATFORMS
 from servo.server.model_management import parse_roots

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from servo import __version__
 from servo.apis.data_plane import DataPlane
-from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest.app import RestApi, RestOptions
 from servo.apis.runner import Runner
 from servo.cli.connections import ConnectionCaps, connection_caps, grpc_arguments
@@ -36,6 +35,7 @@ from servo.core.aspired_versions_manager import AspiredVersionsManagerOptions
 from servo.core.loader import ResourceAllocation
 from servo.core.resource_tracker import ResourceTracker
 from servo.core.status import ServoError
+from servo.decoded_size import DecodeLimits
 from servo.metrics import ServerMetrics
 from servo.platforms import python, python_worker
 from servo.platforms.options import PlatformOptions

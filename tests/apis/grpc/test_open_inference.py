@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from servo.apis import tensor_codec
+from servo import tensor_codec
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, Status
 from servo.protos import open_inference_pb2 as pb

@@ -27,7 +27,6 @@ from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2 as tfs_metadata_pb2
 
-from servo.apis.decoded_size import DecodeLimits
 from servo.apis.grpc.service import (
     MODEL_SERVICE,
     PREDICTION_SERVICE,
@@ -37,9 +36,9 @@ from servo.apis.grpc.service import (
     max_receive_bytes,
     server_options,
 )
-from servo.apis.tensor_codec import to_ndarray
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError, Status
+from servo.decoded_size import DecodeLimits
 from servo.dtypes import DataType
 from servo.metrics import ServerMetrics
 from servo.platforms.servable import REGRESS_METHOD, Signature, TensorSpec
@@ -54,6 +53,7 @@ from servo.protos import (
     regression_pb2,
 )
 from servo.server.model_management import ModelManagementGrants
+from servo.tensor_codec import to_ndarray
 from tests.support.inprocess import RPCS, Aborted, FakeCore, GrpcClient, data_plane
 from tests.support.requests import (
     CLASSIFY,

@@ -23,10 +23,10 @@ import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest.app import DRAIN_BYTES, OPENAPI_FILE, OPENAPI_PATH, RestOptions
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError, Status
+from servo.decoded_size import DecodeLimits
 from servo.metrics import ServerMetrics
 from tests.support.inprocess import FakeCore, RestAnswer, RestClient, data_plane
 from tests.support.servables import Gate, raising

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest import json_codec as jc
 from servo.core.status import Code, ServoError
+from servo.decoded_size import DecodeLimits
 from servo.dtypes import DataType
 from servo.platforms.servable import Classification, Signature, TensorSpec
 

@@ -12,9 +12,9 @@ import hypothesis.strategies as st
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 
-from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest import json_codec as jc
 from servo.core.status import Code, ServoError
+from servo.decoded_size import DecodeLimits
 from servo.dtypes import DataType, to_numpy
 from servo.platforms.servable import Signature, TensorSpec
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import servo
-from servo.apis.decoded_size import DecodeLimits
 from servo.apis.rest.app import RestOptions
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, Status
+from servo.decoded_size import DecodeLimits
 from servo.metrics import ServerMetrics
 from tests.support.inprocess import FakeCore, RecordingLogger, RestClient, data_plane
 

@@ -24,9 +24,9 @@ import grpc
 import servo
 from servo.apis import open_inference as v2
 from servo.apis.data_plane import DataPlane, Prediction
-from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.apis.grpc.service import MalformedLog, call_rpc, unary_service
 from servo.core.status import Code, ServoError
+from servo.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.protos import open_inference_pb2 as pb
 
 if TYPE_CHECKING:

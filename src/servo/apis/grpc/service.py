@@ -35,8 +35,8 @@ from google.protobuf.message import DecodeError
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ModelSpec
-from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.core.status import Code, ServoError
+from servo.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.protos import (
     classification_pb2,
     get_model_metadata_pb2,

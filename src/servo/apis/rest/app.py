@@ -41,11 +41,11 @@ from google.protobuf.message import Message
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
-from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.apis.rest import json_codec, open_inference
 from servo.apis.rest.read_watch import ReadTimeout, ReadWatch
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
+from servo.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.platforms import servable as model
 from servo.platforms.servable import ModelServable
 

@@ -19,7 +19,7 @@ The common case, numbers of the right kind in a rectangular nested list, becomes
 one numpy call after one pass over the leaves' Python types; anything else takes the
 validating path, which walks the value the way TFS does and raises TFS's error.
 
-Decoded sizes (servo.apis.decoded_size) are taken from the request's budget before a tensor
+Decoded sizes (servo.decoded_size) are taken from the request's budget before a tensor
 is built, from the shape TFS's rules give it (the first element's length at each level: every
 tensor that decodes has it); a string tensor's bytes are added once they are encoded (they
 cannot outgrow the body they came in), and examples are checked before their context is
@@ -57,18 +57,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servo.apis.decoded_size import (
+from servo.apis.rest import _base64, _rapidjson
+from servo.apis.rest._rapidjson import debug_string as _debug
+from servo.apis.rest._rapidjson import json_type as _json_type
+from servo.core.status import Code, ServoError
+from servo.decoded_size import (
     DEFAULT_LIMITS,
     REFERENCE_BYTES,
     STRING_ELEMENT_BYTES,
     DecodeBudget,
     DecodeLimits,
 )
-from servo.apis.decoded_size import check_examples as _check_examples
-from servo.apis.rest import _base64, _rapidjson
-from servo.apis.rest._rapidjson import debug_string as _debug
-from servo.apis.rest._rapidjson import json_type as _json_type
-from servo.core.status import Code, ServoError
+from servo.decoded_size import check_examples as _check_examples
 from servo.dtypes import STRING_DTYPE, DataType, base, from_numpy, to_numpy
 from servo.platforms.servable import DEFAULT_SIGNATURE, Classification, Signature, TensorSpec
 from servo.protos import example_pb2

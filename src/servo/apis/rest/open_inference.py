@@ -38,8 +38,8 @@ import orjson
 import servo
 from servo.apis import open_inference as v2
 from servo.apis.data_plane import ModelSpec, Prediction
-from servo.apis.decoded_size import DEFAULT_LIMITS, DecodeLimits
 from servo.core.status import Code, ServoError
+from servo.decoded_size import DEFAULT_LIMITS, DecodeLimits
 
 if TYPE_CHECKING:
     from servo.apis.data_plane import DataPlane

@@ -11,7 +11,7 @@ since that is what clients meet:
 * a shape must have a known rank and no negative dimension.
 
 Every size is checked against the shape before anything is allocated, and what the tensor
-takes once decoded against the request's `DecodeBudget` (servo.apis.decoded_size), so a small
+takes once decoded against the request's `DecodeBudget` (servo.decoded_size), so a small
 request cannot make the server allocate a huge array. Encoding uses `tensor_content` for numbers
 (one memory copy) and `string_val` for strings, like `tf.make_tensor_proto`.
 """
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from servo import dtypes
-from servo.apis.decoded_size import STRING_ELEMENT_BYTES, DecodeBudget
 from servo.core.status import Code, ServoError
+from servo.decoded_size import STRING_ELEMENT_BYTES, DecodeBudget
 from servo.dtypes import DataType
 from servo.protos import types_pb2
 from servo.protos.tensor_pb2 import TensorProto

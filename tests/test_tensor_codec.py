@@ -21,18 +21,18 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from servo import dtypes
-from servo.apis.decoded_size import (
+from servo.core.status import Code, ServoError
+from servo.decoded_size import (
     DEFAULT_MAX_TENSOR_BYTES,
     STRING_ELEMENT_BYTES,
     DecodeBudget,
     DecodeLimits,
 )
-from servo.apis.tensor_codec import from_ndarray, to_ndarray
-from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.protos.predict_pb2 import PredictResponse
 from servo.protos.tensor_pb2 import TensorProto
 from servo.protos.tensor_shape_pb2 import TensorShapeProto
+from servo.tensor_codec import from_ndarray, to_ndarray
 
 SUPPORTED = [
     DataType.DT_FLOAT,
@@ -349,7 +349,7 @@ def test_huge_shape_with_typed_values_is_refused_without_allocating(values: list
     assert peak < 1 << 20
 
 
-# Decoded size limits (servo.apis.decoded_size) ---------------------------------------------
+# Decoded size limits (servo.decoded_size) ---------------------------------------------
 
 
 def budget(tensor: int, request: int = 2**62) -> DecodeBudget:
