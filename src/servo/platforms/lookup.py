@@ -1,6 +1,7 @@
 """The lookup platform: vocabulary and embedding tables read from a version directory.
 
-A version directory holds one table file, and optionally `lookup.json` with settings:
+A version directory holds one table, as a text file or in servo's binary format, and
+optionally `lookup.json` with settings:
 
 - `vocab.txt`: one key per line (UTF-8; the line's trailing newline is not part of the key).
   A key's id is its line number, from 0. Signatures:
@@ -13,8 +14,19 @@ A version directory holds one table file, and optionally `lookup.json` with sett
     `serving_default` keys (DT_STRING, any shape) -> values (DT_FLOAT, shape + [D]); unknown
     keys map to `default_value`: a number that fills the row (default 0.0) or a list of D
     numbers.
+- `table.json` and its arrays: either kind in the binary format (`servo.platforms.table_file`),
+  memory-mapped instead of read; the same signatures and settings. A binary vocabulary stores
+  each key's id.
 
 A key listed twice is an error (as in TensorFlow's text-file tables), reported with its line.
+
+A shard of a table (`servo.platforms.sharding`) says so in its settings, `"shard": {"index":
+i, "count": n}`: every key it holds must belong to shard i of n by the documented hash, or the
+load fails naming the first key that does not, and it has one more signature, `shard`: keys ->
+the table's output and `shard` (DT_INT64 [2]: i, n), which the `sharded` platform's front
+calls so that every answer says which shard it comes from. A vocabulary's shard must be in the
+binary format, which keeps the ids the whole table gives its keys (in a text shard, the line
+numbers would be the shard's own).
 
 `run` checks a call as ModelServable's contract says (`servable.check_inputs`): the table's own
 signature, its one input as an array of its dtype (keys: bytes or str), no other input, and
@@ -23,6 +35,7 @@ output aliases of that signature.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -43,6 +56,8 @@ from servo.platforms.servable import (
     unknown_signature,
     unloaded,
 )
+from servo.platforms.sharding import SHARD_OUTPUT, SHARD_SIGNATURE, Shard, read_shard, shard_of
+from servo.platforms.table_file import HEADER_FILE, BinaryTable, open_table
 
 VOCAB_FILE = "vocab.txt"
 EMBEDDINGS_FILE = "embeddings.tsv"
@@ -54,7 +69,7 @@ def _bad(path: str, message: str) -> ServoError:
     return ServoError(Code.INVALID_ARGUMENT, f"{path}: {message}")
 
 
-def _read_settings(path: str) -> dict[str, Any]:
+def read_settings(path: str) -> dict[str, Any]:
     settings_path = os.path.join(path, SETTINGS_FILE)
     if not os.path.exists(settings_path):
         return {}
@@ -73,30 +88,96 @@ def _as_key_list(keys: np.ndarray) -> list[Any]:
     return [k.encode() if isinstance(k, str) else k for k in flat]
 
 
+class _TextIndex:
+    """A text table's keys: a dict from key to row."""
+
+    def __init__(self, keys: list[bytes], rows: dict[bytes, int]) -> None:
+        self._keys = keys
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def rows(self, keys: Sequence[bytes]) -> np.ndarray:
+        get = self._rows.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.intp, count=len(keys))
+
+    def key(self, row: int) -> bytes:
+        return self._keys[row]
+
+    def all_keys(self) -> list[bytes]:
+        return self._keys
+
+    def shards(self, count: int) -> np.ndarray:
+        return shard_of(self._keys, count)
+
+    def close(self) -> None:
+        pass
+
+
+class _BinaryIndex:
+    """A binary table's keys, looked up in its memory-mapped arrays."""
+
+    def __init__(self, table: BinaryTable) -> None:
+        self._table = table
+        self.rows = table.rows
+        self.key = table.key
+        self.all_keys = table.all_keys
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def shards(self, count: int) -> np.ndarray:
+        return (self._table.hashes % np.uint64(count)).astype(np.intp)
+
+    def close(self) -> None:
+        self._table.close()
+
+
+_Index = _TextIndex | _BinaryIndex
+
+
 class _Table(ModelServable):
-    """What both tables share: their path and signatures, the checks of a call, and close.
+    """What both tables share: their keys, signatures, shard, the checks of a call, and close.
 
     Thread-safety: immutable after load; `run` may be called from any thread.
     """
 
     platform = "lookup"
+    output = ""  # the alias of what a key maps to
 
-    def __init__(self, path: str, signatures: dict[str, Signature]) -> None:
+    def __init__(
+        self,
+        path: str,
+        index: _Index,
+        signatures: dict[str, Signature],
+        shard: Shard | None,
+    ) -> None:
         self.path = path
+        self._index = index
+        self.shard = shard
+        if shard is not None:
+            lookup = signatures[DEFAULT_SIGNATURE]
+            outputs = dict(lookup.outputs)
+            outputs[SHARD_OUTPUT] = TensorSpec(DataType.DT_INT64, (2,), SHARD_OUTPUT)
+            signatures[SHARD_SIGNATURE] = Signature(SHARD_SIGNATURE, lookup.inputs, outputs)
+            self._shard_array = np.array([shard.index, shard.count], dtype=np.int64)
         self._signatures = signatures
         self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._index)
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
         return self._signatures
 
-    def _checked(
+    def run(
         self,
         signature: Signature,
         inputs: Mapping[str, np.ndarray],
-        output_names: Sequence[str] | None,
-    ) -> Signature:
-        """The table's own signature of `signature`'s name, once the call fits it."""
+        output_names: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
         if self._closed:
             raise unloaded(f"Lookup table {self.path}")
         own = self._signatures.get(signature.name)
@@ -104,23 +185,49 @@ class _Table(ModelServable):
             raise unknown_signature(signature.name)
         check_inputs(own, inputs)
         check_outputs(own, output_names)
-        return own
+        if own.name == REVERSE_SIGNATURE:
+            return {"keys": self._keys_of(inputs["ids"])}
+        keys = inputs["keys"]
+        found = self._lookup(self._index.rows(_as_key_list(keys)))
+        answer = {self.output: found.reshape(keys.shape + found.shape[1:])}
+        if own.name == SHARD_SIGNATURE:
+            answer[SHARD_OUTPUT] = self._shard_array
+        return {name: answer[name] for name in output_names} if output_names else answer
+
+    def _lookup(self, rows: np.ndarray) -> np.ndarray:
+        """The values of `rows` (-1: a key the table lacks), one per row."""
+        raise NotImplementedError
+
+    def contents(self) -> tuple[list[bytes], np.ndarray]:
+        """Every key and its value (id or vector), in the table's row order."""
+        raise NotImplementedError
+
+    def _keys_of(self, ids: np.ndarray) -> np.ndarray:
+        raise unknown_signature(REVERSE_SIGNATURE)
 
     def close(self) -> None:
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._index.close()
 
 
 class VocabTable(_Table):
-    """A vocabulary: key -> id (its line), and id -> key."""
+    """A vocabulary: key -> id, and id -> key."""
+
+    output = "ids"
 
     def __init__(
-        self, path: str, keys: list[bytes], default_value: int, default_key: bytes
+        self,
+        path: str,
+        index: _Index,
+        ids: np.ndarray,
+        default_value: int,
+        default_key: bytes,
+        shard: Shard | None = None,
     ) -> None:
-        self._ids = {k: i for i, k in enumerate(keys)}
-        self._keys = np.empty(len(keys) + 1, dtype=object)
-        self._keys[: len(keys)] = keys
-        self._keys[len(keys)] = default_key
+        self._ids = ids
         self._default_value = default_value
+        self._default_key = default_key
         signatures = {
             DEFAULT_SIGNATURE: Signature(
                 DEFAULT_SIGNATURE,
@@ -133,63 +240,69 @@ class VocabTable(_Table):
                 {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
             ),
         }
-        super().__init__(path, signatures)
+        super().__init__(path, index, signatures, shard)
 
-    def __len__(self) -> int:
-        return len(self._ids)
+    def contents(self) -> tuple[list[bytes], np.ndarray]:
+        return self._index.all_keys(), np.asarray(self._ids)
 
-    def run(
-        self,
-        signature: Signature,
-        inputs: Mapping[str, np.ndarray],
-        output_names: Sequence[str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        signature = self._checked(signature, inputs, output_names)
-        if signature.name == REVERSE_SIGNATURE:
-            ids = inputs["ids"]
-            index = np.where((ids >= 0) & (ids < len(self._ids)), ids, len(self._ids))
-            return {"keys": self._keys[index]}
-        keys = inputs["keys"]
-        get, default = self._ids.get, self._default_value
-        found = np.fromiter(
-            (get(k, default) for k in _as_key_list(keys)), dtype=np.int64, count=keys.size
-        )
-        return {"ids": found.reshape(keys.shape)}
+    def _lookup(self, rows: np.ndarray) -> np.ndarray:
+        if not len(self._ids):  # an empty vocabulary: every key is unknown
+            return np.full(len(rows), self._default_value, dtype=np.int64)
+        found: np.ndarray = self._ids[np.maximum(rows, 0)]
+        found[rows < 0] = self._default_value
+        return found
+
+    @functools.cached_property
+    def _by_id(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows in the order of their ids, and those ids (made on the first reverse call: a
+        text vocabulary's ids are its rows; a binary one's are any numbers)."""
+        order = np.argsort(self._ids, kind="stable")
+        return order, np.asarray(self._ids[order])
+
+    def _keys_of(self, ids: np.ndarray) -> np.ndarray:
+        order, sorted_ids = self._by_id
+        flat = ids.ravel()
+        if not len(sorted_ids):
+            return np.full(ids.shape, self._default_key, dtype=object)
+        at = np.minimum(np.searchsorted(sorted_ids, flat), len(sorted_ids) - 1)
+        hit = sorted_ids[at] == flat
+        key = self._index.key
+        keys = np.empty(flat.size, dtype=object)
+        for i, (row, known) in enumerate(zip(order[at].tolist(), hit.tolist(), strict=True)):
+            keys[i] = key(row) if known else self._default_key
+        return keys.reshape(ids.shape)
 
 
 class EmbeddingTable(_Table):
     """An embedding table: key -> vector of D floats."""
 
+    output = "values"
+
     def __init__(
-        self, path: str, keys: list[bytes], vectors: np.ndarray, default: np.ndarray
+        self,
+        path: str,
+        index: _Index,
+        vectors: np.ndarray,
+        default: np.ndarray,
+        shard: Shard | None = None,
     ) -> None:
-        self._rows = {k: i for i, k in enumerate(keys)}
-        # The default vector is one more row, so one gather answers known and unknown keys.
-        self._matrix = np.vstack([vectors, default[np.newaxis, :]]).astype(np.float32)
+        self._vectors = vectors
+        self._default = default
         self.dim = int(vectors.shape[1])
         signature = Signature(
             DEFAULT_SIGNATURE,
             {"keys": TensorSpec(DataType.DT_STRING, None, "keys")},
             {"values": TensorSpec(DataType.DT_FLOAT, None, "values")},
         )
-        super().__init__(path, {DEFAULT_SIGNATURE: signature})
+        super().__init__(path, index, {DEFAULT_SIGNATURE: signature}, shard)
 
-    def __len__(self) -> int:
-        return len(self._rows)
+    def contents(self) -> tuple[list[bytes], np.ndarray]:
+        return self._index.all_keys(), np.asarray(self._vectors)
 
-    def run(
-        self,
-        signature: Signature,
-        inputs: Mapping[str, np.ndarray],
-        output_names: Sequence[str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        self._checked(signature, inputs, output_names)
-        keys = inputs["keys"]
-        get, missing = self._rows.get, len(self._rows)
-        rows = np.fromiter(
-            (get(k, missing) for k in _as_key_list(keys)), dtype=np.intp, count=keys.size
-        )
-        return {"values": self._matrix[rows].reshape(*keys.shape, self.dim)}
+    def _lookup(self, rows: np.ndarray) -> np.ndarray:
+        found: np.ndarray = self._vectors.take(np.maximum(rows, 0), axis=0)
+        found[rows < 0] = self._default
+        return found
 
 
 def _read_lines(path: str) -> list[str]:
@@ -208,31 +321,72 @@ def _read_lines(path: str) -> list[str]:
     return lines
 
 
-def _unique_keys(path: str, keys: list[str]) -> list[bytes]:
-    seen: dict[bytes, int] = {}
+def _unique_keys(path: str, keys: list[str]) -> tuple[list[bytes], dict[bytes, int]]:
+    """The keys as bytes, and each one's row; a key listed twice is refused."""
+    rows: dict[bytes, int] = {}
     encoded = []
-    for line, key in enumerate(keys, start=1):
+    for row, key in enumerate(keys):
         b = key.encode()
-        if b in seen:
-            raise _bad(path, f"key {key!r} on line {line} already appears on line {seen[b]}")
-        seen[b] = line
+        if b in rows:
+            raise _bad(path, f"key {key!r} on line {row + 1} already appears on line {rows[b] + 1}")
+        rows[b] = row
         encoded.append(b)
-    return encoded
+    return encoded, rows
 
 
-def load_vocab(path: str, settings: Mapping[str, Any]) -> VocabTable:
-    vocab_path = os.path.join(path, VOCAB_FILE)
-    keys = _unique_keys(vocab_path, _read_lines(vocab_path))
+def _vocab_defaults(path: str, settings: Mapping[str, Any]) -> tuple[int, bytes]:
     default_value = settings.get("default_value", -1)
     if not isinstance(default_value, int) or isinstance(default_value, bool):
         raise _bad(os.path.join(path, SETTINGS_FILE), "a vocab's default_value must be an integer")
     default_key = settings.get("default_key", "")
     if not isinstance(default_key, str):
         raise _bad(os.path.join(path, SETTINGS_FILE), "default_key must be a string")
-    return VocabTable(path, keys, default_value, default_key.encode())
+    return default_value, default_key.encode()
 
 
-def load_embeddings(path: str, settings: Mapping[str, Any]) -> EmbeddingTable:
+def _embedding_default(path: str, settings: Mapping[str, Any], dim: int) -> np.ndarray:
+    default = settings.get("default_value", 0.0)
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return np.full(dim, float(default), dtype=np.float32)
+    if isinstance(default, list) and len(default) == dim:
+        return np.asarray(default, dtype=np.float32)
+    raise _bad(
+        os.path.join(path, SETTINGS_FILE),
+        f"an embedding's default_value must be a number or a list of {dim} numbers",
+    )
+
+
+def _check_shard(path: str, index: _Index, shard: Shard | None) -> None:
+    """That every key of a shard belongs to it by the documented hash."""
+    if shard is None:
+        return
+    shards = index.shards(shard.count)
+    wrong = np.flatnonzero(shards != shard.index)
+    if wrong.size:
+        first = int(wrong[0])
+        raise _bad(
+            path,
+            f"is {shard}, but {wrong.size} of its {len(index)} keys belong to other shards "
+            f"(first: {index.key(first)!r}, of shard {int(shards[first])}); a key's shard is "
+            f"its FarmHash Fingerprint64 mod {shard.count} (`servo split-table` writes shards)",
+        )
+
+
+def load_vocab(path: str, settings: Mapping[str, Any], shard: Shard | None) -> VocabTable:
+    if shard is not None:
+        raise _bad(
+            os.path.join(path, SETTINGS_FILE),
+            f"a vocabulary's shard must be a binary table ({HEADER_FILE}; `servo split-table` "
+            f"writes one), which keeps the ids of the whole table: in {VOCAB_FILE} the ids "
+            "would be the shard's own line numbers",
+        )
+    vocab_path = os.path.join(path, VOCAB_FILE)
+    keys, rows = _unique_keys(vocab_path, _read_lines(vocab_path))
+    ids = np.arange(len(keys), dtype=np.int64)
+    return VocabTable(path, _TextIndex(keys, rows), ids, *_vocab_defaults(path, settings))
+
+
+def load_embeddings(path: str, settings: Mapping[str, Any], shard: Shard | None) -> EmbeddingTable:
     table_path = os.path.join(path, EMBEDDINGS_FILE)
     keys: list[str] = []
     rows: list[list[float]] = []
@@ -257,32 +411,42 @@ def load_embeddings(path: str, settings: Mapping[str, Any]) -> EmbeddingTable:
         rows.append(row)
     if not rows:
         raise _bad(table_path, "the table is empty")
-    dim = len(rows[0])
-    default = settings.get("default_value", 0.0)
-    if isinstance(default, int | float) and not isinstance(default, bool):
-        default_row = np.full(dim, float(default), dtype=np.float32)
-    elif isinstance(default, list) and len(default) == dim:
-        default_row = np.asarray(default, dtype=np.float32)
-    else:
-        raise _bad(
-            os.path.join(path, SETTINGS_FILE),
-            f"an embedding's default_value must be a number or a list of {dim} numbers",
-        )
+    default_row = _embedding_default(path, settings, len(rows[0]))
+    index = _TextIndex(*_unique_keys(table_path, keys))
+    _check_shard(table_path, index, shard)
     vectors = np.asarray(rows, dtype=np.float32)
-    return EmbeddingTable(path, _unique_keys(table_path, keys), vectors, default_row)
+    return EmbeddingTable(path, index, vectors, default_row, shard)
+
+
+def load_binary(path: str, settings: Mapping[str, Any], shard: Shard | None) -> _Table:
+    table = open_table(path)
+    try:
+        index = _BinaryIndex(table)
+        _check_shard(path, index, shard)
+        if table.kind == "vocab":
+            defaults = _vocab_defaults(path, settings)
+            return VocabTable(path, index, table.values, *defaults, shard)
+        default_row = _embedding_default(path, settings, int(table.values.shape[1]))
+        return EmbeddingTable(path, index, table.values, default_row, shard)
+    except BaseException:
+        table.close()
+        raise
+
+
+_LOADERS = {VOCAB_FILE: load_vocab, EMBEDDINGS_FILE: load_embeddings, HEADER_FILE: load_binary}
 
 
 def load(path: str, options: PlatformOptions) -> ModelServable:
     """Loads the table in version directory `path`."""
-    settings = _read_settings(path)
-    has_vocab = os.path.exists(os.path.join(path, VOCAB_FILE))
-    has_embeddings = os.path.exists(os.path.join(path, EMBEDDINGS_FILE))
-    if has_vocab and has_embeddings:
-        raise _bad(path, f"holds both {VOCAB_FILE} and {EMBEDDINGS_FILE}; keep one")
-    if has_vocab:
-        return load_vocab(path, settings)
-    if has_embeddings:
-        return load_embeddings(path, settings)
-    raise ServoError(
-        Code.NOT_FOUND, f"{path}: a lookup table needs {VOCAB_FILE} or {EMBEDDINGS_FILE}"
-    )
+    settings = read_settings(path)
+    shard = read_shard(settings, os.path.join(path, SETTINGS_FILE))
+    present = [name for name in _LOADERS if os.path.exists(os.path.join(path, name))]
+    if len(present) > 1:
+        raise _bad(path, f"holds {' and '.join(present)}: one table per version; keep one")
+    if not present:
+        raise ServoError(
+            Code.NOT_FOUND,
+            f"{path}: a lookup table needs {VOCAB_FILE}, {EMBEDDINGS_FILE} or a binary table "
+            f"({HEADER_FILE})",
+        )
+    return _LOADERS[present[0]](path, settings, shard)
