@@ -25,7 +25,14 @@ LAYERS: list[list[str]] = [
     ["servo.decoded_size"],
     ["servo.tensor_codec"],  # TensorProto <-> numpy: the APIs' and a remote shard's codec
     ["servo.core"],
-    ["servo.sources", "servo.metrics", "servo.platforms.options", "servo.platforms.servable"],
+    [
+        "servo.sources",
+        "servo.metrics",
+        "servo.platforms.options",
+        "servo.platforms.servable",
+        "servo.platforms.sharding",
+    ],
+    ["servo.platforms.table_file"],  # the binary table format, keyed by the shard hash
     [
         "servo.platforms.tensorflow",
         "servo.platforms.tflite",
@@ -33,6 +40,7 @@ LAYERS: list[list[str]] = [
         "servo.platforms.lookup",
         "servo.platforms.python_model",
         "servo.platforms.pipeline",
+        "servo.platforms.sharded",
     ],
     ["servo.platforms.composite"],  # a pipeline over its own parts
     ["servo.platforms.python_worker"],

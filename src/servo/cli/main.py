@@ -14,7 +14,9 @@ import sys
 USAGE = """usage: servo serve [--flag=value ...]   (see: servo serve --help)
 
 Commands:
-  serve    serve models with TensorFlow Serving's APIs (the default)
+  serve        serve models with TensorFlow Serving's APIs (the default)
+  split-table  split a lookup table into shards for the sharded platform
+               (see: servo split-table --help)
 """
 
 
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv and not argv[0].startswith("-"):
         command, argv = argv[0], argv[1:]
+        if command == "split-table":
+            from servo.cli.split_table import main as split_table
+
+            return split_table(argv)
         if command != "serve":
             print(f"servo: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
             return 2

@@ -50,10 +50,14 @@ PLATFORMS: dict[str, PlatformInfo] = {
     "onnx": PlatformInfo("servo.platforms.onnx", "onnx", "onnxruntime", ("model.onnx",)),
     "python": PlatformInfo("servo.platforms.python", None, None, ("model.py",)),
     "lookup": PlatformInfo(
-        "servo.platforms.lookup", None, None, ("vocab.txt", "embeddings.tsv", "lookup.json")
+        "servo.platforms.lookup",
+        None,
+        None,
+        ("vocab.txt", "embeddings.tsv", "table.json", "lookup.json"),
     ),
     "pipeline": PlatformInfo("servo.platforms.pipeline", None, None, ("pipeline.json",)),
     "composite": PlatformInfo("servo.platforms.composite", None, None, ("composite.json",)),
+    "sharded": PlatformInfo("servo.platforms.sharded", None, None, ("sharded.json",)),
 }
 
 
