@@ -1,11 +1,14 @@
 """Composite models on a real server: a pipeline answers exactly what calling its steps one
 after the other answers, through TFS REST, TFS gRPC (TFS's own client) and v2 REST, and while
 its step's model swaps versions under load no answer mixes versions within a request; a
+pipeline whose last step classifies (regresses) answers TFS's classify (regress) over REST and
+gRPC as that step does, and one that does not fit is refused as any predict signature; a
 composite servable loads and swaps as one (its parts together), and a version whose part
 fails never serves while the one before goes on."""
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import threading
@@ -16,7 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.models import write_composite, write_python_model
+from tests.support.models import EXAMPLES_MODEL, write_composite, write_python_model
+from tests.support.requests import classify_request, example, regress_request, tfs
 from tests.support.server import grpc_stubs, model_config, running_server
 from tests.support.waiting import wait_until
 
@@ -55,9 +59,9 @@ PIPELINE = {
 }
 
 
-def _pipeline_dir(base: Path) -> Path:
+def _pipeline_dir(base: Path, doc: Any = PIPELINE) -> Path:
     (base / "1").mkdir(parents=True)
-    (base / "1" / "pipeline.json").write_text(json.dumps(PIPELINE))
+    (base / "1" / "pipeline.json").write_text(json.dumps(doc))
     return base
 
 
@@ -105,6 +109,106 @@ def test_the_pipeline_answers_as_its_steps_do_through_every_protocol(tmp_path: P
         assert set(
             status["metadata"]["signature_def"]["signature_def"]["serving_default"]["outputs"]
         ) == set(want)
+        assert server.stop() == 0
+
+
+# Over EXAMPLES_MODEL: its examples' x doubled, then classified; regressed as they come; and
+# the doubled classification under other output aliases (no classifier's: a predict signature).
+DOUBLE = {
+    "name": "double",
+    "model": "examples",
+    "signature": "double",
+    "inputs": {"examples": "request.inputs"},
+}
+CLASSIFY_AFTER_DOUBLE = {
+    "name": "classify",
+    "model": "examples",
+    "signature": "classify",
+    "inputs": {"inputs": "double.examples"},
+}
+EXAMPLE_PIPELINES = {
+    "doubled_classify": {"steps": [DOUBLE, CLASSIFY_AFTER_DOUBLE]},
+    "regress": {
+        "steps": [
+            {
+                "name": "regress",
+                "model": "examples",
+                "signature": "regress",
+                "inputs": {"inputs": "request.inputs"},
+            }
+        ]
+    },
+    "renamed": {
+        "steps": [DOUBLE, CLASSIFY_AFTER_DOUBLE],
+        "outputs": {"labels": "classify.classes", "scores": "classify.scores"},
+    },
+}
+
+
+def test_a_pipeline_whose_last_step_classifies_or_regresses_answers_as_it_does(
+    tmp_path: Path,
+) -> None:
+    """With --enable_signature_method_name_check: classify and regress take the pipelines
+    only because their signatures have the step's method."""
+    import grpc
+
+    models = [("examples", write_python_model(tmp_path / "examples", EXAMPLES_MODEL), "python")]
+    for name, doc in EXAMPLE_PIPELINES.items():
+        models.append((name, _pipeline_dir(tmp_path / name, doc), "pipeline"))
+    config = tmp_path / "models.config"
+    config.write_text(model_config(models))
+    flags = [f"--model_config_file={config}", "--enable_signature_method_name_check"]
+    xs, doubled = [1.0, 2.5, -4.0], [2.0, 5.0, -8.0]
+
+    def rest(model: str, api: str, signature: str, values: list[float]) -> httpx.Response:
+        body = {"signature_name": signature, "examples": [{"x": x} for x in values]}
+        return httpx.post(f"{server.rest}/v1/models/{model}:{api}", json=body, timeout=30)
+
+    with running_server(flags) as server, grpc_stubs(server) as stubs:
+        # TFS REST: the pipeline's serving_default as the step's own signature
+        want = rest("examples", "classify", "classify", doubled).json()
+        assert len(want["results"]) == 3
+        assert rest("doubled_classify", "classify", "serving_default", xs).json() == want
+        want = rest("examples", "regress", "regress", xs).json()
+        assert rest("regress", "regress", "", xs).json() == want
+        # TFS gRPC, TFS's own client
+        classify = stubs.predictions.Classify
+        direct = classify(tfs(classify_request("examples", "classify", *doubled)), timeout=30)
+        answer = classify(tfs(classify_request("doubled_classify", "", *xs)), timeout=30)
+        assert answer.result == direct.result
+        assert (answer.model_spec.name, answer.model_spec.signature_name) == (
+            "doubled_classify",
+            "serving_default",
+        )
+        regress = stubs.predictions.Regress
+        direct = regress(tfs(regress_request("examples", "regress", *xs)), timeout=30)
+        answer = regress(tfs(regress_request("regress", "", *xs)), timeout=30)
+        assert answer.result == direct.result and len(answer.result.regressions) == 3
+        # The metadata says so.
+        metadata = httpx.get(f"{server.rest}/v1/models/doubled_classify/metadata", timeout=30)
+        signature = metadata.json()["metadata"]["signature_def"]["signature_def"]
+        assert signature["serving_default"]["method_name"] == "tensorflow/serving/classify"
+        # A pipeline that does not fit: a predict signature, refused as TFS refuses one.
+        message = (
+            "Expected classification signature method_name to be tensorflow/serving/classify. "
+            "Was: tensorflow/serving/predict"
+        )
+        refused = rest("renamed", "classify", "", xs)
+        assert (refused.status_code, refused.json()) == (400, {"error": message})
+        with pytest.raises(grpc.RpcError) as err:
+            classify(tfs(classify_request("renamed", "", *xs)), timeout=30)
+        assert (err.value.code(), err.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            message,
+        )
+        # ... which predicts as before: x = 1, doubled, p = 0.2
+        serialized = base64.b64encode(example(x=1.0).SerializeToString()).decode()
+        predicted = httpx.post(
+            f"{server.rest}/v1/models/renamed:predict",
+            json={"inputs": {"inputs": [{"b64": serialized}]}},
+            timeout=30,
+        )
+        assert predicted.json()["outputs"] == {"labels": [["neg", "pos"]], "scores": [[0.8, 0.2]]}
         assert server.stop() == 0
 
 

@@ -14,7 +14,9 @@ from servo.core.status import Code, ServoError
 from servo.platforms import composite
 from servo.platforms.options import PlatformOptions
 from servo.platforms.router import load_platform
-from tests.support.models import COMPOSITE, write_composite
+from servo.platforms.servable import CLASSIFY_METHOD, classify
+from tests.support.models import COMPOSITE, EXAMPLES_MODEL, write_composite
+from tests.support.requests import example
 
 OPTIONS = PlatformOptions(load_platform=load_platform)
 
@@ -81,3 +83,39 @@ def test_bad_composites_are_refused(tmp_path: Path, change: dict, message: str) 
         composite.load(str(base / "1"), OPTIONS)
     assert err.value.code == Code.INVALID_ARGUMENT
     assert message in err.value.message, err.value.message
+
+
+def test_a_composite_whose_last_step_classifies_classifies_as_its_part(tmp_path: Path) -> None:
+    """Its signature is derived as a pipeline's: the classify method of its last part's."""
+    (tmp_path / "c" / "1" / "examples").mkdir(parents=True)
+    (tmp_path / "c" / "1" / "examples" / "model.py").write_text(EXAMPLES_MODEL)
+    doc = {
+        "parts": {"examples": {"platform": "python", "path": "examples"}},
+        "steps": [
+            {
+                "name": "double",
+                "part": "examples",
+                "signature": "double",
+                "inputs": {"examples": "request.inputs"},
+            },
+            {
+                "name": "classify",
+                "part": "examples",
+                "signature": "classify",
+                "inputs": {"inputs": "double.examples"},
+            },
+        ],
+    }
+    (tmp_path / "c" / "1" / "composite.json").write_text(json.dumps(doc))
+    served = composite.load(str(tmp_path / "c" / "1"), OPTIONS)
+    try:
+        signature = served.signatures["serving_default"]
+        assert signature.method_name == CLASSIFY_METHOD
+        part = served.parts["examples"]
+        examples = [example(x=x).SerializeToString() for x in (1.0, 3.0)]
+        doubled = [example(x=x).SerializeToString() for x in (2.0, 6.0)]
+        assert classify(served, signature, examples, True) == classify(
+            part, part.signatures["classify"], doubled, True
+        )
+    finally:
+        served.close()

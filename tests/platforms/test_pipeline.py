@@ -16,9 +16,19 @@ from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.platforms import pipeline
 from servo.platforms.options import PlatformOptions
-from servo.platforms.servable import Signature, TensorSpec
+from servo.platforms.servable import (
+    CLASSIFY_METHOD,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    Classification,
+    Signature,
+    TensorSpec,
+    classify,
+    regress,
+)
 from tests.support.inprocess import FakeCore
-from tests.support.servables import Servable
+from tests.support.requests import example
+from tests.support.servables import Servable, example_x
 
 F, I64, S = DataType.DT_FLOAT, DataType.DT_INT64, DataType.DT_STRING
 
@@ -300,3 +310,197 @@ def test_a_step_whose_new_version_keeps_the_interface_is_run(
         {"text": np.array([b"ab"], dtype=object), "w": np.ones(1, np.float32)},
     )
     assert out["ids"].tolist() == [7]
+
+
+# -- classify and regress --------------------------------------------------------------------
+
+EXAMPLES = TensorSpec(S, (-1,))
+
+
+def _examples(*xs: float) -> list[bytes]:
+    return [example(x=x).SerializeToString() for x in xs]
+
+
+def _examples_model() -> Servable:
+    """TFS's Example signatures: `classify` (classes and scores of two classes, p = x / 10),
+    `regress` (2x + 1) and `scores_only` (classify, one score: x); `predict_scores`, the same
+    with the predict method; `float_classify`, the classify method on floats (score: x); and
+    `double` (predict: each serialized tf.Example with its x doubled)."""
+    two, one = TensorSpec(F, (-1, 2)), TensorSpec(F, (-1, 1))
+    signatures = [
+        Signature(
+            "classify",
+            {"inputs": EXAMPLES},
+            {"classes": TensorSpec(S, (-1, 2)), "scores": two},
+            CLASSIFY_METHOD,
+        ),
+        Signature("scores_only", {"inputs": EXAMPLES}, {"scores": one}, CLASSIFY_METHOD),
+        Signature("predict_scores", {"inputs": EXAMPLES}, {"scores": one}),
+        Signature(
+            "float_classify", {"inputs": TensorSpec(F, (-1,))}, {"scores": one}, CLASSIFY_METHOD
+        ),
+        Signature(
+            "regress", {"inputs": EXAMPLES}, {"outputs": TensorSpec(F, (-1,))}, REGRESS_METHOD
+        ),
+        Signature("double", {"examples": EXAMPLES}, {"examples": EXAMPLES}),
+    ]
+
+    def run(sig: Signature, inputs: Any, outputs: Any) -> dict[str, np.ndarray]:
+        if sig.name == "double":
+            doubled = [example(x=2 * example_x(e)).SerializeToString() for e in inputs["examples"]]
+            return {"examples": np.array(doubled, dtype=object)}
+        if sig.name == "float_classify":
+            return {"scores": inputs["inputs"].reshape(-1, 1)}
+        x = np.array([example_x(e) for e in inputs["inputs"]], dtype=np.float32)
+        if sig.name == "regress":
+            return {"outputs": 2 * x + 1}
+        if sig.name in ("scores_only", "predict_scores"):
+            return {"scores": x.reshape(-1, 1)}
+        p = x / 10
+        return {
+            "classes": np.array([[b"neg", b"pos"]] * len(x), dtype=object),
+            "scores": np.stack([1 - p, p], axis=1),
+        }
+
+    return Servable(signatures, run)
+
+
+def _examples_core() -> FakeCore:
+    return FakeCore().add("examples", _examples_model()).add("lengths", _lengths())
+
+
+def _on(signature: str, inputs: str = "request.inputs", name: str = "last") -> dict[str, Any]:
+    return {"name": name, "model": "examples", "signature": signature, "inputs": {"inputs": inputs}}
+
+
+DOUBLE = {
+    "name": "double",
+    "model": "examples",
+    "signature": "double",
+    "inputs": {"examples": "request.inputs"},
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "signature", "call"),
+    [
+        (CLASSIFY_METHOD, "classify", classify),
+        (CLASSIFY_METHOD, "scores_only", classify),
+        (REGRESS_METHOD, "regress", regress),
+    ],
+)
+def test_a_pipeline_whose_last_step_classifies_or_regresses_does_as_the_step(
+    tmp_path: Path, method: str, signature: str, call: Any
+) -> None:
+    core = _examples_core()
+    step = _examples_model()
+    xs = (1.0, 2.5, -4.0)
+    # One step: the step's signature, under the pipeline's name and method.
+    served = _load(core, _write(tmp_path, {"steps": [_on(signature)]}))
+    [derived] = served.signatures.values()
+    own = step.signatures[signature]
+    assert (derived.name, derived.method_name) == ("serving_default", method)
+    assert (dict(derived.inputs), dict(derived.outputs)) == (dict(own.inputs), dict(own.outputs))
+    # Answered as the step answers, even where the method must be the API's.
+    want = call(step, own, _examples(*xs), method_name_check=True)
+    assert call(served, derived, _examples(*xs), method_name_check=True) == want
+    # After a step that rewrites the examples: the last step's answer to what it was handed.
+    doc = {"steps": [DOUBLE, _on(signature, "double.examples")]}
+    served = _load(core, _write(tmp_path, doc))
+    derived = served.signatures["serving_default"]
+    assert derived.method_name == method
+    doubled = call(step, own, _examples(*(2 * x for x in xs)), method_name_check=True)
+    assert call(served, derived, _examples(*xs), method_name_check=True) == doubled
+    assert doubled != want
+    core.assert_released()
+
+
+@pytest.mark.parametrize(
+    ("outputs", "method"),
+    [
+        ({"classes": "last.classes", "scores": "last.scores"}, CLASSIFY_METHOD),
+        ({"scores": "last.scores"}, CLASSIFY_METHOD),
+        ({"classes": "last.classes"}, CLASSIFY_METHOD),
+        # Renamed, swapped, or joined by another step's output: not the step's classify.
+        ({"labels": "last.classes", "scores": "last.scores"}, PREDICT_METHOD),
+        ({"classes": "last.scores", "scores": "last.classes"}, PREDICT_METHOD),
+        ({"scores": "last.scores", "examples": "double.examples"}, PREDICT_METHOD),
+        ({"scores": "double.examples"}, PREDICT_METHOD),
+    ],
+)
+def test_mapped_outputs_keep_the_classify_method_only_as_the_steps_own(
+    tmp_path: Path, outputs: dict[str, str], method: str
+) -> None:
+    doc = {"steps": [DOUBLE, _on("classify", "double.examples")], "outputs": outputs}
+    served = _load(_examples_core(), _write(tmp_path, doc))
+    assert served.signatures["serving_default"].method_name == method
+
+
+@pytest.mark.parametrize(
+    ("doc", "without_check"),
+    [
+        # The request's examples under another alias.
+        ({"steps": [_on("classify", "request.examples")]}, "No classification inputs found"),
+        # Two inputs of the request.
+        (
+            {
+                "steps": [
+                    _on("classify"),
+                    {"name": "ids", "model": "lengths", "inputs": {"keys": "request.text"}},
+                ],
+                "outputs": {"classes": "last.classes", "scores": "last.scores"},
+            },
+            "Expected one input Tensor.",
+        ),
+        # A classify step that takes no serialized tf.Examples.
+        (
+            {"steps": [_on("float_classify")]},
+            "Input 'inputs' of signature serving_default has dtype object",
+        ),
+        # A predict signature last, with a classifier's tensors: classify takes it without
+        # the check (TFS's default), as TFS takes a TF2 model's.
+        ({"steps": [_on("predict_scores")]}, None),
+    ],
+)
+def test_a_pipeline_that_does_not_fit_classify_stays_predict(
+    tmp_path: Path, doc: dict[str, Any], without_check: str | None
+) -> None:
+    served = _load(_examples_core(), _write(tmp_path, doc))
+    signature = served.signatures["serving_default"]
+    assert signature.method_name == PREDICT_METHOD
+    inputs = {
+        alias: np.array(_examples(1.0), dtype=object) if spec.dtype == S else np.ones(1, np.float32)
+        for alias, spec in signature.inputs.items()
+    }
+    served.run(signature, inputs)  # a predict signature as before
+    with pytest.raises(ServoError) as err:
+        classify(served, signature, _examples(1.0), method_name_check=True)
+    assert (err.value.code, err.value.message) == (
+        Code.INVALID_ARGUMENT,
+        f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+        f"Was: {PREDICT_METHOD}",
+    )
+    if without_check is None:
+        assert classify(served, signature, _examples(3.0)) == [[Classification(b"", 3.0)]]
+    else:
+        with pytest.raises(ServoError) as err:
+            classify(served, signature, _examples(1.0))
+        assert err.value.code == Code.INVALID_ARGUMENT
+        assert err.value.message.startswith(without_check), err.value.message
+
+
+def test_a_step_failing_in_a_classify_is_named(tmp_path: Path) -> None:
+    core = _examples_core()
+    served = _load(core, _write(tmp_path, {"steps": [DOUBLE, _on("classify", "double.examples")]}))
+
+    def fail(sig: Any, inputs: Any, outputs: Any) -> Any:
+        raise ServoError(Code.RESOURCE_EXHAUSTED, "out of memory")
+
+    core.add("examples", Servable(list(_examples_model().signatures.values()), fail), version=2)
+    with pytest.raises(ServoError) as err:
+        classify(served, served.signatures["serving_default"], _examples(1.0), True)
+    assert (err.value.code, err.value.message) == (
+        Code.RESOURCE_EXHAUSTED,
+        "Pipeline step 'double' (model examples version 2): out of memory",
+    )
+    core.assert_released()

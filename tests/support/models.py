@@ -112,6 +112,52 @@ class Model:
         return {"x": inputs["x"]}
 """
 
+# TFS's Example signatures, declared by a Python model: `classify` (classes "neg" and "pos",
+# scores 1 - p and p for p = x / 10), `regress` (2x + 1), each on serialized tf.Examples with a
+# float feature x; and `double` (predict: each example with its x doubled).
+EXAMPLES_MODEL = """
+import numpy as np
+from servo.protos import example_pb2
+
+EXAMPLES = {"dtype": "string", "shape": [-1]}
+
+
+def _x(serialized):
+    return example_pb2.Example.FromString(serialized).features.feature["x"].float_list.value[0]
+
+
+class Model:
+    signatures = {
+        "classify": {
+            "inputs": {"inputs": EXAMPLES},
+            "outputs": {"classes": {"dtype": "string", "shape": [-1, 2]},
+                        "scores": {"dtype": "float32", "shape": [-1, 2]}},
+            "method_name": "tensorflow/serving/classify",
+        },
+        "regress": {
+            "inputs": {"inputs": EXAMPLES},
+            "outputs": {"outputs": {"dtype": "float32", "shape": [-1]}},
+            "method_name": "tensorflow/serving/regress",
+        },
+        "double": {"inputs": {"examples": EXAMPLES}, "outputs": {"examples": EXAMPLES}},
+    }
+
+    def predict(self, inputs, signature_name):
+        if signature_name == "double":
+            out = []
+            for serialized in inputs["examples"]:
+                example = example_pb2.Example()
+                example.features.feature["x"].float_list.value.append(2 * _x(serialized))
+                out.append(example.SerializeToString())
+            return {"examples": np.array(out, dtype=object)}
+        x = np.array([_x(e) for e in inputs["inputs"]], dtype=np.float32)
+        if signature_name == "regress":
+            return {"outputs": 2 * x + 1}
+        p = x / 10
+        return {"classes": np.array([[b"neg", b"pos"]] * len(x), dtype=object),
+                "scores": np.stack([1 - p, p], axis=1)}
+"""
+
 
 def write_python_model(base: Path, source: str, version: int = 1) -> Path:
     """`base/<version>/model.py` holding `source`; returns `base`."""

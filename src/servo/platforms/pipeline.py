@@ -17,11 +17,25 @@ A version directory holds `pipeline.json`:
   input alias of that signature to a reference: `request.<alias>` (an input of the pipeline's
   request) or `<step>.<output>` (an output of another step). A step's name is any text
   without a dot; `request` is taken.
-- The pipeline's one signature, `serving_default` (a predict signature), is derived from its
-  steps: its inputs are the `request.*` references, with the dtype and shape of the step
-  inputs they feed (two steps fed by one request input must agree on its dtype); its outputs
-  are `outputs` (alias -> reference; default: every output of the last step), with the dtype
-  and shape of the step outputs they name.
+- The pipeline's one signature, `serving_default`, is derived from its steps: its inputs are
+  the `request.*` references, with the dtype and shape of the step inputs they feed (two steps
+  fed by one request input must agree on its dtype); its outputs are `outputs` (alias ->
+  reference; default: every output of the last step), with the dtype and shape of the step
+  outputs they name. It is a predict signature unless it is a classifier's or a regressor's:
+- Classify and regress. When the pipeline answers with one step's outputs only, each under
+  the step's own alias (as it does without `outputs`: the last step's), and that step runs a
+  classify signature (method `tensorflow/serving/classify`), the pipeline's signature takes
+  that method if it has the tensors TFS's Classify needs: one input, `inputs` (the pipeline
+  reads `request.inputs` and nothing else of the request: the serialized tf.Examples, a
+  string input of rank 1 or unknown), and one or two outputs, `classes` or `scores` or both
+  (`outputs` may keep either). Regress likewise: a regress signature's step, the one input
+  `inputs`, the one output `outputs`. TFS's `:classify` / `:regress` (REST) and Classify /
+  Regress (gRPC) then run on the pipeline, even with --enable_signature_method_name_check,
+  and answer what that step answers for the examples the steps before it hand it (a
+  pipeline of one step answers as the step). A pipeline that does not fit (another input,
+  outputs renamed or of other steps, a predict step) stays predict: with the check, classify and
+  regress on it answer TFS's error for a signature of another method; without it (TFS's
+  default) they check its tensors only, as TFS does any signature's.
 - Refused when the version loads, with a message naming the step: a step whose model has no
   AVAILABLE version (the load fails UNAVAILABLE and is retried as any failed load: list a
   pipeline after its steps in the config), a signature or an input alias the step's model
@@ -33,9 +47,10 @@ A version directory holds `pipeline.json`:
   its own servable, so its batching (its queue) and its isolation (a Python model's worker)
   apply; the pipeline's requests use the pipeline's share of the server's threads, never the
   event loop's thread, and carry their deadline to the steps. A step's failure is answered
-  with its code and a message naming the step, its model and version. A step whose version
-  now has another signature than the one the pipeline was checked against is refused
-  (FAILED_PRECONDITION: reload the pipeline, e.g. by a new version of it).
+  with its code and a message naming the step, its model and version (in a classify or a
+  regress too). A step whose version now has another signature than the one the pipeline was
+  checked against is refused (FAILED_PRECONDITION: reload the pipeline, e.g. by a new
+  version of it).
 """
 
 from __future__ import annotations
@@ -50,16 +65,21 @@ from typing import Any
 import numpy as np
 
 from servo.core.status import Code, ServoError
-from servo.dtypes import base
+from servo.dtypes import DataType, base
 from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import (
+    CLASSIFY_INPUTS,
+    CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
     PREDICT_METHOD,
+    REGRESS_METHOD,
     ModelServable,
     Signature,
     TensorSpec,
+    check_classify_signature,
     check_inputs,
     check_outputs,
+    check_regress_signature,
     unloaded,
 )
 
@@ -298,7 +318,45 @@ def _derive(
             )
         out_specs[alias] = spec
     signature = Signature(DEFAULT_SIGNATURE, request_inputs, out_specs, PREDICT_METHOD)
+    method = _method(signature, outputs, signatures)
+    if method != PREDICT_METHOD:
+        signature = Signature(DEFAULT_SIGNATURE, request_inputs, out_specs, method)
     return signature, dict(outputs)
+
+
+# The checks TFS's Classify and Regress make of a signature's tensors (method names aside).
+_EXAMPLE_METHODS = {
+    CLASSIFY_METHOD: check_classify_signature,
+    REGRESS_METHOD: check_regress_signature,
+}
+
+
+def _method(
+    signature: Signature, outputs: Mapping[str, Ref], signatures: Mapping[str, Signature]
+) -> str:
+    """The method of the pipeline's `signature` (a predict one as derived): the classify or
+    regress method of the step whose outputs it answers with, when it answers with that
+    step's outputs only, each under the step's own alias, and takes and answers what TFS's
+    Classify or Regress needs (one input `inputs`, serialized tf.Examples: a string vector;
+    its outputs those of TFS's check); else predict."""
+    steps = {ref.step for ref in outputs.values()}
+    if len(steps) != 1 or any(ref.alias != alias for alias, ref in outputs.items()):
+        return PREDICT_METHOD
+    method = signatures[steps.pop()].method_name
+    check = _EXAMPLE_METHODS.get(method)
+    examples = signature.inputs.get(CLASSIFY_INPUTS)
+    if (
+        check is None
+        or examples is None
+        or base(examples.dtype) != DataType.DT_STRING
+        or not _shapes_fit((-1,), examples.shape)
+    ):
+        return PREDICT_METHOD
+    try:
+        check(signature, False)
+    except ServoError:  # another count of inputs or outputs, or other output aliases
+        return PREDICT_METHOD
+    return method
 
 
 def _interface(signature: Signature) -> tuple[Any, Any]:
