@@ -111,40 +111,36 @@ def split(
         keys, values = table.contents()
         kind = "vocab" if isinstance(table, lookup.VocabTable) else "embeddings"
         owners = shard_of(keys, count)
-        written = []
-        for index in range(count):
-            final = os.path.join(out, f"shard-{index}", str(version))
+        sizes = np.bincount(owners, minlength=count)
+        finals = [os.path.join(out, f"shard-{i}", str(version)) for i in range(count)]
+        if front is not None:
+            finals.append(os.path.join(out, "front", str(version)))
+        # Everything that can refuse the split does so before anything is written.
+        for final in finals:
             if os.path.exists(final):
                 raise ValueError(f"{final} exists: a version is never overwritten")
+        if not sizes.all():
+            empty = int(np.flatnonzero(sizes == 0)[0])
+            raise ValueError(f"shard {empty} of {count} would hold no key: use fewer shards")
+        for index in range(count):
             rows = np.flatnonzero(owners == index)
-            if not len(rows):
-                raise ValueError(f"shard {index} of {count} would hold no key: use fewer shards")
-            shard_settings = {**settings, "shard": {"index": index, "count": count}}
-
-            shard_keys = [keys[i] for i in rows.tolist()]
             write = functools.partial(
                 _write_shard,
                 kind=kind,
-                keys=shard_keys,
+                keys=[keys[i] for i in rows.tolist()],
                 values=values[rows],
-                settings=shard_settings,
+                settings={**settings, "shard": {"index": index, "count": count}},
             )
-            _place(final, write)
-            written.append(final)
-            print(f"{final}: {len(rows)} of {len(keys)} keys", file=sys.stderr)
+            _place(finals[index], write)
+            print(f"{finals[index]}: {len(rows)} of {len(keys)} keys", file=sys.stderr)
         if front is not None:
-            final = os.path.join(out, "front", str(version))
-            if os.path.exists(final):
-                raise ValueError(f"{final} exists: a version is never overwritten")
             doc = {
                 "model": model or os.path.basename(os.path.dirname(table_dir)),
                 "shards": front,
             }
-
-            _place(final, functools.partial(_write_json, name="sharded.json", doc=doc))
-            written.append(final)
-            print(f"{final}: the front of {count} shards", file=sys.stderr)
-        return written
+            _place(finals[-1], functools.partial(_write_json, name="sharded.json", doc=doc))
+            print(f"{finals[-1]}: the front of {count} shards", file=sys.stderr)
+        return finals
     finally:
         table.close()
 
