@@ -182,8 +182,8 @@ def rest_body(instances: Sequence[Any]) -> bytes:
 def grpc_request(model: str, words: Sequence[str]) -> bytes:
     import numpy as np
 
-    from servo.apis.tensor_codec import from_ndarray
     from servo.protos import predict_pb2
+    from servo.tensor_codec import from_ndarray
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
@@ -401,8 +401,8 @@ def ask(servo: Servo, way: str, words: Sequence[str]) -> Any:
     import grpc
     import numpy as np
 
-    from servo.apis.tensor_codec import to_ndarray
     from servo.protos import predict_pb2
+    from servo.tensor_codec import to_ndarray
 
     if way.startswith("grpc"):
         with grpc.insecure_channel(servo.grpc_target) as channel:
