@@ -390,6 +390,11 @@ def classify(
             classes = tensor
         else:
             scores = tensor
+    if scores is not None and scores.dtype.kind not in "biuf":
+        # TFS takes DT_FLOAT only; servo any real type, but a score must be a number.
+        raise ServoError(
+            Code.INVALID_ARGUMENT, f"Expected scores Tensor of DT_FLOAT. Got: {scores.dtype}"
+        )
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise ServoError(
             Code.INVALID_ARGUMENT,
