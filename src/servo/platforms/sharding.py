@@ -30,8 +30,7 @@ SHARD_OUTPUT = "shard"
 
 def fingerprints(keys: Sequence[bytes]) -> np.ndarray:
     """Each key's Fingerprint64, as uint64."""
-    fingerprint = farmhash.fingerprint64
-    return np.fromiter((fingerprint(k) for k in keys), dtype=np.uint64, count=len(keys))
+    return np.fromiter(map(farmhash.fingerprint64, keys), dtype=np.uint64, count=len(keys))
 
 
 def shard_of(keys: Sequence[bytes], count: int) -> np.ndarray:
