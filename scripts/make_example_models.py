@@ -20,7 +20,8 @@ Models (one function each; `MODELS` lists them):
 - `vocab_classifier/1/model.onnx`: an ONNX text classifier that `vocab` feeds: "ids" (int64
   [-1, -1], a batch of word ids, -1 for an unknown word) -> "scores" [-1, 3], the softmax of
   a linear layer over the sum of the words' vectors (id 0, `<pad>`, has a zero vector, so
-  padding changes nothing; ids beyond the vocabulary are refused by ONNX Runtime).
+  padding changes nothing; any negative id is an unknown word; ids beyond the vocabulary are
+  refused by ONNX Runtime).
 - `text_classifier_pipeline/1/pipeline.json` (platform `pipeline`): `vocab` then
   `vocab_classifier`, two served models: "text" (words, [-1, -1]) -> "ids" and "scores".
 - `text_classifier_composite/1/` (platform `composite`): the same two models as parts of one
@@ -202,10 +203,10 @@ CLASSIFIER_DIM = 8
 
 
 def classifier_model(vocab_size: int, seed: int) -> object:
-    """An ONNX bag-of-words classifier: ids [batch, words] (int64; -1 an unknown word) ->
-    scores [batch, classes], softmax(sum of the words' vectors @ w + b). The vectors' table has
-    a row for the unknown word first (ids are shifted by one), and a zero row for id 0, the
-    padding word."""
+    """An ONNX bag-of-words classifier: ids [batch, words] (int64; -1, or any negative id, an
+    unknown word) -> scores [batch, classes], softmax(sum of the words' vectors @ w + b). The
+    vectors' table has a row for the unknown word first (ids are shifted by one), and a zero
+    row for id 0, the padding word; ids beyond the vocabulary are refused by ONNX Runtime."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -215,6 +216,7 @@ def classifier_model(vocab_size: int, seed: int) -> object:
     weight = rng.standard_normal((CLASSIFIER_DIM, CLASSIFIER_CLASSES)).astype(np.float32)
     bias = (rng.standard_normal(CLASSIFIER_CLASSES) * 0.1).astype(np.float32)
     initializers = [
+        numpy_helper.from_array(np.array(-1, np.int64), "unknown"),
         numpy_helper.from_array(np.array(1, np.int64), "one"),
         numpy_helper.from_array(np.array([1], np.int64), "word_axis"),
         numpy_helper.from_array(vectors, "vectors"),
@@ -222,7 +224,8 @@ def classifier_model(vocab_size: int, seed: int) -> object:
         numpy_helper.from_array(bias, "b"),
     ]
     nodes = [
-        helper.make_node("Add", ["ids", "one"], ["rows"]),
+        helper.make_node("Max", ["ids", "unknown"], ["known"]),  # not Gather's from-the-end
+        helper.make_node("Add", ["known", "one"], ["rows"]),
         helper.make_node("Gather", ["vectors", "rows"], ["words"]),
         helper.make_node("ReduceSum", ["words", "word_axis"], ["bag"], keepdims=0),
         helper.make_node("Gemm", ["bag", "w", "b"], ["logits"]),

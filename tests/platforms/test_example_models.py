@@ -205,6 +205,7 @@ def test_the_classifier_sums_word_vectors_and_pads_count_for_nothing(
 ) -> None:
     import onnx
 
+    from servo.core.status import Code, ServoError
     from servo.platforms import onnx as onnx_platform
     from servo.platforms.options import PlatformOptions
 
@@ -227,6 +228,12 @@ def test_the_classifier_sums_word_vectors_and_pads_count_for_nothing(
         np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
         unpadded = served.run(signature, {"ids": np.array([[1, -1]], np.int64)})["scores"]
         np.testing.assert_allclose(unpadded[0], scores[1], rtol=1e-6)
+        # Any negative id is the unknown word (never a row counted from the table's end).
+        other = served.run(signature, {"ids": np.array([[1, -7]], np.int64)})["scores"]
+        np.testing.assert_array_equal(other, unpadded)
+        with pytest.raises(ServoError) as beyond:  # no word has id 10
+            served.run(signature, {"ids": np.array([[10]], np.int64)})
+        assert beyond.value.code == Code.INVALID_ARGUMENT
         assert len({int(row.argmax()) for row in scores}) > 1  # not one class for everything
     finally:
         served.close()
