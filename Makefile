@@ -8,9 +8,14 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 # Loopback only: anyone who reaches the ports may use every API (README, Security).
 BIND_ADDRESS ?= 127.0.0.1
+# `make serve-sharded`: the front's ports, and its shards' (shard 0 first).
+SHARDED_GRPC_PORT ?= 8600
+SHARDED_REST_PORT ?= 8601
+SHARD_GRPC_PORTS ?= 8610,8611,8612
+SHARD_REST_PORTS ?= 8620,8621,8622
 PYTEST_ARGS ?=
 
-.PHONY: all venv serve test lint unit examples protos bench clean
+.PHONY: all venv serve serve-sharded test lint unit examples protos bench clean
 MODELS := examples/models/models.config
 
 all: test
@@ -38,6 +43,7 @@ serve: $(STAMP) $(MODELS)
 	@echo "  curl -d '{\"instances\": [[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]]}' localhost:$(REST_PORT)/v1/models/mlp:predict"
 	@echo "  curl -d '{\"instances\": [\"servo\", \"unknown\"]}' localhost:$(REST_PORT)/v1/models/vocab:predict"
 	@echo "  curl -d '{\"instances\": [\"a model server\"]}' localhost:$(REST_PORT)/v1/models/word_count:predict"
+	@echo "  curl -d '{\"instances\": [[\"servo\", \"serves\", \"a\", \"model\"], [\"the\", \"unknown\", \"<pad>\", \"<pad>\"]]}' localhost:$(REST_PORT)/v1/models/text_classifier_pipeline:predict"
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two"
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two/metadata"
 	@echo "  curl -d '{\"inputs\": [{\"name\": \"x\", \"shape\": [3, 1], \"datatype\": \"FP32\", \"data\": [1, 2, 5]}]}' localhost:$(REST_PORT)/v2/models/half_plus_two/infer"
@@ -46,6 +52,13 @@ serve: $(STAMP) $(MODELS)
 	$(BIN)/servo serve --bind_address=$(BIND_ADDRESS) --port=$(GRPC_PORT) \
 		--rest_api_port=$(REST_PORT) --model_config_file=$(MODELS) \
 		--monitoring_config_file=examples/monitoring.config
+
+# The example embedding table split into 3 shards, each served by a servo of its own, and the
+# front that fans keys out to them, in the foreground; Ctrl-C stops the front and the shards.
+serve-sharded: $(STAMP) $(MODELS)
+	$(BIN)/python scripts/serve_sharded.py --bind-address=$(BIND_ADDRESS) \
+		--grpc-port=$(SHARDED_GRPC_PORT) --rest-port=$(SHARDED_REST_PORT) \
+		--shard-grpc-ports=$(SHARD_GRPC_PORTS) --shard-rest-ports=$(SHARD_REST_PORTS)
 
 # Benchmarks (loopback only, bounded in time); wrk comes from Debian's packages, KServe (the
 # Python server compared against) into a venv of its own, as it is no dependency of servo.

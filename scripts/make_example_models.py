@@ -17,15 +17,35 @@ Models (one function each; `MODELS` lists them):
   weights), for batching benchmarks.
 - `vocab/1/vocab.txt`: a lookup table (platform `lookup`): word -> id, unknown words -> -1.
 - `word_count/1/model.py`: a Python servable (platform `python`): text -> words and characters.
-- `models.config`: a TFS model config file (protobuf text format) serving all of the above,
-  with absolute base paths, as TFS requires.
+- `vocab_classifier/1/model.onnx`: an ONNX text classifier that `vocab` feeds: "ids" (int64
+  [-1, -1], a batch of word ids, -1 for an unknown word) -> "scores" [-1, 3], the softmax of
+  a linear layer over the sum of the words' vectors (id 0, `<pad>`, has a zero vector, so
+  padding changes nothing; any negative id is an unknown word; ids beyond the vocabulary are
+  refused by ONNX Runtime).
+- `text_classifier_pipeline/1/pipeline.json` (platform `pipeline`): `vocab` then
+  `vocab_classifier`, two served models: "text" (words, [-1, -1]) -> "ids" and "scores".
+- `text_classifier_composite/1/` (platform `composite`): the same two models as parts of one
+  version directory (`vocab/`, `model/` and `composite.json`), answering exactly what the
+  pipeline answers.
+- `embeddings/1/embeddings.tsv`: an embedding table (platform `lookup`), 4096 keys `item-0000`
+  ... `item-4095` -> 16 floats from a fixed seed; unknown keys -> zeros.
+- `embeddings_shards/shard-{0,1,2}/1/`: that table split into 3 shards (binary tables) by
+  servo's own split code (`servo split-table`), each for a servo of its own (model name
+  `embeddings`, platform `lookup`).
+- `embeddings_sharded/1/sharded.json` (platform `sharded`): the front that joins the shards,
+  listing their gRPC addresses 127.0.0.1:8610, :8611 and :8612 (`SHARD_GRPC_PORTS`).
+  `make serve-sharded` (scripts/serve_sharded.py) starts the shards and the front.
+- `models.config`: a TFS model config file (protobuf text format) serving all of the above
+  but the shards and their front (which need servers of their own), with absolute base paths,
+  as TFS requires, each pipeline after its steps (a pipeline loads when its steps serve).
 
 Each model's directory is written next to its final place and then swapped in, so a rerun
 replaces exactly the models it writes and leaves anything else in the output directory alone.
 
 To add a model: write `def write_<name>(model_dir: Path) -> None` that creates the model's
 base directory contents (version subdirectories) under `model_dir`, and append an
-`ExampleModel` to `MODELS`; set `needs_tensorflow=True` when it imports TensorFlow.
+`ExampleModel` to `MODELS` (after the models it names, if any); set `needs_tensorflow=True`
+when it imports TensorFlow, `in_config=False` when `make serve` must not serve it.
 
 Usage: python scripts/make_example_models.py [OUTPUT_DIR] [--skip-tensorflow] [--only NAME ...]
 """
@@ -33,6 +53,9 @@ Usage: python scripts/make_example_models.py [OUTPUT_DIR] [--skip-tensorflow] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
 import shutil
 import sys
@@ -47,6 +70,8 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "examples" / "models"
 
 MLP_SEED = 20240611
 MLP_LARGE_SEED = 20240612
+CLASSIFIER_SEED = 20240613
+EMBEDDINGS_SEED = 20240614
 ONNX_OPSET = 17  # widely supported by ONNX Runtime releases; the ops used here are old
 ONNX_IR_VERSION = 8
 
@@ -173,6 +198,61 @@ def write_mlp_large(model_dir: Path) -> None:
     _save_onnx(mlp_model(widths, MLP_LARGE_SEED), model_dir / "1" / "model.onnx")
 
 
+CLASSIFIER_CLASSES = 3
+CLASSIFIER_DIM = 8
+
+
+def classifier_model(vocab_size: int, seed: int) -> object:
+    """An ONNX bag-of-words classifier: ids [batch, words] (int64; -1, or any negative id, an
+    unknown word) -> scores [batch, classes], softmax(sum of the words' vectors @ w + b). The
+    vectors' table has a row for the unknown word first (ids are shifted by one), and a zero
+    row for id 0, the padding word; ids beyond the vocabulary are refused by ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((vocab_size + 1, CLASSIFIER_DIM)).astype(np.float32)
+    vectors[1] = 0.0  # id 0, <pad>
+    weight = rng.standard_normal((CLASSIFIER_DIM, CLASSIFIER_CLASSES)).astype(np.float32)
+    bias = (rng.standard_normal(CLASSIFIER_CLASSES) * 0.1).astype(np.float32)
+    initializers = [
+        numpy_helper.from_array(np.array(-1, np.int64), "unknown"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array([1], np.int64), "word_axis"),
+        numpy_helper.from_array(vectors, "vectors"),
+        numpy_helper.from_array(weight, "w"),
+        numpy_helper.from_array(bias, "b"),
+    ]
+    nodes = [
+        helper.make_node("Max", ["ids", "unknown"], ["known"]),  # not Gather's from-the-end
+        helper.make_node("Add", ["known", "one"], ["rows"]),
+        helper.make_node("Gather", ["vectors", "rows"], ["words"]),
+        helper.make_node("ReduceSum", ["words", "word_axis"], ["bag"], keepdims=0),
+        helper.make_node("Gemm", ["bag", "w", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "vocab_classifier",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "words"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", CLASSIFIER_CLASSES])],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        graph,
+        producer_name="servo-examples",
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+    )
+    model.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_vocab_classifier(model_dir: Path) -> None:
+    """vocab_classifier/1/model.onnx: the vocabulary's ids -> 3 class scores."""
+    _save_onnx(classifier_model(len(VOCAB), CLASSIFIER_SEED), model_dir / "1" / "model.onnx")
+
+
 # -- models that need no ML runtime -----------------------------------------------------------
 
 VOCAB = ["<pad>", "the", "a", "model", "server", "serves", "tensor", "version", "servo", "flow"]
@@ -203,17 +283,109 @@ class Model:
 '''
 
 
+def _write_vocab_table(directory: Path) -> None:
+    directory.mkdir(parents=True)
+    (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    (directory / "lookup.json").write_text('{"default_value": -1, "default_key": "<unk>"}\n')
+
+
 def write_vocab(model_dir: Path) -> None:
-    version = model_dir / "1"
-    version.mkdir(parents=True)
-    (version / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    (version / "lookup.json").write_text('{"default_value": -1, "default_key": "<unk>"}\n')
+    _write_vocab_table(model_dir / "1")
 
 
 def write_word_count(model_dir: Path) -> None:
     version = model_dir / "1"
     version.mkdir(parents=True)
     (version / "model.py").write_text(WORD_COUNT, encoding="utf-8")
+
+
+# -- composite models ------------------------------------------------------------------------
+
+# The steps of the text classifier, as a pipeline of served models and as a composite's parts.
+TEXT_CLASSIFIER_OUTPUTS = {"ids": "ids.ids", "scores": "classes.scores"}
+TEXT_CLASSIFIER_PIPELINE = {
+    "steps": [
+        {"name": "ids", "model": "vocab", "inputs": {"keys": "request.text"}},
+        {"name": "classes", "model": "vocab_classifier", "inputs": {"ids": "ids.ids"}},
+    ],
+    "outputs": TEXT_CLASSIFIER_OUTPUTS,
+}
+TEXT_CLASSIFIER_COMPOSITE = {
+    "parts": {
+        "vocab": {"platform": "lookup", "path": "vocab"},
+        "classifier": {"platform": "onnx", "path": "model"},
+    },
+    "steps": [
+        {"name": "ids", "part": "vocab", "inputs": {"keys": "request.text"}},
+        {"name": "classes", "part": "classifier", "inputs": {"ids": "ids.ids"}},
+    ],
+    "outputs": TEXT_CLASSIFIER_OUTPUTS,
+}
+
+
+def _write_json(path: Path, doc: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def write_text_classifier_pipeline(model_dir: Path) -> None:
+    """text_classifier_pipeline/1/pipeline.json: vocab -> vocab_classifier."""
+    _write_json(model_dir / "1" / "pipeline.json", TEXT_CLASSIFIER_PIPELINE)
+
+
+def write_text_classifier_composite(model_dir: Path) -> None:
+    """text_classifier_composite/1/: vocab/ and model/ (the classifier) and composite.json."""
+    version = model_dir / "1"
+    _write_vocab_table(version / "vocab")
+    _save_onnx(classifier_model(len(VOCAB), CLASSIFIER_SEED), version / "model" / "model.onnx")
+    _write_json(version / "composite.json", TEXT_CLASSIFIER_COMPOSITE)
+
+
+# -- a sharded embedding table ---------------------------------------------------------------
+
+EMBEDDING_KEYS = 4096
+EMBEDDING_DIM = 16
+SHARD_COUNT = 3
+SHARD_GRPC_PORTS = (8610, 8611, 8612)  # the front's default shard addresses, on 127.0.0.1
+TABLE_MODEL = "embeddings"  # the table's model name, whole or on each shard server
+
+
+def embedding_key(i: int) -> str:
+    return f"item-{i:04d}"
+
+
+def _write_embeddings_table(directory: Path) -> None:
+    rng = np.random.default_rng(EMBEDDINGS_SEED)
+    values = rng.standard_normal((EMBEDDING_KEYS, EMBEDDING_DIM))
+    directory.mkdir(parents=True)
+    rows = (
+        f"{embedding_key(i)}\t{' '.join(f'{v:.4f}' for v in row)}\n"
+        for i, row in enumerate(values.tolist())
+    )
+    (directory / "embeddings.tsv").write_text("".join(rows), encoding="utf-8")
+
+
+def write_embeddings(model_dir: Path) -> None:
+    """embeddings/1/embeddings.tsv: 4096 keys -> 16 floats."""
+    _write_embeddings_table(model_dir / "1")
+
+
+def write_embeddings_shards(model_dir: Path) -> None:
+    """embeddings_shards/shard-<i>/1/: the embeddings table split into 3 by servo split-table's
+    code, from a copy of the table written beside them (the same bytes as `embeddings`')."""
+    from servo.cli.split_table import split
+
+    with tempfile.TemporaryDirectory(dir=model_dir) as scratch:
+        table = Path(scratch) / TABLE_MODEL / "1"
+        _write_embeddings_table(table)
+        with contextlib.redirect_stderr(io.StringIO()):  # its lines name the staging directory
+            split(str(table), SHARD_COUNT, str(model_dir))
+
+
+def write_embeddings_sharded(model_dir: Path) -> None:
+    """embeddings_sharded/1/sharded.json: the front of the 3 shards on 127.0.0.1."""
+    shards = [f"127.0.0.1:{port}" for port in SHARD_GRPC_PORTS]
+    _write_json(model_dir / "1" / "sharded.json", {"model": TABLE_MODEL, "shards": shards})
 
 
 # -- the repository --------------------------------------------------------------------------
@@ -225,6 +397,7 @@ class ExampleModel:
     write: Callable[[Path], None]  # writes the version directories under the path it gets
     needs_tensorflow: bool = False
     platform: str = "onnx"  # model_platform in models.config
+    in_config: bool = True  # served by models.config (`make serve`)
 
 
 MODELS: list[ExampleModel] = [
@@ -235,16 +408,29 @@ MODELS: list[ExampleModel] = [
     ExampleModel("mlp_large", write_mlp_large),
     ExampleModel("vocab", write_vocab, platform="lookup"),
     ExampleModel("word_count", write_word_count, platform="python"),
+    ExampleModel("vocab_classifier", write_vocab_classifier),
+    # Pipelines after their steps: a pipeline's version loads once its steps serve.
+    ExampleModel("text_classifier_pipeline", write_text_classifier_pipeline, platform="pipeline"),
+    ExampleModel(
+        "text_classifier_composite", write_text_classifier_composite, platform="composite"
+    ),
+    ExampleModel("embeddings", write_embeddings, platform="lookup"),
+    # Not one model but the base directories of the shard servers' model (`embeddings`).
+    ExampleModel("embeddings_shards", write_embeddings_shards, platform="lookup", in_config=False),
+    ExampleModel(
+        "embeddings_sharded", write_embeddings_sharded, platform="sharded", in_config=False
+    ),
 ]
 
 CONFIG_FILE = "models.config"
 
 
 def write_config(output: Path) -> Path:
-    """Writes `models.config` for every known model present under `output`."""
+    """Writes `models.config` for every known model present under `output` that `make serve`
+    serves (`in_config`)."""
     entries = []
     for model in MODELS:
-        if (output / model.name).is_dir():
+        if model.in_config and (output / model.name).is_dir():
             entries.append(
                 "  config {\n"
                 f'    name: "{model.name}"\n'
