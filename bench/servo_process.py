@@ -38,10 +38,18 @@ def free_port() -> int:
 
 
 class Servo:
-    """`python -m servo serve ARGS` bound to 127.0.0.1, its output in `log`."""
+    """`python -m servo serve ARGS` bound to 127.0.0.1, its output in `log`; on free ports,
+    or on `grpc_port` when its address must be known before the server starts (a shard's,
+    listed in its front's sharded.json)."""
 
-    def __init__(self, args: Sequence[str], log: Path, ready_timeout: float = 180.0) -> None:
-        self.grpc_port = free_port()
+    def __init__(
+        self,
+        args: Sequence[str],
+        log: Path,
+        ready_timeout: float = 180.0,
+        grpc_port: int | None = None,
+    ) -> None:
+        self.grpc_port = grpc_port or free_port()
         self.rest_port = free_port()
         self.log = log
         self._log_file = log.open("w")
