@@ -309,6 +309,8 @@ class ModelServer:
             self.plane, decode_limits=self.decode_limits(), repository=self.repository
         )
         server.add_generic_rpc_handlers(inference.generic_handlers())
+        if a.enable_profiler:
+            self._add_profiler(server)
         if a.enable_grpc_healthcheck_service:
             self.health = ModelHealthServicer(self.plane)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -332,6 +334,21 @@ class ModelServer:
             await self.health.start()  # the server, its services, and each model
         self.servers.grpc = server
         log.info("Running gRPC ModelServer at %s ...", " and ".join(addresses))
+
+    def _add_profiler(self, server: Any) -> None:
+        """tensorflow.ProfilerService, when TensorFlow is installed (imported at the first
+        Profile, not here)."""
+        from servo.apis.grpc.profiler import ProfilerServices, tensorflow_installed
+
+        assert self.plane is not None
+        if not tensorflow_installed():
+            log.info(
+                "--enable_profiler: TensorFlow is not installed, so tensorflow.ProfilerService "
+                "is not served"
+            )
+            return
+        server.add_generic_rpc_handlers(ProfilerServices(self.plane).generic_handlers())
+        log.info("Serving tensorflow.ProfilerService (--enable_profiler)")
 
     def _grpc_credentials(self) -> Any:
         import grpc
