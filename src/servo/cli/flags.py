@@ -426,6 +426,14 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "(symlinks and '..' resolved); empty = anywhere.",
     ),
     Flag(
+        "allowed_profile_roots",
+        parse_roots_flag,
+        "",
+        "Comma list of directories a profile's trace (tensorflow.ProfilerService's Profile: "
+        "<logdir>/plugins/profile/...) must be written under (symlinks and '..' resolved); "
+        "empty = anywhere, as TFS.",
+    ),
+    Flag(
         "shutdown_grace_period_seconds",
         parse_seconds,
         30.0,

@@ -338,7 +338,7 @@ class ModelServer:
     def _add_profiler(self, server: Any) -> None:
         """tensorflow.ProfilerService, when TensorFlow is installed (imported at the first
         Profile, not here)."""
-        from servo.apis.grpc.profiler import ProfilerServices, tensorflow_installed
+        from servo.apis.grpc.profiler import ProfilerServices, roots_check, tensorflow_installed
 
         assert self.plane is not None
         if not tensorflow_installed():
@@ -347,7 +347,10 @@ class ModelServer:
                 "is not served"
             )
             return
-        server.add_generic_rpc_handlers(ProfilerServices(self.plane).generic_handlers())
+        services = ProfilerServices(
+            self.plane, check_path=roots_check(self.args.allowed_profile_roots)
+        )
+        server.add_generic_rpc_handlers(services.generic_handlers())
         log.info("Serving tensorflow.ProfilerService (--enable_profiler)")
 
     def _grpc_credentials(self) -> Any:

@@ -327,6 +327,33 @@ def test_a_trace_that_cannot_be_written_is_internal_naming_the_path(tmp_path: Pa
     assert f"Cannot write the trace to {tmp_path / 'file'}" in error.details()
 
 
+def test_allowed_profile_roots_refuse_a_trace_outside_them(tmp_path: Path) -> None:
+    root = tmp_path / "logs"
+    (tmp_path / "elsewhere").mkdir()
+    (root / "tb").mkdir(parents=True)
+    (root / "tb" / "out").symlink_to(tmp_path / "elsewhere")
+    tracer = FakeTracer()
+    check = profiler.roots_check((str(root),))
+
+    async def body() -> list[grpc.aio.AioRpcError]:
+        errors = []
+        async with serving(tracer, check_path=check) as client:
+            await client.profile(request(root / "tb" / "plugins" / "profile"))
+            for outside in (tmp_path / "elsewhere", root / ".." / "x", root / "tb" / "out"):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await client.profile(request(outside))
+                errors.append(err.value)
+        return errors
+
+    errors = run(body)
+    assert [e.code() for e in errors] == [grpc.StatusCode.PERMISSION_DENIED] * 3
+    assert "add a root to --allowed_profile_roots" in errors[0].details()
+    assert tracer.log == ["start", "collect"]  # refused before any session started
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert (root / "tb" / "plugins" / "profile").is_dir()
+    profiler.roots_check(())(str(tmp_path / "anywhere" / "x.xplane.pb"))  # no roots: anywhere
+
+
 def test_monitor_is_unimplemented_as_in_tensorflows_server() -> None:
     async def body() -> grpc.aio.AioRpcError:
         async with serving(FakeTracer()) as client:
@@ -382,6 +409,27 @@ def test_enable_profiler_is_on_by_default_as_in_tfs() -> None:
     assert build_parser().parse_args([]).enable_profiler is True
     assert _server_with([]).serves_profiler()
     assert not _server_with(["--enable_profiler=false"]).serves_profiler()
+
+
+def test_allowed_profile_roots_reach_the_service(tmp_path: Path) -> None:
+    server = _server_with([f"--allowed_profile_roots={tmp_path}"])
+    handler = next(
+        h.service(argparse.Namespace(method=f"/{SERVICE}/Profile", invocation_metadata=()))
+        for h in server.handlers
+    )
+    assert handler is not None
+
+    class Context:
+        def time_remaining(self) -> float:
+            return WAIT
+
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise AssertionError((code, details))
+
+    outside = request("/elsewhere/plugins/profile")
+    with pytest.raises(AssertionError) as err:
+        asyncio.run(handler.unary_unary(outside, Context()))
+    assert err.value.args[0][0] == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_without_tensorflow_the_service_is_absent(

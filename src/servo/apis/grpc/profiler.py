@@ -56,6 +56,7 @@ from servo.apis.data_plane import DataPlane
 from servo.apis.grpc.service import MalformedLog, _abort, call_rpc, unary_service
 from servo.core.status import Code, ServoError
 from servo.protos import profiler_service_pb2 as pb
+from servo.server.model_management import under_roots
 from servo.util.own_thread import on_own_thread
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,22 @@ def trace_path(request: pb.ProfileRequest) -> str:
     # in the session's directory.
     name = host.replace(":", "_").replace("/", "_") + XPLANE_SUFFIX
     return os.path.join(request.repository_root, request.session_id, name)
+
+
+def roots_check(roots: Sequence[str]) -> Callable[[str], None]:
+    """`--allowed_profile_roots`: refuses (PERMISSION_DENIED) a trace path whose directory,
+    resolved (symlinks, `..`), lies under none of `roots`; empty: anywhere, as TensorFlow."""
+
+    def check(path: str) -> None:
+        if roots and not under_roots(os.path.dirname(os.path.abspath(path)), roots):
+            raise ServoError(
+                Code.PERMISSION_DENIED,
+                f"The profile's trace {path} would be written outside the allowed roots "
+                f"({', '.join(roots)}); add a root to --allowed_profile_roots or profile into "
+                "a log directory under one of them",
+            )
+
+    return check
 
 
 def write_trace(path: str, xspace: bytes) -> None:
