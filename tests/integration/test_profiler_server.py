@@ -10,6 +10,7 @@ tested in process in tests/apis/grpc/test_profiler.py.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,36 @@ def test_tensorflow_is_imported_at_the_first_profile_not_at_start(
         xspace = pb.ProfileResponse.FromString(answer).xspace
         assert xplane_pb2.XSpace.FromString(xspace).planes  # TensorFlow's XSpace, if eventless
         assert _maps_tensorflow(server.process.pid)
+
+
+def test_stopping_the_server_ends_a_capture_with_its_trace(
+    tfs_models: TfsModels, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        [
+            "--model_name=half_plus_two",
+            f"--model_base_path={tfs_models.path('saved_model_half_plus_two_cpu')}",
+            "--shutdown_grace_period_seconds=20",
+        ]
+    )
+    try:
+        server.wait_ready()
+        profile = pb.ProfileRequest(
+            repository_root=str(tmp_path), session_id="long", host_name="servo"
+        )
+        profile.opts.duration_ms = 600_000  # far longer than the grace period
+        answers: list[grpc.RpcError | bytes] = []
+        call = threading.Thread(
+            target=lambda: answers.append(_call(server, "Profile", profile.SerializeToString()))
+        )
+        call.start()
+        server.wait_for_line("Profiling for 600000 ms")
+        server.process.send_signal(signal.SIGTERM)
+        call.join(RPC_TIMEOUT)
+        # The capture answered what it had, and the drain completed (exit 0, not 3).
+        assert [type(a) for a in answers] == [bytes], answers
+        assert server.wait_exit(RPC_TIMEOUT) == 0, server.output
+    finally:
+        server.stop()
+    written = tmp_path / "long" / "servo.xplane.pb"
+    assert xplane_pb2.XSpace.FromString(written.read_bytes()).planes

@@ -48,6 +48,7 @@ from servo.util.own_thread import on_own_thread
 
 if TYPE_CHECKING:
     from servo.apis.grpc.health import ModelHealthServicer
+    from servo.apis.grpc.profiler import ProfilerServices
     from servo.batching.batching_servable import BatchingWrapper
     from servo.server.request_logger import ServerRequestLogger
 
@@ -97,6 +98,7 @@ class ModelServer:
         self.repository: ModelRepository | None = None
         self.servers = Servers()
         self.health: ModelHealthServicer | None = None
+        self.profiler: ProfilerServices | None = None
         self.request_logger: ServerRequestLogger | None = None
         self.batching: BatchingWrapper | None = None
         self._stopping = asyncio.Event()
@@ -347,10 +349,10 @@ class ModelServer:
                 "is not served"
             )
             return
-        services = ProfilerServices(
+        self.profiler = ProfilerServices(
             self.plane, check_path=roots_check(self.args.allowed_profile_roots)
         )
-        server.add_generic_rpc_handlers(services.generic_handlers())
+        server.add_generic_rpc_handlers(self.profiler.generic_handlers())
         log.info("Serving tensorflow.ProfilerService (--enable_profiler)")
 
     def _grpc_credentials(self) -> Any:
@@ -501,6 +503,8 @@ class ModelServer:
         complete = True
         if self.health is not None:
             await self.health.enter_graceful_shutdown()  # every service NOT_SERVING
+        if self.profiler is not None:
+            self.profiler.end_all()  # captures in flight answer what they have
         if self.servers.rest is not None:
             self.servers.rest.stop()  # stops accepting; requests in flight finish
         if self.servers.grpc is not None:

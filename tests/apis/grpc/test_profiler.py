@@ -85,6 +85,7 @@ class FakeTracer:
 @dataclass
 class Client:
     channel: grpc.aio.Channel
+    services: ProfilerServices
 
     def method(self, name: str, response: Any) -> Any:
         return self.channel.unary_unary(
@@ -111,7 +112,7 @@ async def serving(tracer: FakeTracer, **options: Any) -> AsyncIterator[Client]:
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield Client(channel)
+            yield Client(channel, services)
     finally:
         await server.stop(grace=None)
 
@@ -251,6 +252,52 @@ def test_terminate_ends_that_session_early_with_its_trace(tmp_path: Path) -> Non
     assert not response.empty_trace
     assert tracer.log == ["start", "collect"]
     assert (tmp_path / message.session_id / "127.0.0.1_8500.xplane.pb").exists()
+
+
+def test_terminate_during_a_later_start_answers_at_once(tmp_path: Path) -> None:
+    tracer = FakeTracer()
+    message = request(tmp_path, duration_ms=600_000)
+    message.opts.start_timestamp_ns = time.time_ns() + 600 * 10**9
+
+    async def body() -> pb.ProfileResponse:
+        async with serving(tracer) as client:
+            call = asyncio.ensure_future(client.profile(message))
+            await wait_until_running(client, call)
+            await client.terminate(message.session_id)
+            return await call
+
+    assert not run(body).empty_trace
+    assert tracer.log == ["start", "collect"]
+
+
+async def wait_until_running(client: Client, call: asyncio.Future[Any]) -> None:
+    """Until the server holds `call` as a running Profile (it registers before its delay)."""
+    services = client.services
+    deadline = time.monotonic() + WAIT
+    while not services._running:
+        assert not call.done() and time.monotonic() < deadline, "the Profile never ran"
+        await asyncio.sleep(0.01)
+
+
+def test_end_all_answers_the_captures_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
+    tracer = FakeTracer()
+
+    async def body() -> tuple[pb.ProfileResponse, grpc.aio.AioRpcError]:
+        async with serving(tracer) as client:
+            call = asyncio.ensure_future(client.profile(request(tmp_path, duration_ms=600_000)))
+            await wait_event(tracer.started)
+            client.services.end_all()  # as the server's stop does
+            answered = await call
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await client.profile(request(tmp_path))
+            return answered, err.value
+
+    answered, refused = run(body)
+    assert not answered.empty_trace and tracer.log == ["start", "collect"]
+    assert (refused.code(), refused.details()) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "The server is stopping",
+    )
 
 
 def test_a_cancelled_profile_discards_its_session(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ the SavedModel sessions' runs and each op's kernels.
                says whether it holds no event (the client then reports "No trace event was
                collected"). As TSL's profiler_service_impl.cc does.
     Terminate  ends the running Profile of that session_id early; it answers what it has.
+               Stopping the server ends every running Profile so.
     Monitor    UNIMPLEMENTED "unimplemented.", as TensorFlow's own profiler server answers.
 
 The continuous-profiling methods of TensorFlow's newer servers are not served (UNIMPLEMENTED).
@@ -53,7 +54,7 @@ from typing import Any, Protocol
 import grpc
 
 from servo.apis.data_plane import DataPlane
-from servo.apis.grpc.service import MalformedLog, _abort, call_rpc, unary_service
+from servo.apis.grpc.service import MalformedLog, call_rpc, unary_service
 from servo.core.status import Code, ServoError
 from servo.protos import profiler_service_pb2 as pb
 from servo.server.model_management import under_roots
@@ -287,6 +288,7 @@ class ProfilerServices:
         self.clock = clock  # Unix nanoseconds, as start_timestamp_ns
         self.malformed_log = malformed_log or MalformedLog()
         self._running: list[_Running] = []
+        self._ending = False  # the server stops: no new Profile
 
     async def profile(
         self, request: pb.ProfileRequest, context: grpc.aio.ServicerContext
@@ -314,14 +316,15 @@ class ProfilerServices:
             request.session_id,
             f" into {path}" if path else "",
         )
-        delay = (request.opts.start_timestamp_ns - self.clock()) / 1e9
-        if delay > 0:  # the client asked for a later start; its deadline bounds the wait
-            await asyncio.sleep(delay)
+        if self._ending:
+            raise ServoError(Code.UNAVAILABLE, "The server is stopping")
+        # A later start the client asked for (its deadline bounds the wait).
+        delay = max(0.0, (request.opts.start_timestamp_ns - self.clock()) / 1e9)
         running = _Running(request.session_id)
         self._running.append(running)
         try:
             xspace = await on_own_thread(
-                "servo-profiler", lambda: self._capture(duration_ms / 1000, running)
+                "servo-profiler", lambda: self._capture(delay, duration_ms / 1000, running)
             )
         except asyncio.CancelledError:  # the client went away, or the server stops
             running.abandoned.set()
@@ -350,9 +353,14 @@ class ProfilerServices:
         )
         return response
 
-    def _capture(self, seconds: float, running: _Running) -> bytes | None:
-        """One session, start to end, on one thread: the XSpace it collected in `seconds`
-        (fewer when stopped), or None when abandoned."""
+    def _capture(self, delay: float, seconds: float, running: _Running) -> bytes | None:
+        """One session, start to end, on one thread: started `delay` seconds from now, the
+        XSpace it collected in `seconds` (both shorter when stopped), or None when
+        abandoned."""
+        if delay and running.stop.wait(min(delay, threading.TIMEOUT_MAX)):
+            seconds = 0.0  # ended before it began: an empty session answers
+        if running.abandoned.is_set():
+            return None
         session = self.tracer.start()
         running.stop.wait(min(seconds, threading.TIMEOUT_MAX))
         if running.abandoned.is_set():
@@ -371,7 +379,18 @@ class ProfilerServices:
     async def monitor(
         self, request: pb.MonitorRequest, context: grpc.aio.ServicerContext
     ) -> pb.MonitorResponse:
-        await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "unimplemented.")
+        async def work(_: float | None) -> pb.MonitorResponse:
+            raise ServoError(Code.UNIMPLEMENTED, "unimplemented.")  # TensorFlow's words
+
+        return await call_rpc(self.plane, "Monitor", "", context, work)
+
+    def end_all(self) -> None:
+        """Ends every running Profile early, each answering what it collected, and refuses
+        new ones (at shutdown, so that a long capture does not hold the server's drain to
+        its grace period)."""
+        self._ending = True
+        for running in self._running:
+            running.stop.set()
 
     def generic_handlers(self) -> Sequence[grpc.GenericRpcHandler]:
         methods: list[tuple[str, Any, Any, Any]] = [
