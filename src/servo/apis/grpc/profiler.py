@@ -31,8 +31,8 @@ into booleans ("host_tracer_level expects an i value"), so a request's tracer le
 applied and every session runs TensorFlow's defaults (host tracer level 2, device tracer level
 1, Python tracer off). One profiler session runs at a time in a process (TensorFlow's lock): a
 Profile while another runs is answered INTERNAL with TensorFlow's message, as TensorFlow's
-server answers it. Models that run outside TensorFlow (ONNX, Python, a Python model's worker
-process) leave no events.
+server answers it. Models that run outside TensorFlow's executor (ONNX, Python, a Python
+model's worker process, and TF Lite, whose interpreter records no profiler events) leave none.
 """
 
 from __future__ import annotations
