@@ -37,6 +37,7 @@ TF_MODULES = [
     "tensorflow.core.protobuf.named_tensor_pb2",
     "tensorflow.core.protobuf.config_pb2",
     "tensorflow.core.protobuf.error_codes_pb2",
+    "tensorflow.tsl.profiler.protobuf.profiler_options_pb2",
     "tensorflow_serving.apis.classification_pb2",
     "tensorflow_serving.apis.get_model_metadata_pb2",
     "tensorflow_serving.apis.get_model_status_pb2",
@@ -109,6 +110,25 @@ NO_COUNTERPART: dict[str, list[tuple[str, int, int, bool, str | None]]] = {
     ],
 }
 
+# The profiler service's messages: TensorFlow's pip package ships no Python module of them,
+# only the C++ header generated from the .proto, whose accessor comments state every field
+# (`// uint64 duration_ms = 1;`): servo's messages are checked against that header.
+PROFILER_HEADER = "tensorflow/include/tsl/profiler/protobuf/profiler_service.pb.h"
+FROM_PROFILER_HEADER = {
+    "tensorflow.ToolRequestOptions",
+    "tensorflow.ProfileRequest",
+    "tensorflow.ProfileRequest.ToolOptionsEntry",
+    "tensorflow.ProfileToolData",
+    "tensorflow.ProfileResponse",
+    "tensorflow.TerminateRequest",
+    "tensorflow.TerminateResponse",
+    "tensorflow.MonitorRequest",
+    "tensorflow.MonitorResponse",
+}
+# Servo's deliberate differences from the header: (message, field) -> servo's declaration.
+# The XSpace travels as its serialized bytes (the same wire form as the message field).
+PROFILER_RETYPED = {("tensorflow.ProfileResponse", "xspace"): "bytes xspace = 8"}
+
 # What the brief promises servo defines (by TensorFlow's names).
 REQUIRED = [
     "tensorflow.TensorShapeProto",
@@ -175,6 +195,11 @@ REQUIRED = [
     "tensorflow.serving.PrometheusConfig",
     "tensorflow.serving.SSLConfig",
     "tensorflow.serving.BatchingParameters",
+    "tensorflow.ProfileOptions",
+    "tensorflow.ProfileRequest",
+    "tensorflow.ProfileResponse",
+    "tensorflow.TerminateRequest",
+    "tensorflow.MonitorRequest",
 ]
 
 
@@ -322,7 +347,7 @@ def test_messages_match_tensorflow_field_by_field(servo_files, tf_pool) -> None:
     compared = 0
     for message in _messages(servo_files):
         name = _unprefix(message.full_name)
-        if name in NO_COUNTERPART:
+        if name in NO_COUNTERPART or name in FROM_PROFILER_HEADER:
             continue
         theirs = tf_pool.FindMessageTypeByName(name)
         assert message.GetOptions().map_entry == theirs.GetOptions().map_entry, name
@@ -351,6 +376,62 @@ def test_messages_without_installed_counterpart_match_tfs_source(servo_files) ->
             for f in by_name[name].fields
         ]
         assert sorted(facts) == sorted(expected), name
+
+
+def _header_fields() -> dict[str, dict[int, str]]:
+    """The installed TensorFlow's profiler_service.pb.h: message -> {number: declaration}."""
+    import re
+
+    import tensorflow
+
+    header = Path(tensorflow.__file__).parent.parent / PROFILER_HEADER
+    messages: dict[str, dict[int, str]] = {}
+    current: dict[int, str] | None = None
+    for line in header.read_text().splitlines():
+        declared = re.match(r"class (?:PROTOBUF_EXPORT )?(\w+) final", line)
+        if declared:
+            name = declared.group(1).removesuffix("_DoNotUse").replace("_", ".")
+            current = messages.setdefault(f"tensorflow.{name}", {})
+            continue
+        field = re.match(r"  // ((?:repeated )?\S+(?: \S+)? \w+ = (\d+));$", line)
+        if field and current is not None:
+            current[int(field.group(2))] = field.group(1)
+    return messages
+
+
+def _declaration(field: FieldDescriptor) -> str:
+    """A servo field as protoc's header comment writes it (`repeated string tools = 3`)."""
+
+    def type_name(f: FieldDescriptor) -> str:
+        if f.message_type is not None:
+            return "." + _unprefix(f.message_type.full_name)
+        if f.enum_type is not None:
+            return "." + _unprefix(f.enum_type.full_name)
+        return descriptor_pb2.FieldDescriptorProto.Type.Name(f.type)[len("TYPE_") :].lower()
+
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
+        return f"map<{type_name(key)}, {type_name(value)}> {field.name} = {field.number}"
+    repeated = "repeated " if field.is_repeated else ""
+    return f"{repeated}{type_name(field)} {field.name} = {field.number}"
+
+
+def test_profiler_messages_match_tensorflows_header(servo_files) -> None:
+    header = _header_fields()
+    by_name = {_unprefix(m.full_name): m for m in _messages(servo_files)}
+    assert set(by_name) >= FROM_PROFILER_HEADER
+    for name in FROM_PROFILER_HEADER - {"tensorflow.ProfileRequest.ToolOptionsEntry"}:
+        message, theirs = by_name[name], header[name]
+        ours = {f.number: f for f in message.fields}
+        assert set(ours) <= set(theirs), f"{name}: servo has fields TensorFlow lacks"
+        for number, declaration in theirs.items():
+            field = ours.get(number)
+            if field is None:
+                assert number in _reserved(message), f"{name}: {declaration} not reserved"
+                continue
+            expected = PROFILER_RETYPED.get((name, field.name), declaration)
+            assert _declaration(field) == expected, name
 
 
 def test_enums_match_tensorflow(servo_files, tf_pool) -> None:

@@ -2,7 +2,7 @@
 
 Flags are written `--name=value` (or `--name value`); a boolean flag alone means true. An
 unknown flag or a bad value is an error (exit code 2). Flags TFS has but that mean nothing
-here (GPU, TPU, XLA, profiler, filesystem caches) are accepted so that TFS command lines work
+here (GPU, TPU, XLA, filesystem caches) are accepted so that TFS command lines work
 unchanged; setting one logs that it has no effect.
 """
 
@@ -289,7 +289,14 @@ TFS_FLAGS: tuple[Flag, ...] = (
     ),
     Flag("xla_cpu_compilation_enabled", B, False, "TFS-only; no effect.", effective=False),
     Flag("xla_gpu_compilation_enabled", B, False, "GPU-only; no effect.", effective=False),
-    Flag("enable_profiler", B, True, "TFS-only; no effect.", effective=False),
+    Flag(
+        "enable_profiler",
+        B,
+        True,
+        "Serve tensorflow.ProfilerService on --port when TensorFlow is installed, so that "
+        "TensorFlow's profiler clients (TensorBoard, tf.profiler.experimental.client.trace) "
+        "capture traces of the TensorFlow models' runs.",
+    ),
     Flag("thread_pool_factory_config_file", S, "", "TFS-only; no effect.", effective=False),
     Flag("mixed_precision", S, "", "TFS-only; no effect.", effective=False),
     Flag("skip_initialize_tpu", B, False, "TPU-only; no effect.", effective=False),
@@ -417,6 +424,14 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "",
         "Comma list of directories every logging_config filename_prefix must lie under "
         "(symlinks and '..' resolved); empty = anywhere.",
+    ),
+    Flag(
+        "allowed_profile_roots",
+        parse_roots_flag,
+        "",
+        "Comma list of directories a profile's trace (tensorflow.ProfilerService's Profile: "
+        "<logdir>/plugins/profile/...) must be written under (symlinks and '..' resolved); "
+        "empty = anywhere, as TFS.",
     ),
     Flag(
         "shutdown_grace_period_seconds",

@@ -48,6 +48,7 @@ from servo.util.own_thread import on_own_thread
 
 if TYPE_CHECKING:
     from servo.apis.grpc.health import ModelHealthServicer
+    from servo.apis.grpc.profiler import ProfilerServices
     from servo.batching.batching_servable import BatchingWrapper
     from servo.server.request_logger import ServerRequestLogger
 
@@ -97,6 +98,7 @@ class ModelServer:
         self.repository: ModelRepository | None = None
         self.servers = Servers()
         self.health: ModelHealthServicer | None = None
+        self.profiler: ProfilerServices | None = None
         self.request_logger: ServerRequestLogger | None = None
         self.batching: BatchingWrapper | None = None
         self._stopping = asyncio.Event()
@@ -309,6 +311,8 @@ class ModelServer:
             self.plane, decode_limits=self.decode_limits(), repository=self.repository
         )
         server.add_generic_rpc_handlers(inference.generic_handlers())
+        if a.enable_profiler:
+            self._add_profiler(server)
         if a.enable_grpc_healthcheck_service:
             self.health = ModelHealthServicer(self.plane)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -332,6 +336,24 @@ class ModelServer:
             await self.health.start()  # the server, its services, and each model
         self.servers.grpc = server
         log.info("Running gRPC ModelServer at %s ...", " and ".join(addresses))
+
+    def _add_profiler(self, server: Any) -> None:
+        """tensorflow.ProfilerService, when TensorFlow is installed (imported at the first
+        Profile, not here)."""
+        from servo.apis.grpc.profiler import ProfilerServices, roots_check, tensorflow_installed
+
+        assert self.plane is not None
+        if not tensorflow_installed():
+            log.info(
+                "--enable_profiler: TensorFlow is not installed, so tensorflow.ProfilerService "
+                "is not served"
+            )
+            return
+        self.profiler = ProfilerServices(
+            self.plane, check_path=roots_check(self.args.allowed_profile_roots)
+        )
+        server.add_generic_rpc_handlers(self.profiler.generic_handlers())
+        log.info("Serving tensorflow.ProfilerService (--enable_profiler)")
 
     def _grpc_credentials(self) -> Any:
         import grpc
@@ -481,6 +503,8 @@ class ModelServer:
         complete = True
         if self.health is not None:
             await self.health.enter_graceful_shutdown()  # every service NOT_SERVING
+        if self.profiler is not None:
+            self.profiler.end_all()  # captures in flight answer what they have
         if self.servers.rest is not None:
             self.servers.rest.stop()  # stops accepting; requests in flight finish
         if self.servers.grpc is not None:
