@@ -89,7 +89,11 @@ class Servers:
 class ModelServer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.metrics: ServerMetrics | None = None
+        # Always recorded from the event bus (model loads and states; warm-ups), so that a
+        # reload's metric_names can read them as TFS's always-on metrics; the request path
+        # records into it only when --monitoring_config_file enables Prometheus
+        # (`request_metrics`).
+        self.metrics = ServerMetrics()
         self.prometheus = configs.PrometheusSettings()
         self.core: ServerCore | None = None
         self.runner: Runner | None = None
@@ -160,6 +164,12 @@ class ModelServer:
             )
         return ServerCore(options)
 
+    @property
+    def request_metrics(self) -> ServerMetrics | None:
+        """The metrics the request path records into: none without Prometheus (recording
+        costs every request a little, and nothing would read it)."""
+        return self.metrics if self.prometheus.enabled else None
+
     def grants(self) -> ModelManagementGrants:
         a = self.args
         return ModelManagementGrants(
@@ -180,7 +190,7 @@ class ModelServer:
         self.batching = BatchingWrapper(
             config,
             per_model=self.args.enable_per_model_batching_parameters,
-            metrics=self.metrics,
+            metrics=self.request_metrics,
         )
         log.info(
             "Batching enabled: %d threads shared by every model%s",
@@ -223,11 +233,8 @@ class ModelServer:
             except ServoError as exc:
                 raise StartupError(f"--preload_platforms: {exc.message}") from None
             log.info("Preloaded the %s platform in %.2f s", platform, time.perf_counter() - started)
-        if self.prometheus.enabled:
-            self.metrics = ServerMetrics()
         self.core = self.build_core()
-        if self.metrics is not None:
-            self.metrics.watch(self.core.event_bus)
+        self.metrics.watch(self.core.event_bus)
         try:
             self.core.reload_config(config, startup=True)
         except (configs.ConfigError, ServoError) as exc:
@@ -249,12 +256,12 @@ class ModelServer:
             threads=a.max_model_call_threads,
             concurrency=lambda name: concurrency.get(name) or threads,
             queue=queued.get,
-            metrics=self.metrics,
+            metrics=self.request_metrics,
         )
         self.plane = DataPlane(
             self.core,
             self.runner,
-            metrics=self.metrics,
+            metrics=self.request_metrics,
             request_logger=self.request_logger,
             method_name_check=a.enable_signature_method_name_check,
         )
@@ -303,6 +310,7 @@ class ModelServer:
             tensor_content=a.enable_serialization_as_tensor_content,
             decode_limits=self.decode_limits(),
             grants=self.grants(),
+            metrics=self.metrics,
         )
         server.add_generic_rpc_handlers(services.generic_handlers())
         inference = InferenceServices(
