@@ -40,6 +40,7 @@ from servo.metrics import ServerMetrics
 from servo.platforms import python, python_worker
 from servo.platforms.options import PlatformOptions
 from servo.platforms.router import import_platform
+from servo.protos.text_format import InvalidProtobufFile
 from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants
 from servo.server.model_repository import ModelRepository
@@ -61,6 +62,15 @@ EXIT_DRAIN_INCOMPLETE = 3  # stopped by a signal with work still running at the 
 
 class StartupError(Exception):
     """The server cannot start; the message says why."""
+
+
+def startup_error(exc: Exception) -> StartupError:
+    """The start-up failure of a config problem; a file protobuf's parser refused (its lines
+    logged) fails as TFS's start fails: `Failed to start server. Error: INVALID_ARGUMENT:
+    Invalid protobuf file: '<path>'` (TFS aborts on a bad --ssl_config_file instead)."""
+    if isinstance(exc, InvalidProtobufFile):
+        return StartupError(f"Failed to start server. Error: {exc.status}")
+    return StartupError(str(exc))
 
 
 class HttpServer(Protocol):
@@ -186,7 +196,7 @@ class ModelServer:
         try:
             config = load_config(self.args.batching_parameters_file or None)
         except BatchingConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise startup_error(exc) from None
         self.batching = BatchingWrapper(
             config,
             per_model=self.args.enable_per_model_batching_parameters,
@@ -225,7 +235,7 @@ class ModelServer:
         try:
             config = self.read_configs()
         except configs.ConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise startup_error(exc) from None
         for platform in self.args.preload_platforms:
             started = time.perf_counter()
             try:
@@ -350,7 +360,7 @@ class ModelServer:
         try:
             ssl = configs.read_ssl_config(path)
         except configs.ConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise startup_error(exc) from None
         if not ssl.server_key or not ssl.server_cert:
             raise StartupError(f"{path}: server_key and server_cert are required")
         return grpc.ssl_server_credentials(
