@@ -244,6 +244,8 @@ class ModelServer:
                 raise StartupError(f"--preload_platforms: {exc.message}") from None
             log.info("Preloaded the %s platform in %.2f s", platform, time.perf_counter() - started)
         self.core = self.build_core()
+        # Before any reload subscribes its wait: the bus calls subscribers in order, so a
+        # reload's loads are counted before it wakes, and its metric_names see them.
         self.metrics.watch(self.core.event_bus)
         try:
             self.core.reload_config(config, startup=True)
