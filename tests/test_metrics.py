@@ -24,3 +24,85 @@ def test_a_line_feed_in_a_label_value_stays_in_its_line() -> None:
     metrics = ServerMetrics()
     metrics.request_count.inc('a\n"b\\', "OK")
     assert 'model_name="a\\n\\"b\\\\"' in metrics.render().decode()
+
+
+# -- what a reload's metric_names read (TFS's HandleReloadConfigRequest) ---------------------
+
+
+def test_a_metric_is_read_by_its_tensorflow_name_as_its_first_points_int64() -> None:
+    """TFS reads `points[0]->int64_value` of the named metric: TensorFlow keeps a metric's
+    cells ordered by label values, so the first is the smallest label tuple."""
+    metrics = ServerMetrics()
+    assert metrics.request_count.path == "/tensorflow/serving/request_count"
+    assert metrics.request_count.name == ":tensorflow:serving:request_count"
+    metrics.request_count.inc("m", "OK", amount=3)
+    metrics.request_count.inc("b", "OK", amount=5)
+    metrics.request_count.inc("b", "INVALID_ARGUMENT", amount=7)  # ("b", "I...") < ("b", "O...")
+    metrics.model_load_count.inc("z", "OK")
+    metrics.model_version_state.set(30.0, "a", "1")
+    metrics.request_latency.observe(12.0, "m", "predict", "GRPC")
+    values = metrics.int64_values(
+        [
+            "/tensorflow/serving/request_count",
+            "servo_model_load_count",
+            "servo_model_version_state",  # an int64 gauge
+            "/tensorflow/serving/request_latency",  # a histogram: no int64 value
+            ":tensorflow:serving:request_count",  # the Prometheus name is no metric name
+            "nope",
+            "servo_model_load_count",  # twice: read once
+        ]
+    )
+    assert values == {
+        "/tensorflow/serving/request_count": 7,
+        "servo_model_load_count": 1,
+        "servo_model_version_state": 30,
+        "/tensorflow/serving/request_latency": 0,
+        ":tensorflow:serving:request_count": 0,
+        "nope": 0,
+    }
+    assert list(values) == [
+        "/tensorflow/serving/request_count",
+        "servo_model_load_count",
+        "servo_model_version_state",
+        "/tensorflow/serving/request_latency",
+        ":tensorflow:serving:request_count",
+        "nope",
+    ]
+
+
+def test_a_metric_without_points_reads_0() -> None:
+    metrics = ServerMetrics()
+    assert metrics.int64_values(["/tensorflow/serving/request_count"]) == {
+        "/tensorflow/serving/request_count": 0
+    }
+    assert metrics.int64_values([]) == {}
+
+
+def test_every_metric_has_a_distinct_tensorflow_name() -> None:
+    paths = [family.path for family in ServerMetrics().families()]
+    assert len(paths) == len(set(paths))
+    assert all(p.startswith("/tensorflow/serving/") or p.startswith("servo_") for p in paths)
+
+
+def test_each_load_that_ends_is_counted_by_model_and_outcome() -> None:
+    from servo.core.event_bus import EventBus
+    from servo.core.servable_id import ServableId
+    from servo.core.servable_state import ManagerState, ServableState
+    from servo.core.status import Code, Status
+
+    metrics = ServerMetrics()
+    bus: EventBus[ServableState] = EventBus()
+    metrics.watch(bus)
+    ok, bad = ServableId("m", 1), ServableId("m", 2)
+    for id, end, health in [
+        (ok, ManagerState.AVAILABLE, Status()),
+        (bad, ManagerState.END, Status(Code.NOT_FOUND, "gone")),
+    ]:
+        bus.publish(ServableState(id, ManagerState.START))
+        bus.publish(ServableState(id, ManagerState.LOADING))
+        bus.publish(ServableState(id, end, health))
+    bus.publish(ServableState(ok, ManagerState.UNLOADING))  # an unload is no load
+    bus.publish(ServableState(ok, ManagerState.END))
+    assert metrics.model_load_count.value("m", "OK") == 1
+    assert metrics.model_load_count.value("m", "NOT_FOUND") == 1
+    assert metrics.int64_values(["servo_model_load_count"]) == {"servo_model_load_count": 1}

@@ -5,6 +5,10 @@ TFS names a metric by its path with every character outside `[a-zA-Z0-9_]` turne
 `_total` suffix; latencies are histograms in microseconds with TFS's buckets (10 x 1.8^i, 33
 buckets). servo adds its own metrics, named `servo_*`, for model loads and states.
 
+Each metric also keeps its TensorFlow monitoring name (`path`, the name before the
+Prometheus rewrite; servo's own metrics have one name), the name `ReloadConfigRequest.
+metric_names` uses: `int64_values` reads metrics as TFS's HandleReloadConfigRequest does.
+
 Recording is a dictionary update under a lock, cheap enough for the request path. The page is
 written here in TFS's exporter format rather than by prometheus_client, because that library
 always names a counter `<name>_total` and TFS's counters have no such suffix: scrapers and
@@ -17,7 +21,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Self
 
 from servo.core.event_bus import EventBus, Subscription
 from servo.core.servable_state import ManagerState, ServableState
@@ -39,8 +44,11 @@ LATENCY_BUCKETS = exponential_buckets(10, 1.8, 33)
 
 
 class _Family:
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], path: str | None = None
+    ) -> None:
         self.name = name
+        self.path = path or name  # the TensorFlow monitoring name (metric_names say it)
         self.documentation = documentation
         self.labels = tuple(labels)
         self._lock = threading.Lock()
@@ -49,12 +57,26 @@ class _Family:
         """Appends the family's lines of the Prometheus text page to `lines`."""
         raise NotImplementedError
 
+    @classmethod
+    def tfs(cls, path: str, documentation: str, labels: Sequence[str], *args: Any) -> Self:
+        """The metric TFS names `path`, under its Prometheus name."""
+        return cls(tfs_name(path), documentation, labels, *args, path=path)  # type: ignore[misc]
+
+    def first_int64(self) -> int:
+        """What TFS's reload handler reads of a metric: the int64 value of its first point
+        (TensorFlow keeps a metric's cells ordered by their label values, so the first is
+        the smallest label tuple); 0 without points, and for a metric whose points are not
+        int64 (histograms, double gauges)."""
+        return 0
+
 
 class Counter(_Family):
     """A monotonic count per label values."""
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        super().__init__(name, documentation, labels)
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], path: str | None = None
+    ) -> None:
+        super().__init__(name, documentation, labels, path)
         self._values: dict[tuple[str, ...], float] = {}
 
     def inc(self, *labels: str, amount: float = 1) -> None:
@@ -63,6 +85,10 @@ class Counter(_Family):
 
     def value(self, *labels: str) -> float:
         return self._values.get(labels, 0)
+
+    def first_int64(self) -> int:
+        with self._lock:
+            return int(self._values[min(self._values)]) if self._values else 0
 
     def render(self, lines: list[str]) -> None:
         lines.append(f"# TYPE {self.name} counter")
@@ -73,10 +99,20 @@ class Counter(_Family):
 
 
 class Gauge(_Family):
-    """A value per label values that goes up and down."""
+    """A value per label values that goes up and down; `integer` for an int64 gauge (whose
+    value a reload's metric_names can read), otherwise a double gauge."""
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        super().__init__(name, documentation, labels)
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        path: str | None = None,
+        *,
+        integer: bool = False,
+    ) -> None:
+        super().__init__(name, documentation, labels, path)
+        self.integer = integer
         self._values: dict[tuple[str, ...], float] = {}
 
     def set(self, value: float, *labels: str) -> None:
@@ -89,6 +125,12 @@ class Gauge(_Family):
 
     def value(self, *labels: str) -> float | None:
         return self._values.get(labels)
+
+    def first_int64(self) -> int:
+        if not self.integer:
+            return 0
+        with self._lock:
+            return int(self._values[min(self._values)]) if self._values else 0
 
     def render(self, lines: list[str]) -> None:
         lines.append(f"# TYPE {self.name} gauge")
@@ -107,8 +149,9 @@ class Histogram(_Family):
         documentation: str,
         labels: Sequence[str],
         buckets: Sequence[float] = LATENCY_BUCKETS,
+        path: str | None = None,
     ) -> None:
-        super().__init__(name, documentation, labels)
+        super().__init__(name, documentation, labels, path)
         self.buckets = tuple(buckets)
         # Per label values: [count in each bucket (the last is +Inf)..., sum]
         self._values: dict[tuple[str, ...], list[float]] = {}
@@ -163,28 +206,28 @@ class ServerMetrics:
     """Every metric a servo server records."""
 
     def __init__(self) -> None:
-        self.request_count = Counter(
-            tfs_name("/tensorflow/serving/request_count"),
+        self.request_count = Counter.tfs(
+            "/tensorflow/serving/request_count",
             "The total number of requests.",
             ("model_name", "status"),
         )
-        self.request_latency = Histogram(
-            tfs_name("/tensorflow/serving/request_latency"),
+        self.request_latency = Histogram.tfs(
+            "/tensorflow/serving/request_latency",
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
             ("model_name", "API", "entrypoint"),
         )
-        self.runtime_latency = Histogram(
-            tfs_name("/tensorflow/serving/runtime_latency"),
+        self.runtime_latency = Histogram.tfs(
+            "/tensorflow/serving/runtime_latency",
             "Distribution of wall time (in microseconds) for Tensorflow runtime.",
             ("model_name", "API", "runtime"),
         )
-        self.request_example_count_total = Counter(
-            tfs_name("/tensorflow/serving/request_example_count_total"),
+        self.request_example_count_total = Counter.tfs(
+            "/tensorflow/serving/request_example_count_total",
             "The total number of tensorflow.Examples.",
             ("model",),
         )
-        self.model_warmup_latency = Histogram(
-            tfs_name("/tensorflow/serving/model_warmup_latency"),
+        self.model_warmup_latency = Histogram.tfs(
+            "/tensorflow/serving/model_warmup_latency",
             "Distribution of wall time (in microseconds) for warming up the model.",
             ("model_path", "status"),
             exponential_buckets(10, 1.8, 33),
@@ -199,21 +242,27 @@ class ServerMetrics:
             "State of each model version the server knows: 10 START, 20 LOADING, "
             "30 AVAILABLE, 40 UNLOADING, 50 END.",
             ("model_name", "version"),
+            integer=True,
         )
-        self.batching_queuing_latency = Histogram(
-            tfs_name("/tensorflow/serving/batching_session/queuing_latency"),
+        self.model_load_count = Counter(
+            "servo_model_load_count",
+            "Loads of model versions that ended, by model and outcome (OK, or the error code).",
+            ("model_name", "status"),
+        )
+        self.batching_queuing_latency = Histogram.tfs(
+            "/tensorflow/serving/batching_session/queuing_latency",
             "Distribution of wall time spent (in microseconds) in queuing",
             ("thread_pool_name",),
             exponential_buckets(100, 1.2, 52),
         )
-        self.batch_size = Histogram(
-            tfs_name("/tensorflow/serving/batching/batch_size"),
+        self.batch_size = Histogram.tfs(
+            "/tensorflow/serving/batching/batch_size",
             "Tracks the batch size distribution on processing by model_name (if available).",
             ("model_name", "op_name"),
             exponential_buckets(1, 2, 14),
         )
-        self.padding_size = Histogram(
-            tfs_name("/tensorflow/serving/batching/padding_size"),
+        self.padding_size = Histogram.tfs(
+            "/tensorflow/serving/batching/padding_size",
             "Tracks the padding size distribution on batches by model_name (if available).",
             ("model_name", "execution_batch_size"),
             exponential_buckets(1, 2, 14),
@@ -223,6 +272,19 @@ class ServerMetrics:
 
     def families(self) -> list[_Family]:
         return [v for v in vars(self).values() if isinstance(v, _Family)]
+
+    def int64_values(self, names: Iterable[str]) -> dict[str, int]:
+        """Each named metric's value as TFS's HandleReloadConfigRequest reads it (by its
+        TensorFlow monitoring name: `/tensorflow/serving/request_count`,
+        `servo_model_load_count`): its first point's int64 value (`_Family.first_int64`),
+        0 for a name no metric has. A name given twice is read once."""
+        by_path = {family.path: family for family in self.families()}
+        values: dict[str, int] = {}
+        for name in names:
+            if name not in values:
+                family = by_path.get(name)
+                values[name] = 0 if family is None else family.first_int64()
+        return values
 
     def render(self) -> bytes:
         """The Prometheus text page."""
@@ -248,3 +310,4 @@ class ServerMetrics:
             if started is not None:
                 status = "OK" if event.health.ok else event.health.code.name
                 self.model_load_latency.observe((time.monotonic() - started) * 1e6, name, status)
+                self.model_load_count.inc(name, status)

@@ -416,6 +416,12 @@ def test_parameter_defaults_and_tfs_sample(tfs_models: TfsModels) -> None:
     sample = bp.load_config(tfs_models.path("batching_config.txt"))
     assert (sample.queue.max_batch_size, sample.queue.max_enqueued_batches) == (128, 1000000)
     assert sample.num_batch_threads == 8
-    with pytest.raises(bp.BatchingConfigError, match="Invalid protobuf file") as err:
-        bp.load_config(tfs_models.path("bad_model_config.txt"))
-    assert '"tensorflow.serving.BatchingParameters" has no field named' in str(err.value)
+    path = tfs_models.path("bad_model_config.txt")
+    with pytest.raises(bp.BatchingConfigError) as err:
+        bp.load_config(path)
+    assert isinstance(err.value, bp.InvalidBatchingFile)
+    assert str(err.value) == f"Invalid protobuf file: '{path}'"
+    assert err.value.lines == [
+        "Error parsing text-format tensorflow.serving.BatchingParameters: 1:12: Message type "
+        '"tensorflow.serving.BatchingParameters" has no field named "improperly".'
+    ]

@@ -76,8 +76,13 @@ def test_bad_config_file_at_start_exits_1(tmp_path: Path, tfs_models: TfsModels)
     path = tfs_models.path("bad_model_config.txt")
     result = run_servo(f"--model_config_file={path}")
     assert result.returncode == 1
-    assert f"Invalid protobuf file: '{path}': 1:1 : " in result.stderr
-    assert 'has no field named "improperly"' in result.stderr  # the problem, and where
+    # TFS's lines (every text-proto file's are in test_text_proto_errors.py)
+    assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{path}'" in (
+        result.stderr
+    )
+    assert '1:12: Message type "tensorflow.serving.ModelServerConfig" has no field named' in (
+        result.stderr
+    )  # the problem, and where
     missing = tmp_path / "nope.config"
     result = run_servo(f"--model_config_file={missing}")
     assert result.returncode == 1 and str(missing) in result.stderr
@@ -163,8 +168,11 @@ def test_config_reload_adds_and_removes_models_and_rejects_a_bad_file(tmp_path: 
         assert predict(server, "a").status_code == 404
         # A bad file is rejected and the running config stays.
         write_atomically(config, "model_config_list { config { name: ")
-        line = server.wait_for_line("Ignoring the new")
-        assert f"{config}; the running config stays: Invalid protobuf file" in line
+        line = server.wait_for_line("Failed to read ModelServerConfig file")
+        assert line.endswith(
+            f"Failed to read ModelServerConfig file: Invalid protobuf file: '{config}'"
+        )
+        server.wait_for_line(f"Ignoring the new {config}; the running config stays")
         write_atomically(config, model_config([("b", b, "python"), ("b", a, "python")]))
         server.wait_for_line("Illegal to list model b multiple times")
         assert predict(server, "b").json() == {"predictions": [7.0]}

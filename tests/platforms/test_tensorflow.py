@@ -268,6 +268,26 @@ def test_bad_half_plus_two_fails_like_tfs(tfs_models: TfsModels) -> None:
     )
 
 
+def test_a_bad_saved_model_pbtxt_fails_as_tensorflows_reader_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TensorFlow's ReadTextProto: protobuf's parser logs its line, then DATA_LOSS "Can't parse
+    <path> as text proto" (servo adds the line to the status, which no log accompanies)."""
+    (tmp_path / "saved_model.pbtxt").write_text("saved_model_schema_version: 1\nmeta_graph {}\n")
+    path = str(tmp_path / "saved_model.pbtxt")
+    line = (
+        "Error parsing text-format tensorflow.SavedModel: 2:12: Message type "
+        '"tensorflow.SavedModel" has no field named "meta_graph".'
+    )
+    with pytest.raises(ServoError) as err:
+        load(str(tmp_path))
+    assert (err.value.code, err.value.message) == (
+        Code.DATA_LOSS,
+        f"Can't parse {path} as text proto: {line}",
+    )
+    assert line in caplog.messages
+
+
 def test_missing_tags_fail_like_tfs(tfs_models: TfsModels) -> None:
     path = tfs_models.path("saved_model_half_plus_two_cpu", "00000123")
     with pytest.raises(ServoError) as err:

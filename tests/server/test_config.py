@@ -4,7 +4,9 @@ clear message."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,14 +35,46 @@ def test_tfs_sample_config_parses(tmp_path: Path, tfs_models: TfsModels) -> None
     ]
 
 
-def test_tfs_bad_sample_is_a_clear_error(tfs_models: TfsModels) -> None:
-    with pytest.raises(configs.ConfigError) as err:
-        configs.read_model_server_config(tfs_models.path("bad_model_config.txt"))
-    assert "Invalid protobuf file" in str(err.value)
-    assert "bad_model_config.txt" in str(err.value)
-    assert "improperly" in str(err.value)
-    # TFS's message name, not the package servo's copy of it lives in
-    assert '"tensorflow.serving.ModelServerConfig" has no field named' in str(err.value)
+def test_tfs_bad_sample_is_refused_in_tfs_words(
+    tfs_models: TfsModels, caplog: pytest.LogCaptureFixture
+) -> None:
+    """protobuf's C++ parser logs its error (where it stopped: the token after the unknown
+    name), then TFS's ParseProtoTextFile answers INVALID_ARGUMENT."""
+    path = tfs_models.path("bad_model_config.txt")  # "improperly formatted file"
+    with caplog.at_level(logging.ERROR), pytest.raises(configs.ConfigError) as err:
+        configs.read_model_server_config(path)
+    assert str(err.value) == f"Invalid protobuf file: '{path}'"
+    assert isinstance(err.value, configs.InvalidConfigFile)
+    assert err.value.status == f"INVALID_ARGUMENT: Invalid protobuf file: '{path}'"
+    # TFS's message names, not the package servo's copies of them live in
+    line = (
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:12: Message type "
+        '"tensorflow.serving.ModelServerConfig" has no field named "improperly".'
+    )
+    assert err.value.lines == [line]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [line]
+
+
+@pytest.mark.parametrize(
+    ("read", "message_type"),
+    [
+        (configs.read_model_server_config, "tensorflow.serving.ModelServerConfig"),
+        (configs.read_monitoring_config, "tensorflow.serving.MonitoringConfig"),
+        (configs.read_ssl_config, "tensorflow.serving.SSLConfig"),
+    ],
+)
+def test_each_config_file_kind_is_refused_in_tfs_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, read: Any, message_type: str
+) -> None:
+    path = write(tmp_path, "\tnope {\n")
+    with caplog.at_level(logging.ERROR), pytest.raises(configs.InvalidConfigFile) as err:
+        read(path)
+    line = (
+        f"Error parsing text-format {message_type}: 1:14: Message type "
+        f'"{message_type}" has no field named "nope".'
+    )  # a tab is 8 columns wide, as protobuf's tokenizer counts it
+    assert (str(err.value), err.value.lines) == (f"Invalid protobuf file: '{path}'", [line])
+    assert line in caplog.messages
 
 
 def test_monitoring_and_batching_samples_parse(tfs_models: TfsModels) -> None:

@@ -55,15 +55,23 @@ def test_an_empty_or_half_written_file_changes_nothing(
     path.write_bytes(text.encode("latin-1"))
     with caplog.at_level(logging.INFO):
         poller.poll_once()
+        lines = [r.getMessage() for r in caplog.records]
         poller.poll_once()
     assert len(target.reloads) == 1
     assert target.config.model_config_list.config[0].name == "m"
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1  # logged once, not at every poll
+    assert [r.getMessage() for r in caplog.records] == lines  # logged once, not at every poll
     if text.strip().startswith("#") or not text:
-        assert lines[0] == f"Taking no action for empty config. ({path})"
-    else:
+        assert lines == [f"Taking no action for empty config. ({path})"]
+    elif text == "\xff":
+        assert len(lines) == 1
         assert lines[0].startswith(f"Ignoring the new {path}; the running config stays: ")
+    else:  # as TFS logs it: the parser's line, its own, then what servo does
+        (parsed, failed, ignored) = lines
+        assert parsed.startswith(
+            "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:"
+        )
+        assert failed == f"Failed to read ModelServerConfig file: Invalid protobuf file: '{path}'"
+        assert ignored == f"Ignoring the new {path}; the running config stays"
     path.write_text(GOOD.replace('"m"', '"n"'))
     poller.poll_once()
     assert target.config.model_config_list.config[0].name == "n"

@@ -24,6 +24,7 @@ from servo.batching.parameters import (
     PER_MODEL_FILE,
     BatchingConfig,
     BatchingConfigError,
+    InvalidBatchingFile,
     QueueOptions,
     from_proto,
     read_file,
@@ -262,6 +263,9 @@ class BatchingWrapper:
                 return servable
             try:
                 options = from_proto(read_file(file)).queue
+            except InvalidBatchingFile as exc:
+                # TFS's status, and the parser's line (logged too) for whoever reads it.
+                raise ServoError(Code.INVALID_ARGUMENT, exc.detail) from None
             except BatchingConfigError as exc:
                 raise ServoError(Code.INVALID_ARGUMENT, f"{file}: {exc}") from None
         batched = [name for name, sig in servable.signatures.items() if batchable(sig)]

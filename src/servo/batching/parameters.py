@@ -11,7 +11,8 @@ import itertools
 import os
 from dataclasses import dataclass
 
-from servo.protos import batching_parameters_pb2, tfs_names
+from servo.protos import batching_parameters_pb2
+from servo.protos.text_format import InvalidProtobufFile, parse_file_text
 
 PER_MODEL_FILE = "batching_params.pbtxt"
 DEFAULT_MAX_BATCH_SIZE = 1000
@@ -20,6 +21,11 @@ DEFAULT_MAX_ENQUEUED_BATCHES = 10
 
 class BatchingConfigError(ValueError):
     """Batching parameters servo cannot use; the message says why."""
+
+
+class InvalidBatchingFile(BatchingConfigError, InvalidProtobufFile):
+    """A batching parameters file whose text protobuf's parser refused (its lines are
+    logged): the message is TFS's, `Invalid protobuf file: '<path>'`."""
 
 
 @dataclass(frozen=True)
@@ -151,20 +157,17 @@ def round_up(size: int, allowed: tuple[int, ...]) -> int:
 
 
 def read_file(path: str) -> batching_parameters_pb2.BatchingParameters:
-    """A BatchingParameters text-format file; `BatchingConfigError` naming the file."""
-    from google.protobuf import text_format
-
+    """A BatchingParameters text-format file; `BatchingConfigError` naming the file (an
+    `InvalidBatchingFile` for text protobuf's parser refuses, its lines logged)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise BatchingConfigError(f"Cannot read '{path}': {exc}") from None
     try:
-        return text_format.Parse(text, batching_parameters_pb2.BatchingParameters())
-    except text_format.ParseError as exc:
-        raise BatchingConfigError(
-            f"Invalid protobuf file: '{path}': {tfs_names(str(exc))}"
-        ) from None
+        return parse_file_text(text, batching_parameters_pb2.BatchingParameters(), path)
+    except InvalidProtobufFile as exc:
+        raise InvalidBatchingFile(exc.path, exc.error) from None
 
 
 def load_config(path: str | None) -> BatchingConfig:

@@ -40,6 +40,7 @@ from servo.metrics import ServerMetrics
 from servo.platforms import python, python_worker
 from servo.platforms.options import PlatformOptions
 from servo.platforms.router import import_platform
+from servo.protos.text_format import InvalidProtobufFile
 from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants
 from servo.server.model_repository import ModelRepository
@@ -62,6 +63,15 @@ EXIT_DRAIN_INCOMPLETE = 3  # stopped by a signal with work still running at the 
 
 class StartupError(Exception):
     """The server cannot start; the message says why."""
+
+
+def startup_error(exc: Exception) -> StartupError:
+    """The start-up failure of a config problem; a file protobuf's parser refused (its lines
+    logged) fails as TFS's start fails: `Failed to start server. Error: INVALID_ARGUMENT:
+    Invalid protobuf file: '<path>'` (TFS aborts on a bad --ssl_config_file instead)."""
+    if isinstance(exc, InvalidProtobufFile):
+        return StartupError(f"Failed to start server. Error: {exc.status}")
+    return StartupError(str(exc))
 
 
 class HttpServer(Protocol):
@@ -90,7 +100,11 @@ class Servers:
 class ModelServer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.metrics: ServerMetrics | None = None
+        # Always recorded from the event bus (model loads and states; warm-ups), so that a
+        # reload's metric_names can read them as TFS's always-on metrics; the request path
+        # records into it only when --monitoring_config_file enables Prometheus
+        # (`request_metrics`).
+        self.metrics = ServerMetrics()
         self.prometheus = configs.PrometheusSettings()
         self.core: ServerCore | None = None
         self.runner: Runner | None = None
@@ -162,6 +176,12 @@ class ModelServer:
             )
         return ServerCore(options)
 
+    @property
+    def request_metrics(self) -> ServerMetrics | None:
+        """The metrics the request path records into: none without Prometheus (recording
+        costs every request a little, and nothing would read it)."""
+        return self.metrics if self.prometheus.enabled else None
+
     def grants(self) -> ModelManagementGrants:
         a = self.args
         return ModelManagementGrants(
@@ -178,11 +198,11 @@ class ModelServer:
         try:
             config = load_config(self.args.batching_parameters_file or None)
         except BatchingConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise startup_error(exc) from None
         self.batching = BatchingWrapper(
             config,
             per_model=self.args.enable_per_model_batching_parameters,
-            metrics=self.metrics,
+            metrics=self.request_metrics,
         )
         log.info(
             "Batching enabled: %d threads shared by every model%s",
@@ -217,7 +237,7 @@ class ModelServer:
         try:
             config = self.read_configs()
         except configs.ConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise startup_error(exc) from None
         for platform in self.args.preload_platforms:
             started = time.perf_counter()
             try:
@@ -225,11 +245,10 @@ class ModelServer:
             except ServoError as exc:
                 raise StartupError(f"--preload_platforms: {exc.message}") from None
             log.info("Preloaded the %s platform in %.2f s", platform, time.perf_counter() - started)
-        if self.prometheus.enabled:
-            self.metrics = ServerMetrics()
         self.core = self.build_core()
-        if self.metrics is not None:
-            self.metrics.watch(self.core.event_bus)
+        # Before any reload subscribes its wait: the bus calls subscribers in order, so a
+        # reload's loads are counted before it wakes, and its metric_names see them.
+        self.metrics.watch(self.core.event_bus)
         try:
             self.core.reload_config(config, startup=True)
         except (configs.ConfigError, ServoError) as exc:
@@ -251,12 +270,12 @@ class ModelServer:
             threads=a.max_model_call_threads,
             concurrency=lambda name: concurrency.get(name) or threads,
             queue=queued.get,
-            metrics=self.metrics,
+            metrics=self.request_metrics,
         )
         self.plane = DataPlane(
             self.core,
             self.runner,
-            metrics=self.metrics,
+            metrics=self.request_metrics,
             request_logger=self.request_logger,
             method_name_check=a.enable_signature_method_name_check,
         )
@@ -305,6 +324,7 @@ class ModelServer:
             tensor_content=a.enable_serialization_as_tensor_content,
             decode_limits=self.decode_limits(),
             grants=self.grants(),
+            metrics=self.metrics,
         )
         server.add_generic_rpc_handlers(services.generic_handlers())
         inference = InferenceServices(
@@ -364,7 +384,7 @@ class ModelServer:
         try:
             ssl = configs.read_ssl_config(path)
         except configs.ConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise startup_error(exc) from None
         if not ssl.server_key or not ssl.server_cert:
             raise StartupError(f"{path}: server_key and server_cert are required")
         return grpc.ssl_server_credentials(

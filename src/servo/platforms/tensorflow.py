@@ -48,6 +48,7 @@ from servo.platforms.servable import (
     unknown_signature,
     unloaded,
 )
+from servo.protos import text_format as servo_text_format
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,20 @@ def _read_meta_graph(path: str, tags: Sequence[str]) -> meta_graph_pb2.MetaGraph
             with open(pb_path, "rb") as f:
                 saved_model.ParseFromString(f.read())
         elif os.path.isfile(pbtxt_path):
-            with open(pbtxt_path, encoding="utf-8") as f:
-                text_format.Parse(f.read(), saved_model)
+            with open(pbtxt_path, "rb") as f:
+                data = f.read()
+            try:
+                text_format.Parse(data, saved_model)  # Python's parser first: large files
+            except text_format.ParseError:
+                # TensorFlow's ReadTextProto: the C++ parser's lines logged, then DATA_LOSS.
+                try:
+                    servo_text_format.parse(data, saved_model_pb2.SavedModel())
+                except servo_text_format.TextFormatError as exc:
+                    raise ServoError(
+                        Code.DATA_LOSS,
+                        f"Can't parse {pbtxt_path} as text proto: {exc.lines[0]}",
+                    ) from None
+                raise
         else:
             raise ServoError(
                 Code.NOT_FOUND,

@@ -5,7 +5,10 @@
 - `--batching_parameters_file` and per-model `batching_params.pbtxt`: `BatchingParameters`.
 - `--ssl_config_file`: an `SSLConfig`.
 
-Every problem is a `ConfigError` whose message names the file and says what is wrong.
+Every problem is a `ConfigError` whose message names the file and says what is wrong. Text
+that protobuf's parser refuses is refused as TFS refuses it (`servo.protos.text_format`): the
+parser's lines logged (`Error parsing text-format tensorflow.serving.ModelServerConfig: 1:12:
+...`), then an `InvalidConfigFile` with TFS's status text, `Invalid protobuf file: '<path>'`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import os
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from servo.platforms.router import PLATFORMS, detect_platform
@@ -24,8 +26,8 @@ from servo.protos import (
     model_server_config_pb2,
     monitoring_config_pb2,
     ssl_config_pb2,
-    tfs_names,
 )
+from servo.protos.text_format import InvalidProtobufFile, parse_file_text
 from servo.sources.file_system import (
     AllVersions,
     LatestVersions,
@@ -53,13 +55,17 @@ class ConfigError(ValueError):
     """A configuration file or setting that servo cannot use; the message says why."""
 
 
+class InvalidConfigFile(ConfigError, InvalidProtobufFile):
+    """A config file whose text protobuf's parser refused (its lines are logged): the
+    message is TFS's, `Invalid protobuf file: '<path>'`."""
+
+
 def parse_text(text: str, message: M, source: str) -> M:
     """Parses protobuf text format into `message`; `source` names the file in errors."""
     try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as exc:
-        raise ConfigError(f"Invalid protobuf file: '{source}': {tfs_names(str(exc))}") from None
-    return message
+        return parse_file_text(text, message, source)
+    except InvalidProtobufFile as exc:
+        raise InvalidConfigFile(exc.path, exc.error) from None
 
 
 def read_text_proto(path: str, message: M) -> M:

@@ -6,7 +6,9 @@ change what is served:
 - The file is read whole, and read again at the next poll when its size or modification
   time changed during the read (it is being written).
 - A file that cannot be read or parsed, or that the server core refuses, is logged once and
-  the running config stays; it is tried again when its text changes.
+  the running config stays; it is tried again when its text changes. Text protobuf's parser
+  refuses is logged as TFS logs it: the parser's lines, then "Failed to read
+  ModelServerConfig file: Invalid protobuf file: '<path>'".
 - An empty file (nothing set) takes no action, as in TFS ("Taking no action for empty
   config."); an explicit `model_config_list {}` is the operator's and unloads every model.
 - A file whose config is the running one does nothing.
@@ -55,6 +57,12 @@ class ModelConfigFilePoller:
                 log.info("Taking no action for empty config. (%s)", self.path)
                 return
             configs.validate_model_server_config(config)
+        except configs.InvalidConfigFile as exc:
+            # TFS's line (after the parser's own), then what servo does about it.
+            self._ignored = text
+            log.error("Failed to read ModelServerConfig file: %s", exc)
+            log.warning("Ignoring the new %s; the running config stays", self.path)
+            return
         except configs.ConfigError as exc:
             self._ignored = text
             log.error("Ignoring the new %s; the running config stays: %s", self.path, exc)

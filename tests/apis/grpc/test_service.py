@@ -881,6 +881,66 @@ def test_a_reload_that_fails_answers_the_core_error(served: FakeCore, rpc: GrpcC
     )
 
 
+def test_a_reload_answers_the_increase_of_each_named_metric(
+    served: FakeCore, rpc: GrpcClient, metrics: ServerMetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TFS's RecordMetricsIncrease: each name's value (its first point's int64) after the
+    reload less the value before it; 0 for a name no metric has or one without int64
+    points; a name asked twice answered once."""
+    metrics.model_load_count.inc("a", "OK", amount=4)
+    metrics.request_count.inc("z", "OK")
+    reload = served.reload_config
+
+    def loading_reload(config: Any) -> None:
+        reload(config)
+        metrics.model_load_count.inc("a", "OK", amount=2)
+        metrics.model_version_state.set(30.0, "a", "1")
+        metrics.model_load_latency.observe(1000.0, "a", "OK")
+        metrics.request_count.inc("b", "OK", amount=9)  # a new first point, of 9
+
+    monkeypatch.setattr(served, "reload_config", loading_reload)
+    request = reload_request("a")
+    request.metric_names.extend(
+        [
+            "servo_model_load_count",
+            "servo_model_version_state",
+            "servo_model_load_latency_microseconds",
+            "/tensorflow/serving/request_count",
+            "/no/such/metric",
+            "servo_model_load_count",
+        ]
+    )
+    answer = rpc.call("HandleReloadConfigRequest", tfs(request))
+    assert answer.status.error_code == 0
+    assert [
+        (m.name, m.WhichOneof("value_increase"), m.int64_value_increase) for m in answer.metric
+    ] == [
+        ("servo_model_load_count", "int64_value_increase", 2),
+        ("servo_model_version_state", "int64_value_increase", 30),
+        ("servo_model_load_latency_microseconds", "int64_value_increase", 0),
+        ("/tensorflow/serving/request_count", "int64_value_increase", 8),
+        ("/no/such/metric", "int64_value_increase", 0),
+    ]
+
+
+def test_a_reload_without_metric_names_answers_no_metric(served: FakeCore, rpc: GrpcClient) -> None:
+    answer = rpc.call("HandleReloadConfigRequest", reload_request("a"))
+    assert list(answer.metric) == []
+
+
+def test_an_empty_reload_over_the_network_answers_its_metrics_too(
+    served: FakeCore, rpc: GrpcClient
+) -> None:
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.model_config_list.SetInParent()
+    request.metric_names.append("servo_model_load_count")
+    answer = rpc.call("HandleReloadConfigRequest", request)
+    assert answer.status.error_code == 0 and served.reloads == []
+    assert [(m.name, m.int64_value_increase) for m in answer.metric] == [
+        ("servo_model_load_count", 0)
+    ]
+
+
 PYTHON_REFUSED = (
     "Model p: a python model at /models/p runs that directory's code, and adding or changing "
     "one over the network is not allowed; list it in --model_config_file, or start the server "

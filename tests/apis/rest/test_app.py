@@ -169,6 +169,87 @@ def test_a_name_is_taken_as_given_as_granian_decoded_it_once(rest: RestClient) -
     )
 
 
+def slashed(served: FakeCore) -> FakeCore:
+    """The core serving half_plus_two's servable also as `a/b` (version 1, labelled `x/y`),
+    `c:d` and `half_plus_two/versions/7` (a name that reads as another model's version)."""
+    h2 = served.models["half_plus_two"][123]
+    served.add("a/b", h2, version=1).add("c:d", h2, version=2).add("half_plus_two/versions/7", h2)
+    served.labels["a/b"] = {"x/y": 1}
+    return served
+
+
+def test_a_name_or_label_with_a_slash_or_colon_is_read_from_the_decoded_path(
+    served: FakeCore, rest: RestClient
+) -> None:
+    """TFS matches the raw path (`a%2Fb`), then decodes; granian decoded it already (`a/b`):
+    the app reads the decoded path every way the raw one could have been written and routes
+    the reading whose name is served."""
+    slashed(served)
+    for path, version in [
+        ("/v1/models/a/b", "1"),  # a%2Fb
+        ("/v1/models/a/b/versions/1", "1"),
+        ("/v1/models/a/b/labels/x/y", "1"),  # a%2Fb/labels/x%2Fy
+        ("/V1/Models/a/b/LABELS/x/y", "1"),
+        ("/v1/models/c:d", "2"),  # c%3Ad
+    ]:
+        answer = rest.get(f"{path}/metadata")
+        assert answer.status == 200, (path, answer.json())
+        assert answer.json()["model_spec"]["version"] == version, path
+        (status,) = rest.get(path).json()["model_version_status"]
+        assert (status["version"], status["state"]) == (version, "AVAILABLE"), path
+        answer = rest.post(f"{path}:predict", {"instances": [1.0]})
+        assert answer.json() == {"predictions": [2.5]}, path
+    answer = rest.get("/v1/models/a/b/metadata")
+    assert answer.json()["model_spec"]["name"] == "a/b"
+    answer = rest.post("/v1/models/a/b/labels/nope/no:predict", {"instances": [1.0]})
+    assert (answer.status, answer.error) == (400, "Unrecognized servable version label: nope/no")
+    answer = rest.post("/v1/models/a/b/versions/9:predict", {"instances": [1.0]})
+    assert (answer.status, answer.error) == (
+        404,
+        "Servable not found for request: Specific(a/b, 9)",
+    )
+
+
+def test_the_reading_tfs_gives_an_unencoded_path_comes_first(
+    served: FakeCore, rest: RestClient
+) -> None:
+    """`half_plus_two/versions/7` is served, and so is half_plus_two: the path reads as
+    half_plus_two's version 7 first, as TFS reads it unencoded."""
+    slashed(served)
+    answer = rest.post("/v1/models/half_plus_two/versions/7:predict", {"instances": [1.0]})
+    assert (answer.status, answer.error) == (
+        404,
+        "Servable not found for request: Specific(half_plus_two, 7)",
+    )
+    del served.models["half_plus_two"], served.states["half_plus_two"]
+    answer = rest.post("/v1/models/half_plus_two/versions/7:predict", {"instances": [1.0]})
+    assert answer.json() == {"predictions": [2.5]}  # the other model's only reading now
+
+
+def test_a_slashed_path_that_names_no_served_model_is_malformed_as_in_tfs(
+    served: FakeCore, rest: RestClient
+) -> None:
+    for method, path in [
+        ("POST", "/v1/models/x/y:predict"),
+        ("GET", "/v1/models/x/y"),
+        ("GET", "/v1/models/x/y/metadata"),
+        ("GET", "/v1/models/x:y"),
+    ]:
+        answer = rest.request(method, path, b"{}" if method == "POST" else b"")
+        assert (answer.status, answer.error) == (400, f"Malformed request: {method} {path}")
+
+
+def test_routes_that_depend_on_the_served_models_are_not_remembered(
+    served: FakeCore, rest: RestClient
+) -> None:
+    assert rest.post("/v1/models/a/b:predict", {"instances": [1.0]}).status == 400
+    slashed(served)
+    assert rest.post("/v1/models/a/b:predict", {"instances": [1.0]}).status == 200
+    assert "/v1/models/a/b:predict" not in rest.app._routes
+    assert rest.post(f"{H2}:predict", {"instances": [1.0]}).status == 200
+    assert f"{H2}:predict" in rest.app._routes
+
+
 REGRESS_X_2 = {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}
 
 

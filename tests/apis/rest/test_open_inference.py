@@ -173,6 +173,31 @@ def test_infer_by_version_and_by_label(rest: RestClient) -> None:
     assert missing.status in (400, 404) and "nolabel" in missing.error
 
 
+def test_a_name_or_label_with_a_slash_is_read_from_the_decoded_path(
+    served: FakeCore, rest: RestClient
+) -> None:
+    """`/v2/models/a%2Fb/...` reaches the app decoded (`a/b`); the served name is routed."""
+    h2 = served.models["half_plus_two"][123]
+    served.add("a/b", h2, version=1).add("a/b/ready", h2, version=5)
+    served.labels["a/b"] = {"x/y": 1}
+    for version in ("", "/versions/1", "/versions/x/y"):
+        path = f"/v2/models/a/b{version}"
+        answer = rest.post(f"{path}/infer", {"inputs": [X]})
+        assert (answer.status, answer.json()["model_name"]) == (200, "a/b"), path
+        assert answer.json()["model_version"] == "1"
+        answer = rest.get(f"{path}/ready")
+        assert (answer.status, answer.json()) == (200, {"name": "a/b", "ready": True}), path
+        answer = rest.get(path)
+        assert (answer.status, answer.json()["name"]) == (200, "a/b"), path
+    # Readiness of a/b is read first; the model named a/b/ready has its metadata route.
+    assert rest.get("/v2/models/a/b/ready").json() == {"name": "a/b", "ready": True}
+    assert rest.get("/v2/models/a/b/ready/ready").json() == {"name": "a/b/ready", "ready": True}
+    answer = rest.get("/v2/models/x/y")
+    assert (answer.status, answer.error) == (404, "Not found: GET /v2/models/x/y")
+    answer = rest.post("/v2/models/x/y/infer", {"inputs": [X]})
+    assert (answer.status, answer.error) == (404, "Not found: POST /v2/models/x/y/infer")
+
+
 def test_several_inputs_bytes_and_the_outputs_asked_for(rest: RestClient) -> None:
     doc = {
         "inputs": [

@@ -37,6 +37,7 @@ from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ModelSpec
 from servo.core.status import Code, ServoError
 from servo.decoded_size import DEFAULT_LIMITS, DecodeLimits
+from servo.metrics import ServerMetrics
 from servo.protos import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -157,8 +158,12 @@ class Services:
         decode_limits: DecodeLimits = DEFAULT_LIMITS,
         malformed_log: MalformedLog | None = None,
         grants: ModelManagementGrants | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
+        """`metrics`: what a reload's `metric_names` read (the plane's when not given; none:
+        every name reads 0)."""
         self.plane = plane
+        self.metrics = metrics if metrics is not None else plane.metrics
         self.core = plane.core
         self.tensor_content = tensor_content
         self.decode_limits = decode_limits
@@ -258,6 +263,7 @@ class Services:
     ) -> model_management_pb2.ReloadConfigResponse:
         response = model_management_pb2.ReloadConfigResponse()
         status = status_pb2.StatusProto()
+        before = self._metric_values(request.metric_names)
         try:
             if request.config.WhichOneof("config") != "model_config_list":
                 raise ServoError(
@@ -277,6 +283,7 @@ class Services:
             if is_empty_model_list(request.config):
                 # It would unload every model: over the network it takes no action.
                 log.info("Taking no action for an empty model_config_list over the network")
+                self._record_metric_increases(before, request.metric_names, response)
                 response.status.CopyFrom(status)
                 return response
             # A reload waits for new models to load: off the event loop, on a thread of its
@@ -289,11 +296,31 @@ class Services:
         except ServoError as exc:
             status.error_code = int(exc.code)  # type: ignore[assignment]
             status.error_message = exc.message
+        self._record_metric_increases(before, request.metric_names, response)
         response.status.CopyFrom(status)
         if status.error_code:
             log.error("ReloadConfig failed: %s", status.error_message)
             await _abort(context, grpc_code(Code(status.error_code)), status.error_message)
         return response
+
+    def _metric_values(self, names: Sequence[str]) -> dict[str, int]:
+        if self.metrics is None:
+            return dict.fromkeys(names, 0)
+        return self.metrics.int64_values(names)
+
+    def _record_metric_increases(
+        self,
+        before: dict[str, int],
+        names: Sequence[str],
+        response: model_management_pb2.ReloadConfigResponse,
+    ) -> None:
+        """TFS's RecordMetricsIncrease: each named metric's increase over the reload (the
+        value read after it less the value read before), one entry per name (in the
+        request's order; TFS's come in a hash map's), an unknown name's 0. Filled on
+        failure too, as TFS does, though a failed call's response never reaches the
+        client."""
+        for name, value in self._metric_values(names).items():
+            response.metric.add(name=name, int64_value_increase=value - before.get(name, 0))
 
     # -- registration ----------------------------------------------------------------------
 

@@ -11,7 +11,10 @@ Routes, as TFS matches them (case-insensitive, whole path):
     GET, POST /v2/...                                            the Open Inference Protocol
                                                                  (`open_inference`)
 
-Any other `/v1/...` request is 400 "Malformed request: METHOD PATH"; everything else is 404.
+TFS matches these on the raw path and then decodes the name and the label; granian hands the
+app a decoded path, so a name or label that held `%2F` or `%3A` is read from it by
+`paths` (the reading whose name is served). Any other `/v1/...` request is 400 "Malformed
+request: METHOD PATH"; everything else is 404.
 Every answer is JSON; errors are `{"error": message}` with the HTTP status of their code.
 An `OPTIONS` request (a CORS preflight) to a `/v1/...` path is 200 when it has an `Origin`
 header, as in TFS, with or without `--rest_api_enable_cors_support` (which adds the CORS
@@ -41,7 +44,7 @@ from google.protobuf.message import Message
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
-from servo.apis.rest import json_codec, open_inference
+from servo.apis.rest import json_codec, open_inference, paths
 from servo.apis.rest.read_watch import ReadTimeout, ReadWatch
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
@@ -55,10 +58,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PREDICTION = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
-    re.IGNORECASE,
-)
+# TFS's routes are matched on the raw path; granian hands over a decoded one, where a name or
+# a label may hold '/' or ':' (their %2F, %3A decoded): `paths` reads it.
+_PREDICTION = re.compile(r"/v1/models/(.+):(classify|regress|predict)", re.IGNORECASE | re.DOTALL)
+_MODEL_PREFIX = "/v1/models/"
+_METADATA_SUFFIX = "/metadata"
 _STATUS = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
@@ -242,16 +246,17 @@ class RestApi:
             return 200, await self._inference[api](spec, body)
         if method == "GET":
             match = _STATUS.fullmatch(path)
-            if match is None:
-                raise _malformed(method, path)
-            if not match.group(1):
+            if match is not None and not match.group(1):
                 if not any(match.group(2, 3, 4)):  # GET /v1/models: servo's own route
                     return 200, self._models()
                 raise ServoError(Code.INVALID_ARGUMENT, "Missing model name in request.")
-            spec = _model_spec(*match.group(1, 2, 3))
+            reading = self._status_route(path)
+            if reading is None:
+                raise _malformed(method, path)
+            spec = _model_spec(reading.name, reading.version, reading.label)
             if seen is not None:
                 seen[0] = spec.name
-            if match.group(4):
+            if reading.route:
                 return 200, self._metadata(spec)
             return 200, self._status(spec)
         if method == "OPTIONS":
@@ -261,16 +266,34 @@ class RestApi:
         raise _malformed(method, path)
 
     def _route(self, path: str) -> tuple[str, ModelSpec]:
-        """A predict/classify/regress path's API and model spec; remembered, as clients reuse
-        few paths."""
+        """A predict/classify/regress path's API and model spec; remembered when it does not
+        depend on which models are served, as clients reuse few paths."""
         match = _PREDICTION.fullmatch(path)
-        if match is None:
+        found = paths.readings(match.group(1), labels=True) if match is not None else []
+        reading = paths.pick(found, self.plane.model_names)
+        if match is None or reading is None:
             raise _malformed("POST", path)
-        route = (match.group(4).lower(), _model_spec(*match.group(1, 2, 3)))
-        if len(self._routes) >= _ROUTE_CACHE_SIZE:
-            self._routes.clear()
-        self._routes[path] = route
+        route = (
+            match.group(2).lower(),
+            _model_spec(reading.name, reading.version, reading.label),
+        )
+        if paths.unambiguous(found):
+            if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[path] = route
         return route
+
+    def _status_route(self, path: str) -> paths.Reading | None:
+        """The model a status or metadata path names (its `route` "metadata" for metadata),
+        or None for a malformed path."""
+        if path[: len(_MODEL_PREFIX)].lower() != _MODEL_PREFIX:
+            return None
+        piece = path[len(_MODEL_PREFIX) :]
+        found = paths.readings(piece, labels=True)
+        if piece.lower().endswith(_METADATA_SUFFIX):
+            metadata = piece[: -len(_METADATA_SUFFIX)]
+            found += paths.readings(metadata, labels=True, route="metadata")
+        return paths.pick(paths.ordered(found), self.plane.model_names)
 
     async def _read_body(self, scope: Any, proto: Any) -> bytes:
         limit = self.options.max_body_bytes

@@ -38,6 +38,7 @@ import orjson
 import servo
 from servo.apis import open_inference as v2
 from servo.apis.data_plane import ModelSpec, Prediction
+from servo.apis.rest import paths
 from servo.core.status import Code, ServoError
 from servo.decoded_size import DEFAULT_LIMITS, DecodeLimits
 
@@ -51,12 +52,14 @@ HEADER_LENGTH = "inference-header-content-length"
 BINARY_HEADERS = [("content-type", "application/octet-stream")]
 JSON_HEADERS = [("content-type", "application/json")]
 
-_NAME = r"([^/]+)"
-_VERSION = r"(?:/versions/([^/]+))?"
-_MODEL_READY = re.compile(f"/v2/models/{_NAME}{_VERSION}/ready")
-_MODEL_METADATA = re.compile(f"/v2/models/{_NAME}{_VERSION}")
-_MODEL_INFER = re.compile(f"/v2/models/{_NAME}{_VERSION}/infer")
-_REPOSITORY_MODEL = re.compile(f"/v2/repository/models/{_NAME}/(load|unload)")
+# The path is granian's decoded one: a name (or a version label) may hold a '/' that was
+# %2F on the wire, so the model piece is read by `paths` (strictly: no '/' in a name or a
+# version, as the protocol's own routes have it).
+_MODELS_PREFIX = "/v2/models/"
+_READY_SUFFIX = "/ready"
+_INFER_SUFFIX = "/infer"
+_ANY_VERSION = re.compile(r".+", re.DOTALL)
+_REPOSITORY_MODEL = re.compile(r"/v2/repository/models/(.+)/(load|unload)", re.DOTALL)
 
 _ORIGIN = re.compile(r"https?://")
 ROUTE_CACHE_SIZE = 4096
@@ -89,15 +92,43 @@ class OpenInference:
         self._infer_routes: dict[str, ModelSpec] = {}  # clients reuse few paths
 
     def _infer_route(self, path: str) -> ModelSpec | None:
-        """The model spec of an infer path (None for another path), remembered."""
-        match = _MODEL_INFER.fullmatch(path)
-        if match is None:
+        """The model spec of an infer path (None for another path), remembered when it does
+        not depend on which models are served."""
+        if not (path.startswith(_MODELS_PREFIX) and path.endswith(_INFER_SUFFIX)):
             return None
-        spec = v2.model_spec(match.group(1), match.group(2) or "")
-        if len(self._infer_routes) >= ROUTE_CACHE_SIZE:
-            self._infer_routes.clear()
-        self._infer_routes[path] = spec
+        found = self._readings(path[len(_MODELS_PREFIX) : -len(_INFER_SUFFIX)])
+        reading = paths.pick(found, self.plane.model_names)
+        if reading is None:
+            return None
+        spec = v2.model_spec(reading.name, reading.version or "")
+        if paths.unambiguous(found):
+            if len(self._infer_routes) >= ROUTE_CACHE_SIZE:
+                self._infer_routes.clear()
+            self._infer_routes[path] = spec
         return spec
+
+    @staticmethod
+    def _readings(piece: str, route: str = "") -> list[paths.Reading]:
+        """A model piece's readings as NAME[/versions/VERSION] (a version or a label)."""
+        return paths.readings(
+            piece,
+            labels=False,
+            version=_ANY_VERSION,
+            forbidden="/",
+            ignore_case=False,
+            route=route,
+        )
+
+    def _model_route(self, path: str) -> paths.Reading | None:
+        """The model a GET /v2/models/... path names: its `route` "ready" for readiness, ""
+        for metadata; None when no model is named."""
+        if not path.startswith(_MODELS_PREFIX):
+            return None
+        piece = path[len(_MODELS_PREFIX) :]
+        found = self._readings(piece)
+        if piece.endswith(_READY_SUFFIX):
+            found += self._readings(piece[: -len(_READY_SUFFIX)], route="ready")
+        return paths.pick(paths.ordered(found), self.plane.model_names)
 
     async def answer(self, method: str, path: str, headers: Any, read_body: ReadBody) -> Answer:
         """The status, headers and body of a /v2 request; 404 for a route servo lacks.
@@ -135,12 +166,12 @@ class OpenInference:
             return 200, {"live": True}
         if path == "/v2/health/ready":
             return self._server_ready()
-        match = _MODEL_READY.fullmatch(path)
-        if match is not None:
-            return self._model_ready(v2.model_spec(match.group(1), match.group(2) or ""))
-        match = _MODEL_METADATA.fullmatch(path)
-        if match is not None:
-            return 200, self._metadata(v2.model_spec(match.group(1), match.group(2) or ""))
+        reading = self._model_route(path)
+        if reading is not None:
+            spec = v2.model_spec(reading.name, reading.version or "")
+            if reading.route == "ready":
+                return self._model_ready(spec)
+            return 200, self._metadata(spec)
         return 404, {"error": f"Not found: GET {path}"}
 
     # -- health and metadata ---------------------------------------------------------------
