@@ -15,6 +15,11 @@ Models (one function each; `MODELS` lists them):
   `TFText>WhitespaceTokenizeWithOffsetsV2`), written where tensorflow-text is installed
   (`servo[text]`): "text" (string [-1]) -> "tokens" (string [-1, -1], each text's words padded
   with "" to the longest) and "lengths" (int64 [-1], words per text).
+- `decision_forest/1`: a random forest (10 trees) trained by YDF on a fixed seed and exported
+  as a SavedModel using TensorFlow Decision Forests' inference ops, written where ydf-tf is
+  installed (`servo[decision-forests]`): "x1", "x2" (float [-1]) -> "output" (float [-1], the
+  probability that x1 + x2 > 1, as the forest learnt it). The forest is the same on every run;
+  the prefix of its asset files' names is random, as YDF's export chooses it.
 - `mlp/1/model.onnx`: ONNX MLP, 16 float inputs -> 64 ReLU units -> 4 outputs ("x" [-1, 16] ->
   "y" [-1, 4]).
 - `mlp_large/1/model.onnx`: ONNX MLP, 512 -> 4 x 2048 ReLU -> 10 (about 54 MB of float32
@@ -79,6 +84,7 @@ MLP_SEED = 20240611
 MLP_LARGE_SEED = 20240612
 CLASSIFIER_SEED = 20240613
 EMBEDDINGS_SEED = 20240614
+DECISION_FOREST_SEED = 20240615
 ONNX_OPSET = 17  # widely supported by ONNX Runtime releases; the ops used here are old
 ONNX_IR_VERSION = 8
 
@@ -163,6 +169,22 @@ def write_whitespace_tokenizer(model_dir: Path) -> None:
     module = Tokenizer()
     signatures = {"serving_default": module.tokenize}
     tf.saved_model.save(module, str(model_dir / "1"), signatures=signatures)
+
+
+def write_decision_forest(model_dir: Path) -> None:
+    """decision_forest/1: a small random forest on x1 + x2 > 1, exported by YDF (with ydf-tf) as
+    TF-DF exported its models."""
+    import ydf
+
+    rng = np.random.default_rng(DECISION_FOREST_SEED)
+    x1 = rng.uniform(0, 1, 400).astype(np.float32)
+    x2 = rng.uniform(0, 1, 400).astype(np.float32)
+    data = {"x1": x1, "x2": x2, "label": (x1 + x2 > 1).astype(np.int64)}
+    learner = ydf.RandomForestLearner(
+        label="label", num_trees=10, max_depth=5, random_seed=DECISION_FOREST_SEED
+    )
+    forest = learner.train(data, verbose=0)
+    forest.to_tensorflow_saved_model(str(model_dir / "1"), mode="tf")
 
 
 # -- ONNX models -----------------------------------------------------------------------------
@@ -438,6 +460,13 @@ MODELS: list[ExampleModel] = [
         write_whitespace_tokenizer,
         needs_tensorflow=True,
         needs=("tensorflow_text", "text"),
+        platform="tensorflow",
+    ),
+    ExampleModel(
+        "decision_forest",
+        write_decision_forest,
+        needs_tensorflow=True,
+        needs=("ydf_tf", "decision-forests"),
         platform="tensorflow",
     ),
     ExampleModel("mlp", write_mlp),

@@ -1,5 +1,6 @@
 """SavedModels using the ops TFS links into its binary, on real servers: the example repository's
-TF Text tokenizer answering over REST and gRPC (the official client), and, on a server where
+TF Text tokenizer and decision forest answering over REST and gRPC (the official client), and,
+on a server where
 tensorflow-text does not import, the load failure naming the op and the extra, at start (exit
 1) and as a version's status over both protocols."""
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
@@ -27,6 +29,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 TOKENIZER = "whitespace_tokenizer"
+FOREST = "decision_forest"
 OP = "TFText>WhitespaceTokenizeWithOffsetsV2"
 RPC_TIMEOUT = 30
 FAILED_PRECONDITION = 9  # error_code in a version's status, as TFS's protos carry it
@@ -36,14 +39,15 @@ FAILED_PRECONDITION = 9  # error_code in a version's status, as TFS's protos car
 def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example models that use op libraries, as scripts/make_example_models.py writes them."""
     out = tmp_path_factory.mktemp("examples") / "models"
-    assert example_script().main([str(out), "--only", TOKENIZER]) == 0
+    assert example_script().main([str(out), "--only", TOKENIZER, "--only", FOREST]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def server(examples: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     config = tmp_path_factory.mktemp("op-libraries") / "models.config"
-    config.write_text(model_config([(TOKENIZER, examples / TOKENIZER, "tensorflow")]))
+    models = [(name, examples / name, "tensorflow") for name in (TOKENIZER, FOREST)]
+    config.write_text(model_config(models))
     with running_server([f"--model_config_file={config}"]) as process:
         yield process
 
@@ -101,6 +105,28 @@ def test_tf_text_model_answers_over_grpc(server: ServerProcess) -> None:
     ]
     assert tf.make_ndarray(answer.outputs["lengths"]).tolist() == [3, 2]
     assert answer.model_spec.name == TOKENIZER and answer.model_spec.version.value == 1
+
+
+def test_decision_forest_answers_over_rest_and_grpc_alike(server: ServerProcess) -> None:
+    x1, x2 = [0.9, 0.1, 0.5, 0.3], [0.8, 0.2, 0.4, 0.9]
+    answer = httpx.post(
+        f"{server.rest}/v1/models/{FOREST}:predict",
+        json={"instances": [{"x1": a, "x2": b} for a, b in zip(x1, x2, strict=True)]},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    rest = answer.json()["predictions"]
+    assert rest[0] > 0.9 and rest[1] < 0.1  # far from the boundary x1 + x2 = 1
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = FOREST
+    request.inputs["x1"].CopyFrom(tf.make_tensor_proto(x1, dtype=tf.float32))
+    request.inputs["x2"].CopyFrom(tf.make_tensor_proto(x2, dtype=tf.float32))
+    with grpc_stubs(server) as stubs:
+        grpc_answer = stubs.predictions.Predict(request, timeout=RPC_TIMEOUT)
+    grpc = tf.make_ndarray(grpc_answer.outputs["output"])
+    assert grpc.shape == (4,)
+    # The same float32s: REST's JSON writes each as the shortest text that reads back to it.
+    np.testing.assert_array_equal(grpc, np.array(rest, dtype=np.float32))
 
 
 def test_without_tensorflow_text_the_server_does_not_start_and_says_why(

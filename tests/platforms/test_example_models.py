@@ -32,6 +32,7 @@ def test_models_list_is_the_documented_repository(example_script: ModuleType) ->
     assert models == {
         "half_plus_two": ("tensorflow", True, None, True),
         "whitespace_tokenizer": ("tensorflow", True, ("tensorflow_text", "text"), True),
+        "decision_forest": ("tensorflow", True, ("ydf_tf", "decision-forests"), True),
         "mlp": ("onnx", False, None, True),
         "mlp_large": ("onnx", False, None, True),
         "vocab": ("lookup", False, None, True),

@@ -29,7 +29,8 @@ from tests.support.testdata import REPO, TfsModels
 def example_models(tmp_path_factory: pytest.TempPathFactory, example_script: ModuleType) -> Path:
     """The example repository's models that use op libraries, as the script writes them."""
     out = tmp_path_factory.mktemp("op-models")
-    assert example_script.main([str(out), "--only", "whitespace_tokenizer"]) == 0
+    only = ["--only", "whitespace_tokenizer", "--only", "decision_forest"]
+    assert example_script.main([str(out), *only]) == 0
     return out
 
 
@@ -46,7 +47,7 @@ def run_python(code: str) -> dict:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 LOAD_AND_REPORT = """
@@ -90,17 +91,67 @@ def test_a_tf_text_saved_model_tokenizes(example_models: Path) -> None:
     assert out["lengths"].tolist() == [3, 2, 0]
 
 
-def test_a_missing_tf_text_fails_naming_the_op_and_the_extra(example_models: Path) -> None:
-    path = str(example_models / "whitespace_tokenizer" / "1")
-    code = 'import sys; sys.modules["tensorflow_text"] = None\n' + textwrap.dedent(
+def test_a_decision_forest_saved_model_answers_as_tensorflow_does(example_models: Path) -> None:
+    import tensorflow as tf
+
+    path = str(example_models / "decision_forest" / "1")
+    x1 = np.array([0.9, 0.1, 0.5, 0.6, 0.3], dtype=np.float32)
+    x2 = np.array([0.8, 0.2, 0.4, 0.6, 0.9], dtype=np.float32)
+    servable = tfp.load(path, PlatformOptions())
+    try:
+        sig = servable.signatures["serving_default"]
+        assert {k: (v.dtype, v.shape) for k, v in sig.inputs.items()} == {
+            "x1": (DataType.DT_FLOAT, (-1,)),
+            "x2": (DataType.DT_FLOAT, (-1,)),
+        }
+        assert {k: (v.dtype, v.shape) for k, v in sig.outputs.items()} == {
+            "output": (DataType.DT_FLOAT, (-1,))
+        }
+        out = servable.run(sig, {"x1": x1, "x2": x2})["output"]
+    finally:
+        servable.close()
+    # TensorFlow's own loader (TF2's object API, the ops registered by ydf_tf) agrees.
+    expected = tf.saved_model.load(path).signatures["serving_default"](
+        x1=tf.constant(x1), x2=tf.constant(x2)
+    )["output"]
+    np.testing.assert_array_equal(out, expected.numpy())
+    assert out[0] > 0.9 and out[1] < 0.1  # far from the boundary x1 + x2 = 1, the forest is sure
+
+
+@pytest.mark.parametrize(
+    ("model", "module", "op", "package", "extra", "what"),
+    [
+        (
+            "whitespace_tokenizer",
+            "tensorflow_text",
+            "TFText>WhitespaceTokenizeWithOffsetsV2",
+            "tensorflow-text",
+            "text",
+            "TF Text",
+        ),
+        (
+            "decision_forest",
+            "ydf_tf",
+            "SimpleMLCreateModelResource",
+            "ydf-tf",
+            "decision-forests",
+            "TensorFlow Decision Forests",
+        ),
+    ],
+)
+def test_a_missing_op_library_fails_naming_the_op_and_the_extra(
+    example_models: Path, model: str, module: str, op: str, package: str, extra: str, what: str
+) -> None:
+    path = str(example_models / model / "1")
+    code = f"import sys; sys.modules[{module!r}] = None\n" + textwrap.dedent(
         LOAD_AND_REPORT.format(path=path)
     )
     report = run_python(code)
     assert report["code"] == "FAILED_PRECONDITION"
     assert report["message"] == (
-        f"Failed to load SavedModel at {path}: it uses op TFText>WhitespaceTokenizeWithOffsetsV2, "
-        "one of the TF Text ops, and tensorflow-text is not installed: install servo[text] "
-        "(tensorflow-text) to serve models using TF Text ops"
+        f"Failed to load SavedModel at {path}: it uses op {op}, one of the {what} ops, and "
+        f"{package} is not installed: install servo[{extra}] ({package}) to serve models "
+        f"using {what} ops"
     )
     assert report["logged"] == []  # a package that is not installed is no warning
 

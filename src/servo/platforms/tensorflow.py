@@ -15,11 +15,12 @@ Each (signature, output set) runs through a callable made with the C++ `Session:
 (fixed feeds and fetches, pruned and compiled once), which costs several times less per call
 than `Session.run` (feed-dict parsing, fetch mapping and shape checks in Python every time).
 
-The op libraries TFS links into its binary (TF Text's ops) are Python packages here:
-`_register_op_libraries` imports each that is installed before the first SavedModel loads
-(importing one registers its ops with TensorFlow), and a model that needs an op of one that is
-not installed fails its load naming the op and the extra to install, rather than with
-TensorFlow's bare "Op type not registered".
+The op libraries TFS links into its binary (TF Text's ops; TensorFlow Decision Forests'
+inference ops, which ydf-tf now ships) are Python packages here: `_register_op_libraries`
+imports each that is installed before the first SavedModel loads (importing one registers its
+ops with TensorFlow), and a model that needs an op of one that is not installed fails its load
+naming the op and the extra to install, rather than with TensorFlow's bare "Op type not
+registered".
 
 `options.intra_op_parallelism` / `inter_op_parallelism` (0 = TensorFlow's choice) go into the
 session's ConfigProto. TensorFlow sizes its shared CPU thread pools from the first session a
@@ -119,6 +120,25 @@ OP_LIBRARIES: tuple[OpLibrary, ...] = (
             }
         ),
         "TFText>",
+    ),
+    OpLibrary(
+        # TF-DF's inference ops, which models exported by TF-DF or by YDF use (TF-DF's own
+        # package is built for older TensorFlow versions; ydf-tf took its op over).
+        "ydf_tf",
+        "ydf-tf",
+        "decision-forests",
+        "TensorFlow Decision Forests",
+        frozenset(
+            {
+                "SimpleMLCreateModelResource",
+                "SimpleMLInferenceLeafIndexOpWithHandle",
+                "SimpleMLInferenceOp",
+                "SimpleMLInferenceOpWithHandle",
+                "SimpleMLLoadModelFromPath",
+                "SimpleMLLoadModelFromPathWithHandle",
+            }
+        ),
+        "SimpleML",
     ),
 )
 
