@@ -43,6 +43,8 @@ serve: $(STAMP) $(MODELS)
 	@echo "  curl -d '{\"instances\": [[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]]}' localhost:$(REST_PORT)/v1/models/mlp:predict"
 	@echo "  curl -d '{\"instances\": [\"servo\", \"unknown\"]}' localhost:$(REST_PORT)/v1/models/vocab:predict"
 	@echo "  curl -d '{\"instances\": [\"a model server\"]}' localhost:$(REST_PORT)/v1/models/word_count:predict"
+	@echo "  curl -d '{\"instances\": [\"a model server\", \"servo serves\"]}' localhost:$(REST_PORT)/v1/models/whitespace_tokenizer:predict"
+	@echo "  curl -d '{\"instances\": [{\"x1\": 0.9, \"x2\": 0.8}, {\"x1\": 0.1, \"x2\": 0.2}]}' localhost:$(REST_PORT)/v1/models/decision_forest:predict"
 	@echo "  curl -d '{\"instances\": [[\"servo\", \"serves\", \"a\", \"model\"], [\"the\", \"unknown\", \"<pad>\", \"<pad>\"]]}' localhost:$(REST_PORT)/v1/models/text_classifier_pipeline:predict"
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two"
 	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two/metadata"

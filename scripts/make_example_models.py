@@ -11,6 +11,15 @@ Models (one function each; `MODELS` lists them):
   `classify_x_to_y` and `regress_x_to_y` (feature "x"). Version 2 is a model of its own,
   exported separately, computing the same function from differently stored weights
   (a = 1/2 as 0.25 * 2), so that clients see no change when versions switch.
+- `whitespace_tokenizer/1`: a TF2 SavedModel using TF Text's whitespace tokenizer (op
+  `TFText>WhitespaceTokenizeWithOffsetsV2`), written where tensorflow-text is installed
+  (`servo[text]`): "text" (string [-1]) -> "tokens" (string [-1, -1], each text's words padded
+  with "" to the longest) and "lengths" (int64 [-1], words per text).
+- `decision_forest/1`: a random forest (10 trees) trained by YDF on a fixed seed and exported
+  as a SavedModel using TensorFlow Decision Forests' inference ops, written where ydf-tf is
+  installed (`servo[decision-forests]`): "x1", "x2" (float [-1]) -> "output" (float [-1], the
+  probability that x1 + x2 > 1, as the forest learnt it). The forest is the same on every run;
+  the prefix of its asset files' names is random, as YDF's export chooses it.
 - `mlp/1/model.onnx`: ONNX MLP, 16 float inputs -> 64 ReLU units -> 4 outputs ("x" [-1, 16] ->
   "y" [-1, 4]).
 - `mlp_large/1/model.onnx`: ONNX MLP, 512 -> 4 x 2048 ReLU -> 10 (about 54 MB of float32
@@ -45,7 +54,9 @@ replaces exactly the models it writes and leaves anything else in the output dir
 To add a model: write `def write_<name>(model_dir: Path) -> None` that creates the model's
 base directory contents (version subdirectories) under `model_dir`, and append an
 `ExampleModel` to `MODELS` (after the models it names, if any); set `needs_tensorflow=True`
-when it imports TensorFlow, `in_config=False` when `make serve` must not serve it.
+when it imports TensorFlow, `needs=(module, extra)` when it needs a package beyond that (it is
+skipped, with a note, where the module does not import), `in_config=False` when `make serve`
+must not serve it.
 
 Usage: python scripts/make_example_models.py [OUTPUT_DIR] [--skip-tensorflow] [--only NAME ...]
 """
@@ -54,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -72,6 +84,7 @@ MLP_SEED = 20240611
 MLP_LARGE_SEED = 20240612
 CLASSIFIER_SEED = 20240613
 EMBEDDINGS_SEED = 20240614
+DECISION_FOREST_SEED = 20240615
 ONNX_OPSET = 17  # widely supported by ONNX Runtime releases; the ops used here are old
 ONNX_IR_VERSION = 8
 
@@ -135,6 +148,43 @@ def write_half_plus_two(model_dir: Path) -> None:
     """half_plus_two/1 and /2: y = x/2 + 2."""
     _write_half_plus_two_version(model_dir / "1", a_stored=0.5, a_scale=1.0)
     _write_half_plus_two_version(model_dir / "2", a_stored=0.25, a_scale=2.0)
+
+
+def write_whitespace_tokenizer(model_dir: Path) -> None:
+    """whitespace_tokenizer/1: TF Text's WhitespaceTokenizer, its ragged tokens made dense (servo
+    serves dense tensors), exported as TF2 exports models (tf.saved_model.save)."""
+    import tensorflow as tf
+    import tensorflow_text as text
+
+    class Tokenizer(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._tokenizer = text.WhitespaceTokenizer()
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def tokenize(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
+            tokens = self._tokenizer.tokenize(texts)
+            return {"tokens": tokens.to_tensor(default_value=""), "lengths": tokens.row_lengths()}
+
+    module = Tokenizer()
+    signatures = {"serving_default": module.tokenize}
+    tf.saved_model.save(module, str(model_dir / "1"), signatures=signatures)
+
+
+def write_decision_forest(model_dir: Path) -> None:
+    """decision_forest/1: a small random forest on x1 + x2 > 1, exported by YDF (with ydf-tf) as
+    TF-DF exported its models."""
+    import ydf
+
+    rng = np.random.default_rng(DECISION_FOREST_SEED)
+    x1 = rng.uniform(0, 1, 400).astype(np.float32)
+    x2 = rng.uniform(0, 1, 400).astype(np.float32)
+    data = {"x1": x1, "x2": x2, "label": (x1 + x2 > 1).astype(np.int64)}
+    learner = ydf.RandomForestLearner(
+        label="label", num_trees=10, max_depth=5, random_seed=DECISION_FOREST_SEED
+    )
+    forest = learner.train(data, verbose=0)
+    forest.to_tensorflow_saved_model(str(model_dir / "1"), mode="tf")
 
 
 # -- ONNX models -----------------------------------------------------------------------------
@@ -396,6 +446,7 @@ class ExampleModel:
     name: str  # the model's directory under the output directory, and its model name
     write: Callable[[Path], None]  # writes the version directories under the path it gets
     needs_tensorflow: bool = False
+    needs: tuple[str, str] | None = None  # (module, servo extra) it needs beyond TensorFlow
     platform: str = "onnx"  # model_platform in models.config
     in_config: bool = True  # served by models.config (`make serve`)
 
@@ -403,6 +454,20 @@ class ExampleModel:
 MODELS: list[ExampleModel] = [
     ExampleModel(
         "half_plus_two", write_half_plus_two, needs_tensorflow=True, platform="tensorflow"
+    ),
+    ExampleModel(
+        "whitespace_tokenizer",
+        write_whitespace_tokenizer,
+        needs_tensorflow=True,
+        needs=("tensorflow_text", "text"),
+        platform="tensorflow",
+    ),
+    ExampleModel(
+        "decision_forest",
+        write_decision_forest,
+        needs_tensorflow=True,
+        needs=("ydf_tf", "decision-forests"),
+        platform="tensorflow",
     ),
     ExampleModel("mlp", write_mlp),
     ExampleModel("mlp_large", write_mlp_large),
@@ -427,10 +492,12 @@ CONFIG_FILE = "models.config"
 
 def write_config(output: Path) -> Path:
     """Writes `models.config` for every known model present under `output` that `make serve`
-    serves (`in_config`)."""
+    serves (`in_config`) and that can load here (a model written when the package it `needs`
+    was installed is left out once it is not)."""
     entries = []
     for model in MODELS:
-        if model.in_config and (output / model.name).is_dir():
+        loadable = model.needs is None or importable(model.needs[0])
+        if model.in_config and loadable and (output / model.name).is_dir():
             entries.append(
                 "  config {\n"
                 f'    name: "{model.name}"\n'
@@ -464,12 +531,16 @@ def write_model(model: ExampleModel, output: Path) -> Path:
     return final
 
 
-def tensorflow_available() -> bool:
+def importable(module: str) -> bool:
     try:
-        import tensorflow  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
+
+
+def tensorflow_available() -> bool:
+    return importable("tensorflow")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -504,6 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     for model in chosen:
+        if model.needs is not None and not importable(model.needs[0]):
+            print(
+                f"skipped {model.name}: it needs {model.needs[0]}, which is not installed "
+                f"(pip install 'servo[{model.needs[1]}]')"
+            )
+            continue
         path = write_model(model, args.output)
         print(f"wrote {path}")
     if chosen:

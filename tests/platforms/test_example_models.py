@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -24,19 +25,24 @@ def digest(root: Path) -> dict[str, str]:
 
 
 def test_models_list_is_the_documented_repository(example_script: ModuleType) -> None:
-    models = {m.name: (m.platform, m.needs_tensorflow, m.in_config) for m in example_script.MODELS}
+    models = {
+        m.name: (m.platform, m.needs_tensorflow, m.needs, m.in_config)
+        for m in example_script.MODELS
+    }
     assert models == {
-        "half_plus_two": ("tensorflow", True, True),
-        "mlp": ("onnx", False, True),
-        "mlp_large": ("onnx", False, True),
-        "vocab": ("lookup", False, True),
-        "word_count": ("python", False, True),
-        "vocab_classifier": ("onnx", False, True),
-        "text_classifier_pipeline": ("pipeline", False, True),
-        "text_classifier_composite": ("composite", False, True),
-        "embeddings": ("lookup", False, True),
-        "embeddings_shards": ("lookup", False, False),
-        "embeddings_sharded": ("sharded", False, False),
+        "half_plus_two": ("tensorflow", True, None, True),
+        "whitespace_tokenizer": ("tensorflow", True, ("tensorflow_text", "text"), True),
+        "decision_forest": ("tensorflow", True, ("ydf_tf", "decision-forests"), True),
+        "mlp": ("onnx", False, None, True),
+        "mlp_large": ("onnx", False, None, True),
+        "vocab": ("lookup", False, None, True),
+        "word_count": ("python", False, None, True),
+        "vocab_classifier": ("onnx", False, None, True),
+        "text_classifier_pipeline": ("pipeline", False, None, True),
+        "text_classifier_composite": ("composite", False, None, True),
+        "embeddings": ("lookup", False, None, True),
+        "embeddings_shards": ("lookup", False, None, False),
+        "embeddings_sharded": ("sharded", False, None, False),
     }
     # A pipeline is listed (and configured) after the models its steps name.
     names = [m.name for m in example_script.MODELS]
@@ -59,6 +65,30 @@ def test_models_config_serves_what_was_written(example_script: ModuleType, tmp_p
         "word_count": (str((out / "word_count").resolve()), "python"),
         "embeddings": (str((out / "embeddings").resolve()), "lookup"),
     }
+
+
+def test_a_model_whose_package_is_missing_is_skipped_with_a_note(
+    example_script: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from servo.server import config as configs
+
+    monkeypatch.setitem(sys.modules, "tensorflow_text", None)  # imports as if not installed
+    out = tmp_path / "models"
+    (out / "whitespace_tokenizer" / "1").mkdir(parents=True)  # left by a run that had it
+    args = [str(out), "--only", "whitespace_tokenizer", "--only", "vocab"]
+    assert example_script.main(args) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "skipped whitespace_tokenizer: it needs tensorflow_text, which is not installed "
+        "(pip install 'servo[text]')",
+        f"wrote {out / 'vocab'}",
+        f"wrote {out / 'models.config'}",
+    ]
+    # make serve would fail to start on a model it cannot load: the config leaves it out.
+    config = configs.read_model_server_config(str(out / "models.config"))
+    assert [m.name for m in config.model_config_list.config] == ["vocab"]
 
 
 def test_mlp_is_deterministic_and_rewritten_cleanly(

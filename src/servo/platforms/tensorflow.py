@@ -15,6 +15,13 @@ Each (signature, output set) runs through a callable made with the C++ `Session:
 (fixed feeds and fetches, pruned and compiled once), which costs several times less per call
 than `Session.run` (feed-dict parsing, fetch mapping and shape checks in Python every time).
 
+The op libraries TFS links into its binary (TF Text's ops; TensorFlow Decision Forests'
+inference ops, which ydf-tf now ships) are Python packages here: `_register_op_libraries`
+imports each that is installed before the first SavedModel loads (importing one registers its
+ops with TensorFlow), and a model that needs an op of one that is not installed fails its load
+naming the op and the extra to install, rather than with TensorFlow's bare "Op type not
+registered".
+
 `options.intra_op_parallelism` / `inter_op_parallelism` (0 = TensorFlow's choice) go into the
 session's ConfigProto. TensorFlow sizes its shared CPU thread pools from the first session a
 process creates, so in practice they apply per process, as TFS's flags of the same names do.
@@ -22,8 +29,10 @@ process creates, so in practice they apply per process, as TFS's flags of the sa
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -57,15 +66,160 @@ SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
 
 
+# -- op libraries ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpLibrary:
+    """A package whose import registers ops that TFS links into its binary."""
+
+    module: str  # imported to register the ops
+    package: str  # what pip installs
+    extra: str  # the `servo[...]` extra that installs it
+    what: str  # the ops' family, as the error names it
+    ops: frozenset[str]  # its ops (as of the version the extra installs) ...
+    prefix: str  # ... and the prefix of its newer ops' names
+
+    def has(self, op: str) -> bool:
+        return op in self.ops or op.startswith(self.prefix)
+
+
+OP_LIBRARIES: tuple[OpLibrary, ...] = (
+    OpLibrary(
+        "tensorflow_text",
+        "tensorflow-text",
+        "text",
+        "TF Text",
+        # The ops tensorflow-text 2.21 registers without the "TFText>" prefix of the others.
+        frozenset(
+            {
+                "CaseFoldUTF8",
+                "ConstrainedSequence",
+                "FastBertNormalize",
+                "FastWordpieceTokenizeWithOffsets",
+                "FindSourceOffsets",
+                "MaxSpanningTree",
+                "NormalizeUTF8",
+                "NormalizeUTF8WithOffsetsMap",
+                "PhraseTokenize",
+                "RegexSplitWithOffsets",
+                "RougeL",
+                "SentenceFragments",
+                "SentenceFragmentsV2",
+                "SentencepieceDetokenizeOp",
+                "SentencepieceIdToStringOp",
+                "SentencepieceOp",
+                "SentencepieceStringToIdOp",
+                "SentencepieceTokenizeOp",
+                "SentencepieceTokenizeWithOffsetsOp",
+                "SentencepieceVocabSizeOp",
+                "SplitMergeTokenizeWithOffsets",
+                "TokenizerFromLogits",
+                "UnicodeScriptTokenizeWithOffsets",
+                "WhitespaceTokenizeWithOffsets",
+                "WordpieceTokenizeWithOffsets",
+            }
+        ),
+        "TFText>",
+    ),
+    OpLibrary(
+        # TF-DF's inference ops, which models exported by TF-DF or by YDF use (TF-DF's own
+        # package is built for older TensorFlow versions; ydf-tf took its op over).
+        "ydf_tf",
+        "ydf-tf",
+        "decision-forests",
+        "TensorFlow Decision Forests",
+        frozenset(
+            {
+                "SimpleMLCreateModelResource",
+                "SimpleMLInferenceLeafIndexOpWithHandle",
+                "SimpleMLInferenceOp",
+                "SimpleMLInferenceOpWithHandle",
+                "SimpleMLLoadModelFromPath",
+                "SimpleMLLoadModelFromPathWithHandle",
+            }
+        ),
+        "SimpleML",
+    ),
+)
+
+# Per library module: None once imported, else why not (_NOT_INSTALLED, or its import's error).
+_op_libraries: dict[str, str | None] | None = None
+_op_libraries_lock = threading.Lock()
+_NOT_INSTALLED = "not installed"
+_OP_NOT_REGISTERED = re.compile(r"Op type not registered '([^']+)'")
+
+
+def _register_op_libraries() -> dict[str, str | None]:
+    """Imports every installed op library, once per process (a SavedModel's graph is imported
+    after this, so its ops are there); returns each one's state."""
+    global _op_libraries
+    with _op_libraries_lock:
+        if _op_libraries is None:
+            states: dict[str, str | None] = {}
+            for library in OP_LIBRARIES:
+                try:
+                    importlib.import_module(library.module)
+                except ImportError as exc:
+                    if (exc.name or "").split(".")[0] == library.module:
+                        states[library.module] = _NOT_INSTALLED
+                    else:  # installed, but something it needs is not
+                        states[library.module] = f"{type(exc).__name__}: {exc}"
+                except Exception as exc:  # e.g. a build for another TensorFlow: NotFoundError
+                    states[library.module] = f"{type(exc).__name__}: {exc}"
+                else:
+                    states[library.module] = None
+                if states[library.module] not in (None, _NOT_INSTALLED):
+                    log.warning(
+                        "%s is installed but its ops could not be registered; SavedModels "
+                        "using %s ops will not load: %s",
+                        library.package,
+                        library.what,
+                        states[library.module],
+                    )
+            _op_libraries = states
+        return _op_libraries
+
+
+def _missing_op_error(path: str, text: str) -> ServoError | None:
+    """For TensorFlow's "Op type not registered 'OP'" about an op of a known library that is
+    not registered: FAILED_PRECONDITION naming the op and the extra (a runtime that is not
+    installed, as the router reports a missing platform runtime). None otherwise: an op of no
+    known library keeps TensorFlow's error, as TFS reports it."""
+    match = _OP_NOT_REGISTERED.search(text)
+    if match is None:
+        return None
+    op = match.group(1)
+    library = next((lib for lib in OP_LIBRARIES if lib.has(op)), None)
+    if library is None:
+        return None
+    state = _register_op_libraries().get(library.module)
+    if state is None:  # imported, and still without the op: a newer version's
+        return None
+    if state == _NOT_INSTALLED:
+        why = f"{library.package} is not installed"
+    else:
+        why = f"{library.package} is installed but could not be loaded ({state})"
+    return ServoError(
+        Code.FAILED_PRECONDITION,
+        f"Failed to load SavedModel at {path}: it uses op {op}, one of the {library.what} ops, "
+        f"and {why}: install servo[{library.extra}] ({library.package}) to serve models "
+        f"using {library.what} ops",
+    )
+
+
 def load(path: str, options: PlatformOptions) -> TensorFlowServable:
     """Loads the SavedModel in version directory `path`.
 
     Errors, with TensorFlow's codes and messages where TFS has them: NOT_FOUND when there is no
     saved_model.pb / .pbtxt or no MetaGraph with the configured tags; DATA_LOSS when the file
-    does not parse; the TensorFlow error's own code when restoring or initializing fails.
+    does not parse; the TensorFlow error's own code when restoring or initializing fails;
+    FAILED_PRECONDITION, naming the op and the extra, when the graph needs an op of a library
+    in OP_LIBRARIES that is not installed.
     """
     tags = tuple(options.saved_model_tags) or ("serve",)
     meta_graph = _read_meta_graph(path, tags)
+    _register_op_libraries()
     signatures = _signatures(meta_graph)
     config = config_pb2.ConfigProto(
         intra_op_parallelism_threads=options.intra_op_parallelism,
@@ -84,7 +238,7 @@ def load(path: str, options: PlatformOptions) -> TensorFlowServable:
         servable = TensorFlowServable(path, graph, session, signatures)
     except tf.errors.OpError as exc:
         session.close()
-        raise ServoError(
+        raise _missing_op_error(path, exc.message) or ServoError(
             _code(exc), f"Failed to load SavedModel at {path}: {exc.message}"
         ) from None
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
