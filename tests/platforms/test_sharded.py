@@ -150,6 +150,20 @@ def test_shards_of_different_tables_are_refused(tmp_path: Path) -> None:
     assert "the shards hold different tables" in caught.value.message
 
 
+def test_an_answer_servo_cannot_read_is_the_shards_fault(tmp_path: Path) -> None:
+    class Garbled(FakeShard):
+        def predict(self, request: PredictRequest, context: Any) -> PredictResponse:
+            response = super().predict(request, context)
+            response.outputs["values"].tensor_content = b"\x00" * 3  # not whole float32s
+            return response
+
+    with pytest.raises(ServoError) as caught, front_of(tmp_path, [Garbled(0, 1)]):
+        pass
+    assert caught.value.code == Code.INTERNAL
+    assert "Shard 0 of 1 (emb at 127.0.0.1:" in caught.value.message
+    assert "answered a tensor servo cannot read" in caught.value.message
+
+
 def test_versions_that_differ_are_refused_naming_them(tmp_path: Path) -> None:
     shards = [FakeShard(0, 3), FakeShard(1, 3, version=2), FakeShard(2, 3)]
     with pytest.raises(ServoError) as caught, front_of(tmp_path, shards):

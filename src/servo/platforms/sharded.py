@@ -250,12 +250,23 @@ class ShardedTable(ModelServable):
             raise
         return answers
 
+    def _read(self, shard: int, proto: Any) -> np.ndarray:
+        """A tensor of a shard's answer; one servo cannot read is the shard's fault, not the
+        client's (INTERNAL, naming the shard)."""
+        try:
+            return tensor_codec.to_ndarray(proto)
+        except ServoError as exc:
+            raise ServoError(
+                Code.INTERNAL,
+                f"{self._where(shard)} answered a tensor servo cannot read: {exc.message}",
+            ) from None
+
     def _answer(self, shard: int, positions: np.ndarray, response: Any, learn: bool) -> _Answer:
         where = self._where(shard)
         count = len(self.settings.shards)
         outputs = dict(response.outputs)
         claimed = outputs.pop(SHARD_OUTPUT, None)
-        identity = tensor_codec.to_ndarray(claimed).tolist() if claimed is not None else None
+        identity = self._read(shard, claimed).tolist() if claimed is not None else None
         if identity != [shard, count]:
             said = (
                 f"answers as shard {identity[0]} of {identity[1]}"
@@ -273,7 +284,7 @@ class ShardedTable(ModelServable):
                 f"{where} answers outputs {sorted(outputs)}; a table's shard answers one",
             )
         ((alias, proto),) = outputs.items()
-        values = tensor_codec.to_ndarray(proto)
+        values = self._read(shard, proto)
         if learn and shard == 0:
             self._output, self._dtype, self._row_shape = alias, values.dtype, values.shape[1:]
         if (alias, values.dtype, values.shape) != (
