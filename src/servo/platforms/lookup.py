@@ -28,7 +28,7 @@ calls so that every answer says which shard it comes from. A vocabulary's shard 
 binary format, which keeps the ids the whole table gives its keys (in a text shard, the line
 numbers would be the shard's own).
 
-`run` checks a call as ModelServable's contract says (`servable.check_inputs`): the table's own
+`run` checks a call as ModelServable's contract says (`servable.checked_call`): the table's own
 signature, its one input as an array of its dtype (keys: bytes or str), no other input, and
 output aliases of that signature.
 """
@@ -51,8 +51,7 @@ from servo.platforms.servable import (
     ModelServable,
     Signature,
     TensorSpec,
-    check_inputs,
-    check_outputs,
+    checked_call,
     unknown_signature,
     unloaded,
 )
@@ -180,11 +179,7 @@ class _Table(ModelServable):
     ) -> dict[str, np.ndarray]:
         if self._closed:
             raise unloaded(f"Lookup table {self.path}")
-        own = self._signatures.get(signature.name)
-        if own is None:
-            raise unknown_signature(signature.name)
-        check_inputs(own, inputs)
-        check_outputs(own, output_names)
+        own = checked_call(self._signatures, signature, inputs, output_names)
         if own.name == REVERSE_SIGNATURE:
             return {"keys": self._keys_of(inputs["ids"])}
         keys = inputs["keys"]

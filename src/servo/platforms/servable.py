@@ -232,6 +232,22 @@ def check_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
         raise unexpected_inputs(signature, inputs)
 
 
+def checked_call(
+    signatures: Mapping[str, Signature],
+    signature: Signature,
+    inputs: Mapping[str, Any],
+    output_names: Sequence[str] | None,
+) -> Signature:
+    """The servable's own signature of `signature`'s name, once the call passes the contract's
+    checks of its inputs and outputs (for platforms whose runtime makes none)."""
+    own = signatures.get(signature.name)
+    if own is None:
+        raise unknown_signature(signature.name)
+    check_inputs(own, inputs)
+    check_outputs(own, output_names)
+    return own
+
+
 def check_outputs(signature: Signature, output_names: Sequence[str] | None) -> None:
     """That every requested output alias is one of `signature`'s."""
     for alias in output_names or ():

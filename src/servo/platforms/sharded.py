@@ -61,9 +61,7 @@ from servo.platforms.servable import (
     Signature,
     TensorSpec,
     call_deadline,
-    check_inputs,
-    check_outputs,
-    unknown_signature,
+    checked_call,
     unloaded,
 )
 from servo.platforms.sharding import SHARD_OUTPUT, SHARD_SIGNATURE, shard_of
@@ -326,11 +324,7 @@ class ShardedTable(ModelServable):
     ) -> dict[str, np.ndarray]:
         if self._closed:
             raise unloaded(f"Sharded table at {self.path}")
-        own = self._signatures.get(signature.name)
-        if own is None:
-            raise unknown_signature(signature.name)
-        check_inputs(own, inputs)
-        check_outputs(own, output_names)
+        checked_call(self._signatures, signature, inputs, output_names)
         keys = inputs["keys"]
         flat = [k.encode() if isinstance(k, str) else k for k in keys.ravel().tolist()]
         owners = shard_of(flat, len(self._predict))
