@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from servo.protos import batching_parameters_pb2, tfs_names
+from servo.util import gfile
 
 PER_MODEL_FILE = "batching_params.pbtxt"
 DEFAULT_MAX_BATCH_SIZE = 1000
@@ -155,8 +156,7 @@ def read_file(path: str) -> batching_parameters_pb2.BatchingParameters:
     from google.protobuf import text_format
 
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = gfile.read_file(path).decode("utf-8")  # local or in object storage, as TFS
     except (OSError, UnicodeDecodeError) as exc:
         raise BatchingConfigError(f"Cannot read '{path}': {exc}") from None
     try:
