@@ -45,7 +45,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import IO
 
@@ -479,7 +479,3 @@ def _read(source: IO[bytes], n: int) -> bytes:
     except Exception as exc:
         raise gfile.storage_error(exc, "Reading failed") from None
 
-
-def remote_paths(paths: Iterable[str]) -> bool:
-    """Whether any of `paths` is in object storage."""
-    return any(gfile.is_remote(p) for p in paths)

@@ -207,6 +207,9 @@ def quiet_client_loggers() -> None:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)
+    # gcsfs logs every request that runs out of retries with its traceback, at ERROR: servo
+    # logs the failed poll or download itself, once per change.
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 # -- the stores' file systems ---------------------------------------------------------------
