@@ -478,4 +478,3 @@ def _read(source: IO[bytes], n: int) -> bytes:
         raise
     except Exception as exc:
         raise gfile.storage_error(exc, "Reading failed") from None
-
