@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from servo.util import gfile
+from tests.support.s3 import S3Server, s3_server
 from tests.support.testdata import (
     TfsModels,
     ci_requires_tfs_testdata,
@@ -21,6 +25,26 @@ def tfs_models() -> TfsModels:
     """servo's stand-ins for TFS's test models and config files, by TFS's names (written by
     tests/support/tfs_models.py, cached under build/tfs-models)."""
     return TfsModels(generated_tfs_models())
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port, for the session (tests/support/s3.py); each
+    test uses buckets of its own. A test that stops its store starts one of its own."""
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """This process reads `s3` through servo.util.gfile (its environment variables set)."""
+    for name in ("AWS_ENDPOINT_URL_S3", "S3_ENDPOINT", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    gfile.reset_file_systems()
+    yield s3
+    gfile.reset_file_systems()
 
 
 @pytest.hookimpl(trylast=True)

@@ -3,7 +3,9 @@
 TFS names a metric by its path with every character outside `[a-zA-Z0-9_]` turned into `:`
 (`/tensorflow/serving/request_count` -> `:tensorflow:serving:request_count`); counters carry no
 `_total` suffix; latencies are histograms in microseconds with TFS's buckets (10 x 1.8^i, 33
-buckets). servo adds its own metrics, named `servo_*`, for model loads and states.
+buckets). servo adds its own metrics, named `servo_*`, for model loads and states, failed
+polls of base paths and config files (`servo_storage_poll_errors`), and the copies of
+versions in object storage (`servo_model_downloads`, `servo_model_download_bytes`).
 
 Each metric also keeps its TensorFlow monitoring name (`path`, the name before the
 Prometheus rewrite; servo's own metrics have one name), the name `ReloadConfigRequest.
@@ -26,6 +28,7 @@ from typing import Any, Self
 
 from servo.core.event_bus import EventBus, Subscription
 from servo.core.servable_state import ManagerState, ServableState
+from servo.core.status import Code
 
 
 def tfs_name(path: str) -> str:
@@ -249,6 +252,23 @@ class ServerMetrics:
             "Loads of model versions that ended, by model and outcome (OK, or the error code).",
             ("model_name", "status"),
         )
+        self.storage_poll_errors = Counter(
+            "servo_storage_poll_errors",
+            "Polls of a model base path or of --model_config_file that failed (the path "
+            "missing, a store unreachable or refusing), by path and error code.",
+            ("path", "code"),
+        )
+        self.model_downloads = Counter(
+            "servo_model_downloads",
+            "Versions in object storage fetched into the local cache, by outcome: "
+            "downloaded, reused (a complete copy from an earlier run) or an error code.",
+            ("model_name", "outcome"),
+        )
+        self.model_download_bytes = Counter(
+            "servo_model_download_bytes",
+            "Bytes downloaded from object storage into the local cache.",
+            ("model_name",),
+        )
         self.batching_queuing_latency = Histogram.tfs(
             "/tensorflow/serving/batching_session/queuing_latency",
             "Distribution of wall time spent (in microseconds) in queuing",
@@ -292,6 +312,14 @@ class ServerMetrics:
         for family in self.families():
             family.render(lines)
         return ("\n".join(lines) + "\n").encode()
+
+    def poll_error(self, path: str, code: Code) -> None:
+        self.storage_poll_errors.inc(path, code.name)
+
+    def download(self, model_name: str, outcome: str, nbytes: int) -> None:
+        self.model_downloads.inc(model_name, outcome)
+        if nbytes:
+            self.model_download_bytes.inc(model_name, amount=nbytes)
 
     # -- model states, from the event bus --------------------------------------------------
 

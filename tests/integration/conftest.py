@@ -1,16 +1,23 @@
 """Shared pieces of the integration tests: the model directories, and the one API server the
-REST and gRPC tests share (test_rest.py, test_grpc.py), with a client of each protocol."""
+REST and gRPC tests share (test_rest.py, test_grpc.py), with a client of each protocol.
+
+That server runs twice (`api_store`): once on local base paths, once with every model, its
+--model_config_file and its --monitoring_config_file in a bucket of moto's S3 server, so
+every REST and gRPC test passes on models served from object storage too."""
 
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.catalog import ServedModel, api_models, config_text, pick, write_model_dirs
+from tests.support.s3 import S3Server
 from tests.support.server import GrpcStubs, ServerProcess, grpc_stubs, running_server
 from tests.support.testdata import TfsModels
 
@@ -46,30 +53,81 @@ def api_models_served(tfs_models: TfsModels, model_dirs: dict[str, Path]) -> lis
     return pick(api_models(tfs_models, model_dirs), *API_SERVER_MODELS)
 
 
+@pytest.fixture(scope="session", params=["local", "s3"])
+def api_store(request: pytest.FixtureRequest) -> str:
+    """Where the API server's models and config files are: local paths, or a bucket."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def api_bucket(api_store: str, request: pytest.FixtureRequest) -> str | None:
+    """The bucket of the S3 run, holding `api/<model>/...`; None for the local run."""
+    if api_store != "s3":
+        return None
+    s3: S3Server = request.getfixturevalue("s3")
+    bucket = f"api-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(bucket)
+    return bucket
+
+
 @pytest.fixture(scope="session")
 def api_config(
-    tmp_path_factory: pytest.TempPathFactory, api_models_served: list[ServedModel]
+    tmp_path_factory: pytest.TempPathFactory,
+    api_models_served: list[ServedModel],
+    api_bucket: str | None,
+    request: pytest.FixtureRequest,
 ) -> Path:
+    """The API server's model config (a local copy of it, for tests that send it back)."""
+    models = api_models_served
+    if api_bucket is not None:
+        s3: S3Server = request.getfixturevalue("s3")
+        for model in models:
+            s3.upload_tree(model.base_path, api_bucket, f"api/{model.name}")
+        models = [
+            replace(m, base_path=f"s3://{api_bucket}/api/{m.name}")  # type: ignore[arg-type]
+            for m in models
+        ]
     path = tmp_path_factory.mktemp("api_server") / "models.config"
-    path.write_text(config_text(api_models_served))
+    path.write_text(config_text(models))
+    if api_bucket is not None:
+        s3.put(api_bucket, "api/models.config", path.read_bytes())
     return path
 
 
 @pytest.fixture(scope="session")
-def api_server(api_config: Path, tfs_models: TfsModels) -> Iterator[ServerProcess]:
+def api_server(
+    api_config: Path,
+    api_bucket: str | None,
+    tfs_models: TfsModels,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[ServerProcess]:
     """One server for the REST and gRPC tests, which leave it as they found it: TFS's test
     models (the stand-ins; the two-version one with labels), the example models and Python
     ones; CORS on, Prometheus metrics from TFS's monitoring config text, a small body limit,
-    the health service; python models over the network (a reload test adds one)."""
+    the health service; python models over the network (a reload test adds one). In the S3
+    run, the models, the model config and the monitoring config are read from the bucket."""
+    config, monitoring = str(api_config), tfs_models.path("monitoring_config.txt")
+    env: dict[str, str] = {}
+    more: list[str] = []
+    if api_bucket is not None:
+        s3: S3Server = request.getfixturevalue("s3")
+        s3.put(api_bucket, "api/monitoring_config.txt", Path(monitoring).read_bytes())
+        config = f"s3://{api_bucket}/api/models.config"
+        monitoring = f"s3://{api_bucket}/api/monitoring_config.txt"
+        env = s3.env()
+        more = [f"--model_cache_dir={tmp_path_factory.mktemp('api_cache')}"]
     with running_server(
         [
-            f"--model_config_file={api_config}",
+            f"--model_config_file={config}",
             "--allow_python_models_over_network",
-            f"--monitoring_config_file={tfs_models.path('monitoring_config.txt')}",
+            f"--monitoring_config_file={monitoring}",
             "--rest_api_enable_cors_support",
             f"--rest_api_max_body_bytes={REST_MAX_BODY_BYTES}",
             "--enable_grpc_healthcheck_service",
-        ]
+            *more,
+        ],
+        env,
     ) as process:
         yield process
 

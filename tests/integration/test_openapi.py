@@ -31,7 +31,12 @@ from servo.apis.rest.app import OPENAPI_FILE, OPENAPI_PATH
 from tests.integration.conftest import API_SERVER_MODELS
 from tests.support.server import ServerProcess
 
-pytestmark = pytest.mark.integration
+# On the local run of conftest's API server only (test_rest.py and test_grpc.py hold the S3
+# run; the document does not depend on where the models are).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("api_store", ["local"], indirect=True),
+]
 
 EXAMPLES = 20  # per operation (27 operations: the repository's 3 are left out, below)
 DOCUMENT = json.loads(OPENAPI_FILE.read_text())

@@ -145,6 +145,21 @@ def test_version_policies_and_labels(tmp_path: Path) -> None:
             "",  # num_versions 0 means the default, 1, as in TFS
         ),
         ("custom_model_config { }", "does not support custom_model_config"),
+        (
+            'model_config_list { config { name: "m" base_path: "http://host/m" '
+            'model_platform: "onnx" } }',
+            "Model m: base_path: the scheme http:// is not one servo reads",
+        ),
+        (
+            'model_config_list { config { name: "m" base_path: "s3://key:secret@b/m" '
+            'model_platform: "onnx" } }',
+            "may not carry credentials",
+        ),
+        (
+            'model_config_list { config { name: "m" base_path: "file://rel/a" '
+            'model_platform: "onnx" } }',
+            "absolute path or URI",
+        ),
     ],
 )
 def test_invalid_configs(tmp_path: Path, text: str, message: str) -> None:

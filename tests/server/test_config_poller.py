@@ -11,6 +11,8 @@ import pytest
 from servo.core.status import Code, ServoError
 from servo.server import config as configs
 from servo.server.config_poller import ModelConfigFilePoller
+from servo.util import gfile
+from tests.support.s3 import S3Server
 
 GOOD = 'model_config_list { config { name: "m" base_path: "/models/m" model_platform: "onnx" } }'
 
@@ -105,3 +107,33 @@ def test_a_refused_file_is_tried_again_only_when_it_changes(
     path.write_text(GOOD.replace('"m"', '"n"'))
     poller.poll_once()
     assert target.config.model_config_list.config[0].name == "n"
+
+
+def test_a_file_in_object_storage_is_read_whole_and_a_store_that_fails_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = S3Server()
+    store.start()
+    try:
+        for name, value in store.env().items():
+            monkeypatch.setenv(name, value)
+        gfile.reset_file_systems()
+        store.create_bucket("configs")
+        store.put("configs", "models.config", GOOD)
+        errors: list[tuple[str, Code]] = []
+        target = Target()
+        poller = ModelConfigFilePoller(
+            "s3://configs/models.config", target, lambda p, c: errors.append((p, c))
+        )
+        poller.poll_once()
+        assert target.config.model_config_list.config[0].name == "m"
+        store.stop()
+        with caplog.at_level(logging.ERROR):
+            poller.poll_once()
+            poller.poll_once()
+        assert len(target.reloads) == 1  # the running config stays
+        assert errors == [("s3://configs/models.config", Code.UNAVAILABLE)] * 2  # every poll
+        assert caplog.text.count("Cannot read 's3://configs/models.config'") == 1  # logged once
+    finally:
+        store.stop()
+        gfile.reset_file_systems()

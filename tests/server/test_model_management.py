@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.server import config as configs
 from servo.server.model_management import (
@@ -118,3 +119,42 @@ def test_an_empty_model_list() -> None:
     assert is_empty_model_list(config("model_config_list {}"))
     assert not is_empty_model_list(configs.ModelServerConfig())
     assert not is_empty_model_list(models(entry("o", "/o")))
+
+
+def test_url_roots_are_prefixes_segment_by_segment() -> None:
+    roots = parse_roots("/srv/models, s3://models/prod, GS://other", urls=True)
+    assert roots == ("/srv/models", "s3://models/prod", "gs://other")
+    assert under_roots("s3://models/prod/m", roots)
+    assert under_roots("s3://models/prod", roots)
+    assert under_roots("gs://other/anything/m", roots)
+    assert under_roots("file:///srv/models/m", roots)  # a local path
+    for outside in (
+        "s3://models/production/m",  # a name that starts the same
+        "s3://models/prod/../secret/m",  # refused outright: a '..' segment
+        "s3://models/prod//m",
+        "s3://models-2/prod/m",
+        "gs://models/prod/m",  # another store
+        "s3://user:pw@models/prod/m",
+        "/srv/other",
+    ):
+        assert not under_roots(outside, roots), outside
+    assert not under_roots("/srv/models/m", ("s3://models",))  # a URL root allows no path
+    with pytest.raises(ValueError, match="segments"):
+        parse_roots("s3://models/../x", urls=True)
+    with pytest.raises(ValueError, match="must be a local directory"):
+        parse_roots("s3://models")  # request-log and profile roots are local
+
+
+def test_base_paths_in_object_storage_under_url_roots(tmp_path: Path) -> None:
+    grants = ModelManagementGrants(
+        allowed_model_base_path_roots=parse_roots(f"{tmp_path},s3://models/prod", urls=True)
+    )
+    grants.check_config(models(entry("m", "s3://models/prod/m"), entry("l", f"{tmp_path}/l")))
+    with pytest.raises(ServoError) as err:
+        grants.check_config(models(entry("m", "s3://models/staging/m")))
+    assert err.value.code == Code.PERMISSION_DENIED
+    assert "--allowed_model_base_path_roots" in err.value.message
+    grants.check_version_path(ServableId("m", 1), "s3://models/prod/m/1")
+    with pytest.raises(ServoError) as err:
+        grants.check_version_path(ServableId("m", 1), "s3://models/staging/m/1")
+    assert err.value.code == Code.PERMISSION_DENIED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from servo.core.status import Code, ServoError
 from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants
 from servo.server.server_core import ServerCore, ServerCoreOptions
+from servo.sources.version_cache import VersionCache
 from tests.support.lifecycle import WAIT
+from tests.support.s3 import S3Server
 from tests.support.waiting import wait_until
 
 MODEL = """
@@ -412,3 +415,46 @@ def test_version_directories_are_confined_to_the_allowed_roots_when_they_load(
         assert not (outside / "2" / "ran").exists() and not (outside / "3" / "ran").exists()
     finally:
         core.stop(drain_timeout=5)
+
+
+def test_versions_in_object_storage_load_from_their_copies_and_swap(
+    s3_env: S3Server, tmp_path: Path
+) -> None:
+    """A base path in a bucket: each version is copied into the cache before it loads, a new
+    version swaps in, and the copy of a version goes when it unloads (but not at stop)."""
+    bucket = f"core-{uuid.uuid4().hex[:12]}"
+    s3_env.create_bucket(bucket)
+    s3_env.put(bucket, "m/1/model.py", MODEL)
+    cache_dir = tmp_path / "cache"
+    downloads: list[tuple[str, str, int]] = []
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1,
+            manager=AspiredVersionsManagerOptions(max_num_load_retries=0),
+            model_wait_timeout=WAIT,
+            version_cache=VersionCache(str(cache_dir), on_download=lambda *a: downloads.append(a)),
+        )
+    )
+    try:
+        core.reload_config(config(("m", f"s3://{bucket}/m", "")))  # listed twice, then loaded
+        assert [(s.version, s.state) for s in core.model_status("m")] == [
+            (1, ManagerState.AVAILABLE)
+        ]
+        with core.servable_handle("m") as handle:
+            assert handle.servable.path.startswith(str(cache_dir))  # type: ignore[attr-defined]
+        s3_env.put(bucket, "m/2/model.py", MODEL)
+        core._source.poll_once()
+        core._source.poll_once()
+        wait_until(
+            lambda: (
+                [(s.version, s.state) for s in core.model_status("m")]
+                == [(2, ManagerState.AVAILABLE), (1, ManagerState.END)]
+            ),
+            WAIT,
+            "version 2 AVAILABLE, version 1 END",
+        )
+        assert [d[:2] for d in downloads] == [("m", "downloaded"), ("m", "downloaded")]
+        assert len([n for n in os.listdir(cache_dir) if n.endswith(".complete")]) == 1
+    finally:
+        core.stop(drain_timeout=5)
+    assert len([n for n in os.listdir(cache_dir) if n.endswith(".complete")]) == 1  # kept

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from servo.protos import batching_parameters_pb2
 from servo.protos.text_format import InvalidProtobufFile, parse_file_text
+from servo.util import gfile
 
 PER_MODEL_FILE = "batching_params.pbtxt"
 DEFAULT_MAX_BATCH_SIZE = 1000
@@ -160,8 +161,7 @@ def read_file(path: str) -> batching_parameters_pb2.BatchingParameters:
     """A BatchingParameters text-format file; `BatchingConfigError` naming the file (an
     `InvalidBatchingFile` for text protobuf's parser refuses, its lines logged)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = gfile.read_file(path).decode("utf-8")  # local or in object storage, as TFS
     except (OSError, UnicodeDecodeError) as exc:
         raise BatchingConfigError(f"Cannot read '{path}': {exc}") from None
     try:

@@ -175,6 +175,23 @@ def parse_roots_flag(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def parse_marker(text: str) -> str:
+    value = text.strip()
+    if value and any(part in ("", ".", "..") for part in value.split("/")):
+        raise argparse.ArgumentTypeError(
+            f"expected an object name below the version, such as _SUCCESS, got {text!r}"
+        )
+    return value
+
+
+def parse_model_roots_flag(text: str) -> tuple[str, ...]:
+    """Directories and URL prefixes in object storage (s3://bucket/prefix, gs://...)."""
+    try:
+        return parse_roots(text, urls=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str
@@ -219,7 +236,13 @@ TFS_FLAGS: tuple[Flag, ...] = (
         False,
         "Read batching_params.pbtxt from each model version directory.",
     ),
-    Flag("model_config_file", S, "", "ModelServerConfig, protobuf text format."),
+    Flag(
+        "model_config_file",
+        S,
+        "",
+        "ModelServerConfig, protobuf text format (a local path, file://, s3:// or gs://, as "
+        "every config file flag).",
+    ),
     Flag(
         "model_config_file_poll_wait_seconds",
         I32,
@@ -227,7 +250,13 @@ TFS_FLAGS: tuple[Flag, ...] = (
         "Seconds between reads of --model_config_file; 0 reads it only at start.",
     ),
     Flag("model_name", S, "default", "Name of the model, without --model_config_file."),
-    Flag("model_base_path", S, "", "Base path of the model, without --model_config_file."),
+    Flag(
+        "model_base_path",
+        S,
+        "",
+        "Base path of the model (local, file://, s3://bucket/prefix or gs://bucket/prefix), "
+        "without --model_config_file.",
+    ),
     Flag("num_load_threads", I32, 0, "Threads that load versions; 0 loads one at a time."),
     Flag("num_unload_threads", I32, 0, "Threads that unload versions; 0: one at a time."),
     Flag("max_num_load_retries", I32, 5, "Retries of a failed load."),
@@ -413,10 +442,12 @@ SERVO_FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "allowed_model_base_path_roots",
-        parse_roots_flag,
+        parse_model_roots_flag,
         "",
         "Comma list of directories every model base path must lie under (symlinks and '..' "
-        "resolved), whatever config names it; empty = anywhere.",
+        "resolved), whatever config names it, and of URL prefixes in object storage "
+        "(s3://bucket[/prefix], gs://bucket[/prefix]) base paths there must start with, "
+        "segment by segment; empty = anywhere.",
     ),
     Flag(
         "allowed_request_log_roots",
@@ -488,6 +519,35 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         120.0,
         "Ping gRPC clients after this long without traffic and close the connection when "
         "no answer comes within 20 s (a peer that vanished). 0 turns it off.",
+    ),
+    Flag(
+        "model_cache_dir",
+        S,
+        "",
+        "Where versions in object storage (s3://, gs:// base paths) are copied before they "
+        "load; one server per directory, private to its user. A restart reuses the copies "
+        "whose listing is unchanged. Empty: servo-model-cache-<uid> in the system's "
+        "temporary directory.",
+    ),
+    Flag(
+        "model_download_threads",
+        parse_positive_count,
+        4,
+        "Objects downloaded from object storage at once, by all the versions that load.",
+    ),
+    Flag(
+        "model_download_max_bytes_per_second",
+        parse_budget,
+        0,
+        "Bandwidth of all the downloads from object storage together; 0 = unlimited.",
+    ),
+    Flag(
+        "model_version_complete_marker",
+        parse_marker,
+        "",
+        "In object storage, a version is complete, and loads, once it holds an object of "
+        "this name (e.g. _SUCCESS, uploaded last). Empty: once two consecutive polls list "
+        "the same objects (names, sizes, ETags) and no upload under it is in progress.",
     ),
     Flag(
         "open_files_reserve",

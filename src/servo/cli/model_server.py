@@ -45,6 +45,8 @@ from servo.server import config as configs
 from servo.server.model_management import ModelManagementGrants
 from servo.server.model_repository import ModelRepository
 from servo.server.server_core import ServerCore, ServerCoreOptions
+from servo.sources.version_cache import VersionCache, default_cache_dir
+from servo.util import gfile
 from servo.util.own_thread import on_own_thread
 
 if TYPE_CHECKING:
@@ -129,8 +131,19 @@ class ModelServer:
             tracker = ResourceTracker(ResourceAllocation(a.total_model_memory_bytes))
         intra = a.tensorflow_intra_op_parallelism or a.tensorflow_session_parallelism
         inter = a.tensorflow_inter_op_parallelism or a.tensorflow_session_parallelism
+        metrics = self.metrics
         options = ServerCoreOptions(
             file_system_poll_wait_seconds=a.file_system_poll_wait_seconds,
+            # Made now, used (its directory created and locked) when a version in object
+            # storage first loads.
+            version_cache=VersionCache(
+                a.model_cache_dir or default_cache_dir(),
+                download_threads=a.model_download_threads,
+                max_bytes_per_second=a.model_download_max_bytes_per_second,
+                on_download=metrics.download if metrics is not None else None,
+            ),
+            version_marker=a.model_version_complete_marker,
+            poll_errors=metrics.poll_error if metrics is not None else None,
             model_wait_timeout=a.model_config_reload_wait_seconds,
             grants=self.grants(),
             allow_version_labels_for_unavailable_models=a.allow_version_labels_for_unavailable_models,
@@ -253,6 +266,11 @@ class ModelServer:
             self.core.reload_config(config, startup=True)
         except (configs.ConfigError, ServoError) as exc:
             raise StartupError(f"Failed to start server. Error: {exc}") from None
+        if self.core.options.version_cache is not None:
+            try:
+                self.core.options.version_cache.prune()  # copies no version of this run uses
+            except OSError as exc:
+                log.warning("Cannot prune the model cache: %s", exc)
 
     async def start_apis(self) -> None:
         a = self.args
@@ -475,7 +493,12 @@ class ModelServer:
         from servo.server.config_poller import ModelConfigFilePoller
 
         assert self.core is not None
-        poller = ModelConfigFilePoller(self.args.model_config_file, self.core)
+        metrics = self.metrics
+        poller = ModelConfigFilePoller(
+            self.args.model_config_file,
+            self.core,
+            poll_errors=metrics.poll_error if metrics is not None else None,
+        )
         while not self._stop_polling.wait(self.args.model_config_file_poll_wait_seconds):
             try:
                 poller.poll_once()
@@ -631,13 +654,18 @@ def configure_logging(level: str) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise StartupError(f"--log_level: unknown level {level!r}")
-    logging.basicConfig(
-        level=numeric,
-        format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    # No line holds a credential servo knows of (the stores' keys and tokens), whatever a
+    # message or a traceback quotes.
+    handler.setFormatter(
+        gfile.RedactingFormatter(
+            "%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
+            datefmt="%Y-%m-%d %H:%M:%S",
+        )
     )
+    logging.basicConfig(level=numeric, handlers=[handler])
     logging.getLogger("granian").setLevel(logging.ERROR)  # "embedded is experimental" noise
+    gfile.quiet_client_loggers()  # they write signed requests at DEBUG
 
 
 class _Interrupted(Exception):

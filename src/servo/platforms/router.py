@@ -4,6 +4,11 @@ TFS's chain is file-system source -> router by platform -> platform adapter -> m
 the router and the platform adapters are one step: `PlatformRouter` looks up each model's
 platform and makes a `ModelLoader` for the version directory. A platform module is imported
 only when a version of that platform loads, so servo runs without the runtimes it does not use.
+
+A version in object storage (its path an `s3://` or `gs://` URL) is copied into the local
+cache (servo.sources.version_cache) when its load starts, and everything after that (the
+platform, the wrappers, the warm-up) reads the copy; a load that fails, and the version's
+unload, give the copy back.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from servo.core.source_adapter import UnarySourceAdapter
 from servo.core.status import Code, ServoError
 from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import ModelServable
+from servo.sources.version_cache import VersionCache
+from servo.util import gfile
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +101,14 @@ def load_platform(platform: str, path: str, options: PlatformOptions) -> ModelSe
 
 
 def detect_platform(version_dir: str) -> str | None:
-    """The platform whose identifying file is in `version_dir`, or None."""
+    """The platform whose identifying file is in `version_dir` (a local directory or a
+    version's URL in object storage), or None."""
     try:
-        names = set(os.listdir(version_dir))
-    except OSError:
+        if gfile.is_remote(version_dir):
+            names = {path.split("/", 1)[0] for path in gfile.list_objects(version_dir)}
+        else:
+            names = set(os.listdir(gfile.local_path(version_dir)))
+    except (OSError, ServoError):
         return None
     for platform, info in PLATFORMS.items():
         if names.intersection(info.files):
@@ -130,7 +141,8 @@ class ModelLoader(Loader):
 
     `wrappers` then wrap the servable in order (batching), and `after_load` hooks run on the
     result before the version is AVAILABLE (warm-up uses this); a wrapper or hook that raises
-    fails the load. `check_path` runs first, before anything is read.
+    fails the load. `check_path` runs first, before anything is read. A `path` in object
+    storage is fetched from `cache` first (no cache: FAILED_PRECONDITION).
     """
 
     def __init__(
@@ -142,8 +154,10 @@ class ModelLoader(Loader):
         after_load: tuple[LoadHook, ...] = (),
         wrappers: tuple[ServableWrapper, ...] = (),
         check_path: PathCheck | None = None,
+        cache: VersionCache | None = None,
     ) -> None:
         self.id = id
+        self._cache = cache
         self._wrappers = wrappers
         self._check_path = check_path
         self.path = path
@@ -159,7 +173,10 @@ class ModelLoader(Loader):
             if self._estimate is None:
                 if self._check_path is not None:
                     self._check_path(self.id, self.path)
-                size = disk_size(self.path)
+                if gfile.is_remote(self.path):
+                    size = self._remote_cache().size(self.path)
+                else:
+                    size = disk_size(self.path)
                 self._estimate = ResourceAllocation(int(size * RESOURCE_ESTIMATE_FACTOR))
             return self._estimate
 
@@ -167,24 +184,48 @@ class ModelLoader(Loader):
         if self._check_path is not None:
             self._check_path(self.id, self.path)
         module = import_platform(self.platform)
-        if not os.path.isdir(self.path):
+        if not gfile.is_remote(self.path):
+            self._load(module, self.path)
+            return
+        cache = self._remote_cache()
+        local = cache.fetch(self.id, self.path)
+        try:
+            self._load(module, local)
+        except BaseException:
+            cache.release(self.id, self.path)
+            raise
+
+    def _load(self, module: ModuleType, path: str) -> None:
+        if not os.path.isdir(path):
             raise ServoError(Code.NOT_FOUND, f"Version directory {self.path} does not exist")
         options = replace(self.options, model_name=self.id.name, load_platform=load_platform)
-        servable: ModelServable = module.load(self.path, options)
+        servable: ModelServable = module.load(path, options)
         try:
             for wrap in self._wrappers:
-                servable = wrap(self.id, self.path, servable)
+                servable = wrap(self.id, path, servable)
             for hook in self._after_load:
-                hook(self.id, self.path, servable)
+                hook(self.id, path, servable)
         except BaseException:
             servable.close()
             raise
         self._servable = servable
 
+    def _remote_cache(self) -> VersionCache:
+        if self._cache is None:
+            raise ServoError(
+                Code.FAILED_PRECONDITION,
+                f"Version {self.path} is in object storage and this server has no model cache",
+            )
+        return self._cache
+
     def unload(self) -> None:
         servable, self._servable = self._servable, None
-        if servable is not None:
-            servable.close()
+        try:
+            if servable is not None:
+                servable.close()
+        finally:
+            if gfile.is_remote(self.path) and self._cache is not None:
+                self._cache.release(self.id, self.path)
 
     @property
     def servable(self) -> ModelServable | None:
@@ -206,8 +247,10 @@ class PlatformRouter(UnarySourceAdapter[str, Loader]):
         after_load: tuple[LoadHook, ...] = (),
         wrappers: tuple[ServableWrapper, ...] = (),
         check_path: PathCheck | None = None,
+        cache: VersionCache | None = None,
     ) -> None:
         super().__init__()
+        self._cache = cache
         self._platforms = dict(platforms)
         self._options = options or PlatformOptions()
         self._after_load = after_load
@@ -225,5 +268,12 @@ class PlatformRouter(UnarySourceAdapter[str, Loader]):
         if self._check_path is not None:
             self._check_path(id, data)
         return ModelLoader(
-            id, data, platform, self._options, self._after_load, self._wrappers, self._check_path
+            id,
+            data,
+            platform,
+            self._options,
+            self._after_load,
+            self._wrappers,
+            self._check_path,
+            self._cache,
         )

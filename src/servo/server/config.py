@@ -5,10 +5,12 @@
 - `--batching_parameters_file` and per-model `batching_params.pbtxt`: `BatchingParameters`.
 - `--ssl_config_file`: an `SSLConfig`.
 
-Every problem is a `ConfigError` whose message names the file and says what is wrong. Text
-that protobuf's parser refuses is refused as TFS refuses it (`servo.protos.text_format`): the
-parser's lines logged (`Error parsing text-format tensorflow.serving.ModelServerConfig: 1:12:
-...`), then an `InvalidConfigFile` with TFS's status text, `Invalid protobuf file: '<path>'`.
+Each file may be local, `file://` or in object storage (`s3://`, `gs://`), as in TFS: every
+one is read whole through servo.util.gfile. Every problem is a `ConfigError` whose message
+names the file and says what is wrong. Text that protobuf's parser refuses is refused as TFS
+refuses it (`servo.protos.text_format`): the parser's lines logged (`Error parsing text-format
+tensorflow.serving.ModelServerConfig: 1:12: ...`), then an `InvalidConfigFile` with TFS's
+status text, `Invalid protobuf file: '<path>'`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from servo.sources.file_system import (
     SpecificVersions,
     find_versions,
 )
+from servo.util import gfile
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
@@ -68,10 +71,15 @@ def parse_text(text: str, message: M, source: str) -> M:
         raise InvalidConfigFile(exc.path, exc.error) from None
 
 
+def read_text(path: str) -> str:
+    """The whole text of a config file, local or in object storage; OSError (a redacted
+    message for a store) or UnicodeDecodeError when it cannot be read."""
+    return gfile.read_file(path).decode("utf-8")
+
+
 def read_text_proto(path: str, message: M) -> M:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read '{path}': {exc}") from None
     return parse_text(text, message, path)
@@ -124,11 +132,16 @@ def validate_model_server_config(config: ModelServerConfig) -> None:
         names.add(model.name)
         if not model.base_path:
             raise ConfigError(f"Model {model.name} has no base_path")
-        if not os.path.isabs(model.base_path) and "://" not in model.base_path:
+        local = gfile.local_path(model.base_path)
+        if not os.path.isabs(local) and "://" not in local:
             raise ConfigError(
                 f"Expected model {model.name} to have an absolute path or URI; got "
                 f"base_path()={model.base_path}"
             )
+        try:
+            gfile.check_url(model.base_path)
+        except ValueError as exc:
+            raise ConfigError(f"Model {model.name}: base_path: {exc}") from None
         platform = model_platform(model)
         if platform not in PLATFORMS:
             raise ConfigError(

@@ -19,6 +19,13 @@ and lets the operator narrow it:
   version directory that is a link out of the roots, or a base path replaced by one after
   the config was applied, fails that version (PERMISSION_DENIED) and nothing of it is read.
   A link that appears inside a version directory during its load is not checked.
+  A root may also be a URL prefix in object storage, `s3://bucket[/prefix]` or
+  `gs://bucket[/prefix]`: a base path in a store is allowed under a URL root that is a
+  prefix of it segment by segment (`s3://models` allows `s3://models/m`, not
+  `s3://models-2/m`), a URL being refused outright when it has `.`, `..` or empty segments,
+  a port, credentials or a query (servo.util.gfile.check_url); object stores have no links,
+  and the copies servo downloads never leave their cache entry. `file://` roots and base
+  paths are local paths. A local root never allows a URL, nor a URL root a local path.
 
 Refusals are `ServoError`s with PERMISSION_DENIED whose message names the flag to change.
 """
@@ -33,29 +40,53 @@ from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
 from servo.protos import model_server_config_pb2
 from servo.server.config import ModelServerConfig, model_platform
+from servo.util import gfile
 
 # Platforms whose models run their directory's code (a composite may have python parts).
 CODE_PLATFORMS = frozenset({"python", "composite"})
 
 
-def parse_roots(text: str) -> tuple[str, ...]:
-    """A comma list of directories as resolved absolute paths; ValueError for a relative
-    one."""
+def parse_roots(text: str, *, urls: bool = False) -> tuple[str, ...]:
+    """A comma list of directories as resolved absolute paths, and with `urls` of URL
+    prefixes in object storage (normalised); ValueError for a relative path or a URL servo
+    refuses."""
     roots = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        if not os.path.isabs(part):
+        if gfile.is_remote(part) and not urls:
+            raise ValueError(f"an allowed root here must be a local directory, got {part!r}")
+        if gfile.is_remote(part):
+            try:
+                gfile.check_url(part)
+            except ValueError as exc:
+                raise ValueError(f"allowed root {part!r}: {exc}") from None
+            roots.append(gfile.normalize(part))
+            continue
+        local = gfile.local_path(part)
+        if not os.path.isabs(local):
             raise ValueError(f"an allowed root must be an absolute path, got {part!r}")
-        roots.append(os.path.realpath(part))
+        roots.append(os.path.realpath(local))
     return tuple(roots)
 
 
 def under_roots(path: str, roots: Iterable[str]) -> bool:
-    """Whether `path`, resolved (symlinks, `..`), is one of `roots` or lies under one."""
-    resolved = os.path.realpath(path)
-    return any(os.path.commonpath([root, resolved]) == root for root in roots)
+    """Whether `path`, resolved (symlinks, `..`), is one of `roots` or lies under one; a URL
+    in object storage, whether a URL root is a prefix of it, segment by segment."""
+    if gfile.is_remote(path):
+        try:
+            gfile.check_url(path)
+        except ValueError:
+            return False
+        url = gfile.normalize(path)
+        return any(
+            gfile.is_remote(root) and (url == root or url.startswith(root + "/")) for root in roots
+        )
+    resolved = os.path.realpath(gfile.local_path(path))
+    return any(
+        not gfile.is_remote(root) and os.path.commonpath([root, resolved]) == root for root in roots
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +119,7 @@ class ModelManagementGrants:
         roots = self.allowed_model_base_path_roots
         if not roots:
             return
-        if "://" in model.base_path or not under_roots(model.base_path, roots):
+        if not under_roots(model.base_path, roots):
             raise ServoError(
                 Code.PERMISSION_DENIED,
                 f"Model {model.name}: base path {model.base_path} is outside the allowed roots "
@@ -100,6 +131,13 @@ class ModelManagementGrants:
         """Refuses a version directory that, with its symlinks resolved, lies outside the
         allowed base-path roots."""
         roots = self.allowed_model_base_path_roots
+        if roots and not under_roots(path, roots) and gfile.is_remote(path):
+            raise ServoError(
+                Code.PERMISSION_DENIED,
+                f"Version directory {path} of {id} is outside the allowed roots "
+                f"({', '.join(roots)}); add a root to --allowed_model_base_path_roots or move "
+                "the model under one of them",
+            )
         if roots and not under_roots(path, roots):
             raise ServoError(
                 Code.PERMISSION_DENIED,

@@ -54,8 +54,10 @@ from servo.server.model_management import ModelManagementGrants
 from servo.sources.file_system import (
     FileSystemStoragePathSource,
     FileSystemStoragePathSourceConfig,
+    PollErrors,
     ServableToMonitor,
 )
+from servo.sources.version_cache import VersionCache
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,12 @@ class ServerCoreOptions:
     grants: ModelManagementGrants | None = None
     # Told each config's per-model logging_config (servo.server.request_logger).
     request_logger: LoggingConfigs | None = None
+    # The local copies of versions in object storage; None serves local base paths only.
+    version_cache: VersionCache | None = None
+    # In object storage, the object that makes a version complete (empty: a stable listing).
+    version_marker: str = ""
+    # Told the base path and code of every failed poll (the poll-error metric).
+    poll_errors: PollErrors | None = None
 
 
 @dataclass
@@ -135,8 +143,13 @@ class ServerCore:
             options.load_hooks,
             options.servable_wrappers,
             grants.check_version_path if grants and grants.allowed_model_base_path_roots else None,
+            options.version_cache,
         )
-        self._source = FileSystemStoragePathSource(self._source_config(()))
+        self._source = FileSystemStoragePathSource(
+            self._source_config(()),
+            cache=options.version_cache,
+            poll_errors=options.poll_errors,
+        )
         connect_source_to_target(self._router, self.manager)
         connect_source_to_target(self._source, self._router)
         self._config = ModelServerConfig()
@@ -155,6 +168,7 @@ class ServerCore:
             servables,
             self.options.file_system_poll_wait_seconds,
             self.options.servable_versions_always_present,
+            self.options.version_marker,
         )
 
     # -- configuration ---------------------------------------------------------------------
@@ -328,6 +342,11 @@ class ServerCore:
         status = self._source.status(name)
         if not status.ok:
             return status.message
+        pending = self._source.pending(name)
+        if pending:
+            return "; ".join(
+                f"version {v} is not complete yet: {why}" for v, why in sorted(pending.items())
+            )
         return "no version found there matches its version policy"
 
     def _wait_for_models(
@@ -456,6 +475,8 @@ class ServerCore:
             aspired = self._source.aspired_versions(name)
             if aspired:
                 return f"version {', '.join(map(str, sorted(aspired)))} found, not loading yet"
+            if self._source.pending(name):
+                return self._nothing_to_load(name)
             return "no version found yet"
         return ", ".join(
             f"version {v} {e.state.manager_state.name}" for v, e in sorted(states.items())
@@ -547,6 +568,8 @@ class ServerCore:
         self._stopped.set()
         self._wake_waits()
         self._source.stop()
+        if self.options.version_cache is not None:
+            self.options.version_cache.stop()  # copies stay for the next start
         complete = self.manager.stop(drain_timeout)
         self.monitor.close()
         return complete

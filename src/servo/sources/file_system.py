@@ -11,6 +11,31 @@ versions (version -> directory path) whenever they change.
 - Base path with no numeric child, or none the version policy picks: an empty aspired list
   (every version unloads), unless `servable_versions_always_present` is set, in which case it
   emits nothing (and startup fails with NOT_FOUND when no such version exists).
+
+A base path may also be `file://...` (a local path) or in object storage, `s3://bucket/prefix`
+or `gs://bucket/prefix` (servo.util.gfile). There every poll lists the objects under the base
+path (one listing, every version's objects with their sizes and ETags); a version is a
+numeric first segment (`prefix/7/...`), and its emitted data is its URL, which the loader
+copies into the local cache (servo.sources.version_cache). An object store has no directory
+to rename into place, so a version counts as found, for every version policy, only once it
+is complete:
+
+- with a marker name (`version_marker`, `--model_version_complete_marker`), once the version
+  holds that object (the uploader writes it last);
+- otherwise once its listing (every object's path, size and ETag) is the same in two
+  consecutive polls and no upload under it is in progress (S3's multipart uploads, which
+  the AWS tools use for files over 8 MiB and which are listed only once they end), or at
+  once when the cache holds a complete copy with that very listing (a restart).
+
+A version still incomplete is left out (the versions before it stay) and logged once per
+change. At a config change, and at start, a base path with versions seen for the first time
+is listed again a second later, so that a new model's versions load without waiting for the
+next poll. Once complete, a version stays found as long as it is listed (versions are
+immutable: a version changed in place is warned about, not reloaded). No object under the
+base path at all is NOT_FOUND, as a missing local base path: nothing unloads. A listing that
+fails (the store unreachable, refusing, throttling) fails that poll only: nothing changes,
+the error is logged once per change (a poll that succeeds again says so) and every failed
+poll is counted (`poll_errors`, the `servo_storage_poll_errors` metric).
 """
 
 from __future__ import annotations
@@ -19,17 +44,33 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from servo.core.servable_id import ServableId
 from servo.core.source import AspiredVersionsCallback, CallbackHolder, ServableData, Source
 from servo.core.status import OK, Code, ServoError, Status
+from servo.util import gfile
 
 log = logging.getLogger(__name__)
 
 _VERSION_DIR = re.compile(r"^[0-9]+$")
 _MAX_VERSION = 2**63 - 1
+SETTLE_SECONDS = 1.0  # the second listing of versions first seen at a config change
+
+# The objects of one version in a store, sorted: what two polls compare.
+Listing = tuple[gfile.ObjectInfo, ...]
+# Told the base path and the code of every poll that fails.
+PollErrors = Callable[[str, Code], None]
+
+
+class CompleteCopies(Protocol):
+    """What the source asks the local cache (servo.sources.version_cache)."""
+
+    def has_complete(self, name: str, url: str, listing: Listing) -> bool: ...
+
+    def observe(self, url: str, listing: Listing) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,9 @@ class FileSystemStoragePathSourceConfig:
     servables: tuple[ServableToMonitor, ...] = ()
     file_system_poll_wait_seconds: float = 1.0
     servable_versions_always_present: bool = False
+    # In object storage: a version is complete once it holds this object (empty: once its
+    # listing is the same in two consecutive polls).
+    version_marker: str = ""
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.servables]
@@ -89,8 +133,12 @@ def find_versions(base_path: str) -> dict[int, str]:
     """Version number -> directory path of every numeric child directory of `base_path`.
 
     Raises `ServoError(NOT_FOUND)` when `base_path` does not exist or is not a directory. When
-    two names give one number (`00042` and `42`), the first in sorted order wins.
+    two names give one number (`00042` and `42`), the first in sorted order wins. In object
+    storage: every version listed, complete or not (see `find_remote_versions`).
     """
+    if gfile.is_remote(base_path):
+        return {v: url for v, (url, _) in find_remote_versions(base_path).items()}
+    base_path = gfile.local_path(base_path)
     try:
         entries = sorted(os.scandir(base_path), key=lambda e: e.name)
     except FileNotFoundError:
@@ -127,6 +175,37 @@ def find_versions(base_path: str) -> dict[int, str]:
     return versions
 
 
+def find_remote_versions(base_url: str) -> dict[int, tuple[str, Listing]]:
+    """Version -> (its URL, its objects) of every numeric first segment under `base_url`.
+    NOT_FOUND when nothing at all is under it; the store's errors as ServoErrors."""
+    objects = gfile.list_objects(base_url)
+    if not objects:
+        raise ServoError(Code.NOT_FOUND, f"Could not find base path {base_url}")
+    by_name: dict[str, list[gfile.ObjectInfo]] = {}
+    for info in objects.values():
+        first, sep, rest = info.path.partition("/")
+        if sep and rest and _VERSION_DIR.match(first):
+            by_name.setdefault(first, []).append(gfile.ObjectInfo(rest, info.size, info.etag))
+    versions: dict[int, tuple[str, Listing]] = {}
+    for name in sorted(by_name):
+        version = int(name)
+        url = gfile.join(base_url, name)
+        if version > _MAX_VERSION:
+            log.warning("Ignoring %s: the version number does not fit in int64", url)
+            continue
+        if version in versions:
+            log.warning(
+                "Duplicate version directories for version %d under %s: using %s, ignoring %s",
+                version,
+                base_url,
+                versions[version][0],
+                url,
+            )
+            continue
+        versions[version] = (url, tuple(sorted(by_name[name])))
+    return versions
+
+
 def select_versions(
     found: dict[int, str], policy: ServableVersionPolicy
 ) -> tuple[dict[int, str], set[int]]:
@@ -147,18 +226,37 @@ class FileSystemStoragePathSource(Source[str]):
     Emits a servable's list when it differs from the last one emitted, and for every servable
     after `update_config`. Servables dropped by `update_config` get an empty list (unload).
 
+    Base paths in object storage: see the module docstring; `cache` (the local copies)
+    makes a version whose complete copy is cached complete at once, and is told each
+    complete version's listing; `poll_errors` is told every failed poll.
+
     Thread-safety: every method may be called from any thread; polls never overlap.
     """
 
-    def __init__(self, config: FileSystemStoragePathSourceConfig) -> None:
+    def __init__(
+        self,
+        config: FileSystemStoragePathSourceConfig,
+        *,
+        cache: CompleteCopies | None = None,
+        poll_errors: PollErrors | None = None,
+    ) -> None:
         if config.servable_versions_always_present:
             check_versions_present(config.servables)
         self._config = config
+        self._cache = cache
+        self._poll_errors = poll_errors
         self._callback: CallbackHolder[str] = CallbackHolder()
         self._poll_lock = threading.Lock()  # one poll at a time
         self._emitted: dict[str, tuple[tuple[int, str], ...]] = {}
         self._status: dict[str, Status] = {}
         self._warned: dict[str, str] = {}
+        # Object storage, per servable: each version's listing in the last poll, the
+        # versions found complete (with their listing then), why the others are not.
+        self._listings: dict[str, dict[int, Listing]] = {}
+        self._complete: dict[str, dict[int, Listing]] = {}
+        self._pending: dict[str, dict[int, str]] = {}
+        self._first_seen = False  # the last poll saw a store's version for the first time
+        self._base_paths = {s.name: s.base_path for s in config.servables}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -171,6 +269,7 @@ class FileSystemStoragePathSource(Source[str]):
         wait = self._config.file_system_poll_wait_seconds
         if wait >= 0:
             self.poll_once()
+            self._settle()
         if wait > 0:
             self._thread = threading.Thread(
                 target=self._poll_loop, name="servo-fs-source", daemon=True
@@ -186,6 +285,11 @@ class FileSystemStoragePathSource(Source[str]):
             removed = {s.name for s in self._config.servables} - {s.name for s in config.servables}
             self._config = config
             self._emitted.clear()  # every servable is emitted again on the next poll
+            bases = {s.name: s.base_path for s in config.servables}
+            for name in list(self._listings):
+                if bases.get(name) != self._base_paths.get(name):
+                    self._forget_store(name)  # removed, or moved to another base path
+            self._base_paths = bases
             for name in removed:
                 self._status.pop(name, None)
                 self._warned.pop(name, None)
@@ -194,6 +298,18 @@ class FileSystemStoragePathSource(Source[str]):
                     self._callback.call(name, [])
         if self._callback.is_set:
             self.poll_once()  # as TFS: a new config is looked at now, whatever the poll wait
+            self._settle()
+
+    def _settle(self) -> None:
+        """When the last poll saw versions in a store for the first time, polls again a
+        second later, so that complete ones are found now rather than at the next poll."""
+        if self._first_seen and not self._stop.wait(SETTLE_SECONDS):
+            self.poll_once()
+
+    def _forget_store(self, name: str) -> None:
+        self._listings.pop(name, None)
+        self._complete.pop(name, None)
+        self._pending.pop(name, None)
 
     def aspired_versions(self, name: str) -> tuple[int, ...] | None:
         """The versions of `name` last emitted (None before its first list)."""
@@ -203,6 +319,10 @@ class FileSystemStoragePathSource(Source[str]):
     def status(self, name: str) -> Status:
         """The outcome of the last poll of servable `name` (OK before the first)."""
         return self._status.get(name, OK)
+
+    def pending(self, name: str) -> dict[int, str]:
+        """Versions of `name` in object storage not complete yet, with why."""
+        return dict(self._pending.get(name, {}))
 
     def stop(self) -> None:
         self._stop.set()
@@ -221,6 +341,7 @@ class FileSystemStoragePathSource(Source[str]):
         """Looks at every base path once and emits what changed."""
         with self._poll_lock:
             config = self._config
+            self._first_seen = False
             for servable in config.servables:
                 versions = self._poll_servable(servable, config.servable_versions_always_present)
                 if versions is None:
@@ -239,10 +360,18 @@ class FileSystemStoragePathSource(Source[str]):
     ) -> dict[int, str] | None:
         name = servable.name
         try:
-            found = find_versions(servable.base_path)
+            if gfile.is_remote(servable.base_path):
+                found = self._complete_versions(servable)
+            else:
+                found = find_versions(servable.base_path)
         except ServoError as exc:
             self._set_status(name, exc.status, f"Servable {name}: {exc.message}; nothing changes")
+            if self._poll_errors is not None:
+                self._poll_errors(servable.base_path, exc.code)
             return None
+        if not found and self._pending.get(name):
+            self._set_status(name, OK, None)  # versions are on their way: logged as pending
+            return None if always_present else {}
         if not found:
             message = (
                 f"No versions of servable {name} found under base path {servable.base_path}. "
@@ -269,10 +398,78 @@ class FileSystemStoragePathSource(Source[str]):
         self._set_status(name, OK, None)
         return aspired
 
+    def _complete_versions(self, servable: ServableToMonitor) -> dict[int, str]:
+        """The complete versions (version -> URL) of a base path in object storage; records
+        and logs (once per change) the versions not complete yet."""
+        name, marker = servable.name, self._config.version_marker
+        found = find_remote_versions(servable.base_path)
+        previous = self._listings.get(name, {})
+        complete = self._complete.setdefault(name, {})
+        pending: dict[int, str] = {}
+        result: dict[int, str] = {}
+        for version, (url, listing) in sorted(found.items()):
+            known = complete.get(version)
+            if known is not None:
+                if known != listing:
+                    self._warn_once(
+                        f"{name}/{version}",
+                        f"Version {version} of servable {name} ({url}) changed after it was "
+                        "found complete; versions are immutable: the copy loaded stays, "
+                        "upload a new version number instead",
+                    )
+                result[version] = url
+                continue
+            why = self._incomplete(name, url, listing, previous.get(version), marker)
+            if why is None:
+                complete[version] = listing
+                if self._cache is not None:
+                    self._cache.observe(url, listing)
+                result[version] = url
+            else:
+                pending[version] = why
+                self._first_seen |= version not in previous
+        for version in set(complete) - found.keys():
+            del complete[version]
+        self._listings[name] = {v: listing for v, (_, listing) in found.items()}
+        old = self._pending.get(name, {})
+        for version, why in sorted(pending.items()):
+            if old.get(version) != why:
+                log.info(
+                    "Version %d of servable %s (%s) is not complete yet: %s; it loads once "
+                    "complete",
+                    version,
+                    name,
+                    found[version][0],
+                    why,
+                )
+        self._pending[name] = pending
+        return result
+
+    def _incomplete(
+        self, name: str, url: str, listing: Listing, previous: Listing | None, marker: str
+    ) -> str | None:
+        """Why a version in object storage is not complete yet; None when it is."""
+        if marker:
+            if any(o.path == marker for o in listing):
+                return None
+            return f"it has no {marker} object yet (--model_version_complete_marker)"
+        if self._cache is not None and self._cache.has_complete(name, url, listing):
+            return None
+        if previous is None:
+            return "first seen in this poll; complete once the next poll lists the same objects"
+        if previous != listing:
+            return "its objects changed since the last poll"
+        if gfile.uploads_in_progress(url):
+            return "an upload under it is in progress"
+        return None
+
     def _set_status(self, name: str, status: Status, message: str | None) -> None:
         """Records a poll's outcome; logs it only when it differs from the last poll's."""
-        if self._status.get(name) != status and message is not None:
+        before = self._status.get(name)
+        if before != status and message is not None:
             log.log(logging.WARNING if "Did you forget" in message else logging.ERROR, message)
+        elif before is not None and not before.ok and status.ok:
+            log.info("Servable %s: its base path answers again; polling goes on", name)
         self._status[name] = status
 
     def _warn_once(self, name: str, message: str) -> None:
