@@ -14,8 +14,10 @@ SHARDED_REST_PORT ?= 8601
 SHARD_GRPC_PORTS ?= 8610,8611,8612
 SHARD_REST_PORTS ?= 8620,8621,8622
 PYTEST_ARGS ?=
+# Debian's packages (wrk, HAProxy) are installed with apt-get, through sudo unless root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all venv serve serve-sharded test lint unit examples protos bench clean
+.PHONY: all venv serve serve-sharded test lint unit examples protos bench replicas debian-packages clean
 MODELS := examples/models/models.config
 
 all: test
@@ -70,11 +72,16 @@ $(KSERVE_VENV)/bin/python:
 	$(KSERVE_VENV)/bin/python -m pip install --quiet kserve onnxruntime numpy
 
 bench: $(STAMP) $(KSERVE_VENV)/bin/python
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(BIN)/python bench/rest_predict.py --kserve-python $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/open_inference.py
 	$(BIN)/python bench/batching.py
+
+# 3 replicas polling one bucket (moto's S3 server) behind HAProxy, 10 versions pushed and one
+# deleted under REST and gRPC load: requests sent and failed, time to converge per push.
+replicas: $(STAMP) debian-packages
+	$(BIN)/python bench/replicas.py
 
 # The official Open Inference Protocol client (tritonclient) for the tests, in a venv of its
 # own: it pins protobuf and ml-dtypes below what servo needs. The tests drive it as a process.
@@ -89,7 +96,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples scripts
 	$(BIN)/mypy
 
-unit: $(STAMP) $(TRITON_VENV)/.installed
+# Debian's packages the suite drives: HAProxy, the load balancer in front of the replicas.
+debian-packages:
+	@command -v haproxy >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy; }
+
+unit: $(STAMP) $(TRITON_VENV)/.installed debian-packages
 	SERVO_TRITON_PYTHON=$(CURDIR)/$(TRITON_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint unit

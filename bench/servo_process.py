@@ -40,7 +40,8 @@ def free_port() -> int:
 class Servo:
     """`python -m servo serve ARGS` bound to 127.0.0.1, its output in `log`; on free ports,
     or on `grpc_port` when its address must be known before the server starts (a shard's,
-    listed in its front's sharded.json)."""
+    listed in its front's sharded.json); `env` adds to the environment (a store's endpoint
+    and credentials)."""
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class Servo:
         log: Path,
         ready_timeout: float = 180.0,
         grpc_port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.grpc_port = grpc_port or free_port()
         self.rest_port = free_port()
@@ -67,7 +69,7 @@ class Servo:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
         self.pid = self.process.pid
         try:
