@@ -933,7 +933,18 @@ def test_bodies_over_the_limit_are_413_and_the_app_keeps_serving(rest: RestClien
     answer = rest.post(f"{H2}:predict", big)
     assert answer.status == 413
     assert answer.error == f"Request body of {len(big)} bytes is over the {MAX_BODY_BYTES} limit"
-    assert answer.reads == 0  # refused on its Content-Length, unread
+    # Refused on its Content-Length, then read to its end and dropped (it is under
+    # DRAIN_BYTES): the answer reaches a client still sending and the connection stays open.
+    assert answer.reads > 0 and "connection" not in answer.headers
+    # Declared larger than the drain, or held back until asked (Expect: 100-continue):
+    # refused unread, and the connection closed.
+    for headers in (
+        {"Content-Length": str(DRAIN_BYTES + 1)},
+        {"Expect": "100-continue"},
+    ):
+        answer = rest.post(f"{H2}:predict", big, headers=headers)
+        assert (answer.status, answer.reads) == (413, 0), headers
+        assert answer.headers["connection"] == "close", headers
     # Small on the wire, over the limit once inflated.
     bomb = gzip.compress(b" " * (10 * MAX_BODY_BYTES))
     answer = rest.post(f"{H2}:predict", bomb, headers={"Content-Encoding": "gzip"})
@@ -949,6 +960,7 @@ def test_bodies_over_the_limit_are_413_and_the_app_keeps_serving(rest: RestClien
     answer = rest.post(f"{H2}:predict", b" " * 40_000_000, chunked=True, chunk=1_000_000)
     assert answer.status == 413
     assert answer.reads == 1 + DRAIN_BYTES // 1_000_000 + 1  # the cap, then no more
+    assert answer.headers["connection"] == "close"  # its unread rest is no next request
     # A Content-Length that lies: the body read is measured.
     answer = rest.post(f"{H2}:predict", big, headers={"Content-Length": "10"})
     assert (answer.status, answer.error) == (

@@ -106,7 +106,12 @@ DRAIN_BYTES = 16 * 2**20
 
 
 class RequestTooLarge(Exception):
-    pass
+    """A body over the limit (HTTP 413); `read_whole` when the body was read to its end (and
+    dropped), so the connection can carry the next request."""
+
+    def __init__(self, message: str, read_whole: bool) -> None:
+        super().__init__(message)
+        self.read_whole = read_whole
 
 
 class UnsupportedMediaType(Exception):
@@ -198,6 +203,10 @@ class RestApi:
         except ServoError as exc:
             status, body = json_codec.http_status(exc.code), json_codec.dumps_error(exc.message)
         except RequestTooLarge as exc:
+            if not exc.read_whole:  # its unread rest would be taken for the next request
+                headers = [*self._headers, ("connection", "close")]
+                proto.response_bytes(413, headers, json_codec.dumps_error(str(exc)))
+                return
             status, body = 413, json_codec.dumps_error(str(exc))
         except UnsupportedMediaType as exc:
             status, body = 415, json_codec.dumps_error(str(exc))
@@ -299,7 +308,16 @@ class RestApi:
         limit = self.options.max_body_bytes
         length = scope.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise RequestTooLarge(f"Request body of {length} bytes is over the {limit} limit")
+            message = f"Request body of {length} bytes is over the {limit} limit"
+            # Read it (dropping it) when it is small enough, so that the 413 reaches a client
+            # still sending (a connection closed with data unread is reset, and the client
+            # sees no answer) and the connection stays open; a larger one, or one a client
+            # waits to send until asked (Expect: 100-continue), is left unread.
+            expects = (scope.headers.get("expect") or "").lower() == "100-continue"
+            read_whole = (
+                int(length) <= DRAIN_BYTES and not expects and await self._drain(proto, int(length))
+            )
+            raise RequestTooLarge(message, read_whole)
         watch = self._read_watch
         if watch is None:
             body = await self._receive(proto, length, limit)
@@ -321,6 +339,23 @@ class RestApi:
             )
         return body
 
+    async def _drain(self, proto: Any, length: int) -> bool:
+        """Reads a body of `length` bytes to its end, dropping it, within the read deadline;
+        whether it was read whole."""
+
+        async def drop() -> int:
+            size = 0
+            async for chunk in _rest_of(aiter(proto)):
+                size += len(chunk)
+            return size
+
+        watch = self._read_watch
+        try:
+            size = await (drop() if watch is None else watch.read(drop()))
+        except ReadTimeout:
+            return False
+        return size == length
+
     @staticmethod
     async def _receive(proto: Any, length: str | None, limit: int) -> bytes:
         """The request's body as sent, at most `limit` bytes."""
@@ -328,7 +363,7 @@ class RestApi:
             body: bytes = await proto()
             if len(body) > limit:
                 raise RequestTooLarge(
-                    f"Request body of {len(body)} bytes is over the {limit} limit"
+                    f"Request body of {len(body)} bytes is over the {limit} limit", True
                 )
             return body
         chunks, size = [], 0  # chunked: read piece by piece, never holding more than the limit
@@ -339,12 +374,13 @@ class RestApi:
                 # Read on (dropping it) up to DRAIN_BYTES more, within the read deadline, so
                 # that the 413 reaches a client still sending: a connection closed with its
                 # data unread is reset, and the client sees no answer at all.
-                drained = 0
+                drained, read_whole = 0, True
                 async for rest in _rest_of(pieces):
                     drained += len(rest)
                     if drained > max(limit, DRAIN_BYTES):
+                        read_whole = False
                         break
-                raise RequestTooLarge(f"Request body is over the {limit} limit")
+                raise RequestTooLarge(f"Request body is over the {limit} limit", read_whole)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -525,7 +561,9 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     except zlib.error as exc:
         raise ServoError(Code.INVALID_ARGUMENT, f"Invalid gzip body: {exc}") from None
     if len(out) > limit or decoder.unconsumed_tail:
-        raise RequestTooLarge(f"Request body inflates to more than the {limit} bytes limit")
+        raise RequestTooLarge(
+            f"Request body inflates to more than the {limit} bytes limit", read_whole=True
+        )
     if not decoder.eof:
         raise ServoError(Code.INVALID_ARGUMENT, "Invalid gzip body: truncated")
     return out
