@@ -26,8 +26,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
-# Reinstall only when the project's metadata changes.
+# Reinstall only when the project's metadata changes. The distribution is servo-model-server;
+# a .venv made before it was named so holds an editable `servo` too, removed first.
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip uninstall --quiet --yes servo 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
 
