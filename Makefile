@@ -26,8 +26,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
-# Reinstall only when the project's metadata changes.
+# Reinstall only when the project's metadata changes. The distribution is servo-model-server;
+# a .venv made before it was named so holds an editable `servo` too, removed first.
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip uninstall --quiet --yes servo 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
 
@@ -39,23 +41,12 @@ $(MODELS): scripts/make_example_models.py | $(STAMP)
 
 examples: $(MODELS)
 
+# The server in the foreground; its curls to try are printed once it listens (below the load
+# logs). Ctrl-C stops it. BIND_ADDRESS, GRPC_PORT and REST_PORT choose where it listens.
 serve: $(STAMP) $(MODELS)
-	@echo "servo: gRPC on port $(GRPC_PORT), REST on port $(REST_PORT). Try:"
-	@echo "  curl -d '{\"instances\": [1.0, 2.0, 5.0]}' localhost:$(REST_PORT)/v1/models/half_plus_two:predict"
-	@echo "  curl -d '{\"instances\": [[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]]}' localhost:$(REST_PORT)/v1/models/mlp:predict"
-	@echo "  curl -d '{\"instances\": [\"servo\", \"unknown\"]}' localhost:$(REST_PORT)/v1/models/vocab:predict"
-	@echo "  curl -d '{\"instances\": [\"a model server\"]}' localhost:$(REST_PORT)/v1/models/word_count:predict"
-	@echo "  curl -d '{\"instances\": [\"a model server\", \"servo serves\"]}' localhost:$(REST_PORT)/v1/models/whitespace_tokenizer:predict"
-	@echo "  curl -d '{\"instances\": [{\"x1\": 0.9, \"x2\": 0.8}, {\"x1\": 0.1, \"x2\": 0.2}]}' localhost:$(REST_PORT)/v1/models/decision_forest:predict"
-	@echo "  curl -d '{\"instances\": [[\"servo\", \"serves\", \"a\", \"model\"], [\"the\", \"unknown\", \"<pad>\", \"<pad>\"]]}' localhost:$(REST_PORT)/v1/models/text_classifier_pipeline:predict"
-	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two"
-	@echo "  curl localhost:$(REST_PORT)/v1/models/half_plus_two/metadata"
-	@echo "  curl -d '{\"inputs\": [{\"name\": \"x\", \"shape\": [3, 1], \"datatype\": \"FP32\", \"data\": [1, 2, 5]}]}' localhost:$(REST_PORT)/v2/models/half_plus_two/infer"
-	@echo "  curl localhost:$(REST_PORT)/v2/health/ready"
-	@echo "  curl localhost:$(REST_PORT)/monitoring/prometheus/metrics"
-	$(BIN)/servo serve --bind_address=$(BIND_ADDRESS) --port=$(GRPC_PORT) \
-		--rest_api_port=$(REST_PORT) --model_config_file=$(MODELS) \
-		--monitoring_config_file=examples/monitoring.config
+	$(BIN)/python scripts/serve_examples.py --bind-address=$(BIND_ADDRESS) \
+		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --models=$(MODELS) \
+		--monitoring-config=examples/monitoring.config
 
 # The example embedding table split into 3 shards, each served by a servo of its own, and the
 # front that fans keys out to them, in the foreground; Ctrl-C stops the front and the shards.

@@ -13,11 +13,11 @@ Models (one function each; `MODELS` lists them):
   (a = 1/2 as 0.25 * 2), so that clients see no change when versions switch.
 - `whitespace_tokenizer/1`: a TF2 SavedModel using TF Text's whitespace tokenizer (op
   `TFText>WhitespaceTokenizeWithOffsetsV2`), written where tensorflow-text is installed
-  (`servo[text]`): "text" (string [-1]) -> "tokens" (string [-1, -1], each text's words padded
+  (the `text` extra): "text" (string [-1]) -> "tokens" (string [-1, -1], each text's words padded
   with "" to the longest) and "lengths" (int64 [-1], words per text).
 - `decision_forest/1`: a random forest (10 trees) trained by YDF on a fixed seed and exported
   as a SavedModel using TensorFlow Decision Forests' inference ops, written where ydf-tf is
-  installed (`servo[decision-forests]`): "x1", "x2" (float [-1]) -> "output" (float [-1], the
+  installed (the `decision-forests` extra): "x1", "x2" (float [-1]) -> "output" (float [-1], the
   probability that x1 + x2 > 1, as the forest learnt it). The forest is the same on every run;
   the prefix of its asset files' names is random, as YDF's export chooses it.
 - `mlp/1/model.onnx`: ONNX MLP, 16 float inputs -> 64 ReLU units -> 4 outputs ("x" [-1, 16] ->
@@ -569,8 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen = [m for m in chosen if not m.needs_tensorflow]
     elif any(m.needs_tensorflow for m in chosen) and not tensorflow_available():
         print(
-            "TensorFlow is not installed; install it (pip install 'servo[tensorflow]') or pass "
-            "--skip-tensorflow",
+            "TensorFlow is not installed; install it "
+            "(pip install 'servo-model-server[tensorflow]') or pass --skip-tensorflow",
             file=sys.stderr,
         )
         return 2
@@ -578,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if model.needs is not None and not importable(model.needs[0]):
             print(
                 f"skipped {model.name}: it needs {model.needs[0]}, which is not installed "
-                f"(pip install 'servo[{model.needs[1]}]')"
+                f"(pip install 'servo-model-server[{model.needs[1]}]')"
             )
             continue
         path = write_model(model, args.output)

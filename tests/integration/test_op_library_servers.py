@@ -67,8 +67,8 @@ def without_tensorflow_text(tmp_path: Path) -> dict[str, str]:
 def missing_op_message(version_dir: Path) -> str:
     return (
         f"Failed to load SavedModel at {version_dir}: it uses op {OP}, one of the TF Text ops, "
-        "and tensorflow-text is not installed: install servo[text] (tensorflow-text) to serve "
-        "models using TF Text ops"
+        "and tensorflow-text is not installed: pip install 'servo-model-server[text]' "
+        "(tensorflow-text) to serve models using TF Text ops"
     )
 
 

@@ -82,7 +82,7 @@ def test_a_model_whose_package_is_missing_is_skipped_with_a_note(
     assert example_script.main(args) == 0
     assert capsys.readouterr().out.splitlines() == [
         "skipped whitespace_tokenizer: it needs tensorflow_text, which is not installed "
-        "(pip install 'servo[text]')",
+        "(pip install 'servo-model-server[text]')",
         f"wrote {out / 'vocab'}",
         f"wrote {out / 'models.config'}",
     ]

@@ -182,12 +182,12 @@ def test_missing_runtime_names_the_extra_to_install(
     with pytest.raises(ServoError) as err:
         router.import_platform(platform)
     assert err.value.code == Code.FAILED_PRECONDITION
-    assert f"pip install 'servo[{extra}]'" in err.value.message
+    assert f"pip install 'servo-model-server[{extra}]'" in err.value.message
     # A loader reports the same error as its load failure.
     loader = ModelLoader(ServableId("m", 1), "/nonexistent", platform)
     with pytest.raises(ServoError) as err:
         loader.load()
-    assert f"pip install 'servo[{extra}]'" in err.value.message
+    assert f"pip install 'servo-model-server[{extra}]'" in err.value.message
 
 
 def test_core_imports_without_tensorflow_or_onnxruntime() -> None:

@@ -30,7 +30,7 @@ def test_every_key_has_one_shard_below_the_count(keys: list[bytes], count: int) 
 
 def test_it_is_tensorflows_to_hash_bucket_fast() -> None:
     """Any TensorFlow program can say which shard holds a key (TensorFlow is in the test
-    environment: `make` installs servo[all])."""
+    environment: `make` installs every extra)."""
     tf = pytest.importorskip("tensorflow")
     keys = KEYS + [f"key{i}".encode() for i in range(200)]
     for count in (1, 2, 3, 7, 1 << 20):

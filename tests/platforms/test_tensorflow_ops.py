@@ -150,8 +150,8 @@ def test_a_missing_op_library_fails_naming_the_op_and_the_extra(
     assert report["code"] == "FAILED_PRECONDITION"
     assert report["message"] == (
         f"Failed to load SavedModel at {path}: it uses op {op}, one of the {what} ops, and "
-        f"{package} is not installed: install servo[{extra}] ({package}) to serve models "
-        f"using {what} ops"
+        f"{package} is not installed: pip install 'servo-model-server[{extra}]' ({package}) "
+        f"to serve models using {what} ops"
     )
     assert report["logged"] == []  # a package that is not installed is no warning
 
@@ -178,8 +178,8 @@ def test_an_installed_library_that_cannot_load_is_named(
     assert report["message"] == (
         f"Failed to load SavedModel at {path}: it uses op TFText>WhitespaceTokenizeWithOffsetsV2, "
         "one of the TF Text ops, and tensorflow-text is installed but could not be loaded "
-        "(NotFoundError: _whitespace_tokenizer_v2.so: undefined symbol): install servo[text] "
-        "(tensorflow-text) to serve models using TF Text ops"
+        "(NotFoundError: _whitespace_tokenizer_v2.so: undefined symbol): "
+        "pip install 'servo-model-server[text]' (tensorflow-text) to serve models using TF Text ops"
     )
     assert report["logged"] == [
         "tensorflow-text is installed but its ops could not be registered; SavedModels using "

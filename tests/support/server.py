@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,13 +48,16 @@ class ServerProcess:
         args: Sequence[str],
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        *,
+        program: Sequence[str] = (sys.executable, "-m", "servo"),
+        base_env: Mapping[str, str] | None = None,
     ) -> None:
+        """`program serve ARGS` (e.g. another venv's `servo` script), in `base_env` (default:
+        this process's environment) updated with `env`."""
         self.grpc_port = free_port()
         self.rest_port = free_port()
         self.args = [
-            sys.executable,
-            "-m",
-            "servo",
+            *program,
             "serve",
             f"--port={self.grpc_port}",
             f"--rest_api_port={self.rest_port}",
@@ -70,7 +73,8 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=REPO,
-            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            env={**(os.environ if base_env is None else base_env), **(env or {})}
+            | {"PYTHONUNBUFFERED": "1"},
             preexec_fn=preexec_fn,  # e.g. a lower resource limit for the server alone
         )
         self._reader = threading.Thread(target=self._read, daemon=True)

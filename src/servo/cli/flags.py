@@ -9,10 +9,11 @@ unchanged; setting one logs that it has no effect.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from servo.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
 from servo.platforms.python import ISOLATIONS, THREAD
@@ -560,21 +561,81 @@ SERVO_FLAGS: tuple[Flag, ...] = (
 )
 
 
-def build_parser(prog: str = "servo serve") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def shown_default(value: Any) -> str:
+    """A flag's default as it would be written on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, PerModel):
+        return ",".join([shown_default(value.default)] + [f"{n}={v}" for n, v in value.overrides])
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value != "" else '""'
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage), and that names the closest
+    known flag when it is given an unknown one."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+    def parse_flags(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        """The flags of `argv`; exits with 2 on an unknown flag or a bad value."""
+        args, unknown = self.parse_known_args(argv)
+        if unknown:
+            self.error(unknown_flag_message(unknown[0], self.flag_names()))
+        return args
+
+    def flag_names(self) -> list[str]:
+        return [o for action in self._actions for o in action.option_strings if o != "-h"]
+
+
+def unknown_flag_message(arg: str, known: Sequence[str]) -> str:
+    """`unknown flag --x; did you mean --y?` for the first argument the parser did not know."""
+    if not arg.startswith("-"):
+        return f"unexpected argument {arg!r} (flags are written --name=value)"
+    name = arg.split("=", 1)[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "see --help for the flags"
+    return f"unknown flag {name}; {hint}"
+
+
+# What --help writes after a flag that takes a value.
+METAVARS: dict[Any, str] = {
+    parse_port: "PORT",
+    parse_int32: "N",
+    parse_int64: "N",
+    parse_count: "N",
+    parse_positive_count: "N",
+    parse_byte_count: "BYTES",
+    parse_budget: "BYTES",
+    parse_seconds: "SECONDS",
+    float: "X",
+}
+
+
+def build_parser(prog: str = "servo serve") -> FlagParser:
+    parser = FlagParser(
         prog=prog,
-        description="Serve models with TensorFlow Serving's APIs.",
+        description="Serve models with TensorFlow Serving's APIs. Every flag is written "
+        "--name=value; a boolean flag alone means true.",
         allow_abbrev=False,
+        usage="%(prog)s [--flag=value ...]",
     )
     for group_name, flags in (
-        ("TensorFlow Serving flags", TFS_FLAGS),
-        ("servo flags", SERVO_FLAGS),
+        ("TensorFlow Serving's flags (tensorflow_model_server's, with its defaults)", TFS_FLAGS),
+        ("servo's own flags", SERVO_FLAGS),
     ):
         group = parser.add_argument_group(group_name)
         for flag in flags:
-            kwargs: dict[str, Any] = {"type": flag.kind, "default": flag.default, "help": flag.help}
+            text = f"{flag.help} (default: {shown_default(flag.default)})".replace("%", "%%")
+            kwargs: dict[str, Any] = {"type": flag.kind, "default": flag.default, "help": text}
             if flag.kind is parse_bool:
                 kwargs.update(nargs="?", const=True, metavar="BOOL")
+            else:
+                kwargs.update(metavar=METAVARS.get(flag.kind, "VALUE"))
             group.add_argument(f"--{flag.name}", **kwargs)
     return parser
 

@@ -15,6 +15,10 @@ USAGE = """usage: servo serve [--flag=value ...]   (see: servo serve --help)
 
 Commands:
   serve        serve models with TensorFlow Serving's APIs (the default)
+  inspect      print a model directory's platform, versions and signatures
+               (see: servo inspect --help)
+  check-config check a model config file and report every problem
+               (see: servo check-config --help)
   split-table  split a lookup table into shards for the sharded platform
                (see: servo split-table --help)
 """
@@ -31,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
             from servo.cli.split_table import main as split_table
 
             return split_table(argv)
+        if command == "inspect":
+            from servo.cli.inspect_model import main as inspect_model
+
+            return inspect_model(argv)
+        if command == "check-config":
+            from servo.cli.check_config import main as check_config
+
+            return check_config(argv)
         if command != "serve":
             print(f"servo: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
             return 2

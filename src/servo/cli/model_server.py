@@ -691,7 +691,7 @@ def _stop_starting_core(core: ServerCore | None, grace: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # exits with 2 on bad usage
+    args = build_parser().parse_flags(argv)  # exits with 2 on bad usage, in one line
     if args.version:
         print(f"servo {__version__} (TensorFlow Serving APIs)")
         return EXIT_OK

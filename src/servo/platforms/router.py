@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import ModuleType
 
+from servo import pip_install
 from servo.core.loader import Loader, ResourceAllocation
 from servo.core.servable_id import ServableId
 from servo.core.source_adapter import UnarySourceAdapter
@@ -41,7 +42,7 @@ RESOURCE_ESTIMATE_FACTOR = 1.2
 @dataclass(frozen=True)
 class PlatformInfo:
     module: str  # imported when a version of this platform loads
-    extra: str | None  # the `servo[...]` extra that installs its runtime
+    extra: str | None  # the extra (pip_install)  that installs its runtime
     runtime: str | None  # the top-level module of that runtime
     files: tuple[str, ...] = ()  # files in a version directory that identify the platform
 
@@ -89,7 +90,7 @@ def import_platform(platform: str) -> ModuleType:
             raise ServoError(
                 Code.FAILED_PRECONDITION,
                 f"The {platform} platform needs {info.runtime}, which is not installed: "
-                f"pip install 'servo[{info.extra}]'",
+                + pip_install(info.extra or "all"),
             ) from exc
         raise
 

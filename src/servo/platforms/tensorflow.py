@@ -44,6 +44,7 @@ import tensorflow as tf
 from google.protobuf import json_format, message, text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
+from servo import pip_install
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
 from servo.platforms.options import PlatformOptions
@@ -75,7 +76,7 @@ class OpLibrary:
 
     module: str  # imported to register the ops
     package: str  # what pip installs
-    extra: str  # the `servo[...]` extra that installs it
+    extra: str  # the extra that installs it (pip_install)
     what: str  # the ops' family, as the error names it
     ops: frozenset[str]  # its ops (as of the version the extra installs) ...
     prefix: str  # ... and the prefix of its newer ops' names
@@ -203,7 +204,7 @@ def _missing_op_error(path: str, text: str) -> ServoError | None:
     return ServoError(
         Code.FAILED_PRECONDITION,
         f"Failed to load SavedModel at {path}: it uses op {op}, one of the {library.what} ops, "
-        f"and {why}: install servo[{library.extra}] ({library.package}) to serve models "
+        f"and {why}: {pip_install(library.extra)} ({library.package}) to serve models "
         f"using {library.what} ops",
     )
 

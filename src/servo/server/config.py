@@ -119,39 +119,64 @@ def model_platform(model: ModelConfig) -> str:
 
 
 def validate_model_server_config(config: ModelServerConfig) -> None:
-    """Raises `ConfigError` for what TFS would refuse (and what servo cannot serve)."""
+    """Raises `ConfigError` for what TFS would refuse (and what servo cannot serve): the first
+    of `model_server_config_problems`."""
+    problems = model_server_config_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
+
+
+def model_server_config_problems(config: ModelServerConfig) -> list[str]:
+    """Every problem of a config that TFS would refuse (and that servo cannot serve), in the
+    config's order; none when it can be served."""
     kind = config.WhichOneof("config")
     if kind == "custom_model_config":
-        raise ConfigError("servo does not support custom_model_config; use model_config_list")
+        return ["servo does not support custom_model_config; use model_config_list"]
+    problems: list[str] = []
     names: set[str] = set()
     for model in config.model_config_list.config:
-        if not model.name:
-            raise ConfigError("A model config entry has no name")
-        if model.name in names:
-            raise ConfigError(f"Illegal to list model {model.name} multiple times in config list")
+        problems.extend(_model_problems(model, names))
         names.add(model.name)
-        if not model.base_path:
-            raise ConfigError(f"Model {model.name} has no base_path")
+    return problems
+
+
+def _model_problems(model: ModelConfig, names_before: set[str]) -> list[str]:
+    problems: list[str] = []
+    if not model.name:
+        problems.append("A model config entry has no name")
+    elif model.name in names_before:
+        problems.append(f"Illegal to list model {model.name} multiple times in config list")
+    if not model.base_path:
+        problems.append(f"Model {model.name} has no base_path")
+    else:
         local = gfile.local_path(model.base_path)
         if not os.path.isabs(local) and "://" not in local:
-            raise ConfigError(
+            problems.append(
                 f"Expected model {model.name} to have an absolute path or URI; got "
                 f"base_path()={model.base_path}"
             )
         try:
             gfile.check_url(model.base_path)
         except ValueError as exc:
-            raise ConfigError(f"Model {model.name}: base_path: {exc}") from None
+            problems.append(f"Model {model.name}: base_path: {exc}")
+    try:
         platform = model_platform(model)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    else:
         if platform not in PLATFORMS:
-            raise ConfigError(
+            problems.append(
                 f"Model {model.name} requests unsupported platform {platform}; servo "
                 f"serves: {', '.join(sorted(PLATFORMS))}"
             )
+    try:
         version_policy(model)
-        for label, version in model.version_labels.items():
-            if version < 0:
-                raise ConfigError(f"Model {model.name}: label {label!r} has negative version")
+    except ConfigError as exc:
+        problems.append(str(exc))
+    for label, version in model.version_labels.items():
+        if version < 0:
+            problems.append(f"Model {model.name}: label {label!r} has negative version")
+    return problems
 
 
 def validate_transition(old: ModelServerConfig, new: ModelServerConfig) -> None:

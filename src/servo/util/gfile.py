@@ -3,7 +3,7 @@
 TensorFlow reads every path through a file system registered for its URL scheme (its
 `tf.io.gfile`); TFS therefore takes `s3://bucket/prefix` and `gs://bucket/prefix` wherever it
 takes a path. servo does the same for model base paths and its config files, through fsspec
-(`servo[s3]`: s3fs, `servo[gcs]`: gcsfs), imported only when such a URL is first read.
+(the `s3` extra: s3fs, `gcs`: gcsfs), imported only when such a URL is first read.
 
 - A path without a scheme is local, and so is `file:///abs/path` (read as `/abs/path`); the
   only other schemes are `s3` and `gs` (`check_url`): fsspec's others (http, sftp, zip,
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from servo import pip_install
 from servo.core.status import Code, ServoError
 
 OBJECT_STORES = ("s3", "gs")
@@ -284,7 +285,7 @@ def file_system(store: str) -> Any:
             raise ServoError(
                 Code.FAILED_PRECONDITION,
                 f"Reading {store}:// paths needs {module}, which is not installed: "
-                f"pip install 'servo[{extra}]'",
+                + pip_install(extra),
             ) from None
         quiet_client_loggers()
         _file_systems[store] = found

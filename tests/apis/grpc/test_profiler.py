@@ -496,7 +496,7 @@ def test_the_tracer_names_the_extra_when_tensorflow_cannot_be_imported(
     with pytest.raises(ServoError) as err:
         profiler.TensorFlowTracer().start()
     assert err.value.code == Code.FAILED_PRECONDITION
-    assert "pip install 'servo[tensorflow]'" in err.value.message
+    assert "pip install 'servo-model-server[tensorflow]'" in err.value.message
 
 
 # -- TensorFlow's profiler, in this process ---------------------------------------------------

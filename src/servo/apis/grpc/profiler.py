@@ -53,6 +53,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from servo import pip_install
 from servo.apis.data_plane import DataPlane
 from servo.apis.grpc.service import MalformedLog, call_rpc, unary_service
 from servo.core.status import Code, ServoError
@@ -113,7 +114,7 @@ class TensorFlowTracer:
             raise ServoError(
                 Code.FAILED_PRECONDITION,
                 f"Profiling needs TensorFlow's profiler, which cannot be imported ({exc}): "
-                "pip install 'servo[tensorflow]'",
+                + pip_install("tensorflow"),
             ) from None
         return _pywrap_profiler
 
