@@ -51,8 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", help="the config file: a local path, file://, s3:// or gs://")
     args = parser.parse_args(argv)
     # The parser's lines are reported below; the log would repeat them.
-    logging.getLogger("servo.protos.text_format").disabled = True
-    problems, config = problems_of(args.file)
+    parser_log = logging.getLogger("servo.protos.text_format")
+    was_disabled, parser_log.disabled = parser_log.disabled, True
+    try:
+        problems, config = problems_of(args.file)
+    finally:
+        parser_log.disabled = was_disabled
     if problems:
         for problem in problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
