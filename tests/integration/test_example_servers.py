@@ -7,6 +7,7 @@ after a Ctrl-C, after the front stops, and after a shard fails to start."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 SCRIPT = REPO / "scripts" / "serve_sharded.py"
+SERVE_EXAMPLES = REPO / "scripts" / "serve_examples.py"  # make serve: its Try lines
 SERVED = [
     "vocab",
     "vocab_classifier",
@@ -68,12 +70,17 @@ def table(examples: Path) -> dict[str, np.ndarray]:
 
 
 def makefile_curl_body(model: str) -> dict:
-    """The JSON body of the Makefile's "Try:" curl line that predicts with `model`."""
-    text = (REPO / "Makefile").read_text()
-    [line] = [line for line in text.splitlines() if f"/v1/models/{model}:predict" in line]
+    """The JSON body of `make serve`'s "Try:" curl line that predicts with `model` (printed
+    by scripts/serve_examples.py)."""
+    spec = importlib.util.spec_from_file_location("serve_examples", SERVE_EXAMPLES)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    lines = script.try_lines("localhost", 8501, 8500)
+    [line] = [line for line in lines if f"/v1/models/{model}:predict" in line]
     match = re.search(r"curl -d '(.*)' localhost", line)
     assert match is not None, line
-    return json.loads(match.group(1).replace('\\"', '"'))
+    return json.loads(match.group(1))
 
 
 def status(client: httpx.Client, base: str, model: str) -> str | None:
