@@ -29,6 +29,7 @@ process creates, so in practice they apply per process, as TFS's flags of the sa
 
 from __future__ import annotations
 
+import glob
 import importlib
 import logging
 import os
@@ -58,6 +59,7 @@ from servo.platforms.servable import (
     unloaded,
 )
 from servo.protos import text_format as servo_text_format
+from servo.util import tensorflow_logs
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,11 @@ def _register_op_libraries() -> dict[str, str | None]:
             states: dict[str, str | None] = {}
             for library in OP_LIBRARIES:
                 try:
-                    importlib.import_module(library.module)
+                    module = importlib.import_module(library.module)
+                    for native in glob.glob(
+                        os.path.join(os.path.dirname(module.__file__ or ""), "*.so")
+                    ):
+                        tensorflow_logs.restore_level(native)  # its absl flags reset the level
                 except ImportError as exc:
                     if (exc.name or "").split(".")[0] == library.module:
                         states[library.module] = _NOT_INSTALLED
