@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import time
 from typing import Any
 
@@ -90,7 +91,16 @@ class AccessEntry:
     def __str__(self) -> str:
         """The text line: key=value pairs, a value with spaces, quotes or `=` in JSON quotes;
         `-` for what is not known."""
-        return " ".join(f"{name}={_text(getattr(self, name))}" for name in FIELDS)
+        version = "-" if self.version is None else self.version
+        return (
+            f"protocol={self.protocol} client={_text(self.client)} method={_text(self.method)} "
+            f"path={_text(self.path)} status={_text(self.status)} api={_text(self.api)} "
+            f"model={_text(self.model)} version={version} bytes_in={self.bytes_in} "
+            f"bytes_out={self.bytes_out} latency_ms={self.latency_ms:.3f}"
+        )
+
+
+_PLAIN = re.compile(r'[^\s"=\\]+')
 
 
 def _text(value: object) -> str:
@@ -98,8 +108,10 @@ def _text(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
+    if isinstance(value, int):
+        return str(value)
     text = str(value)
-    if any(c.isspace() or c in '"=\\' for c in text) or not text.isprintable():
+    if _PLAIN.fullmatch(text) is None or not text.isprintable():
         return orjson.dumps(text).decode()
     return text
 
@@ -133,4 +145,10 @@ def note_served(version: int) -> None:
 def write(entry: AccessEntry) -> None:
     """Writes the entry's line, its latency measured from `begin` to now."""
     entry.latency_ms = (time.perf_counter() - entry.started) * 1000.0
-    log.info("%s", entry, extra={"access": entry})
+    if log.isEnabledFor(logging.INFO):
+        # The record made directly: logging's search of the stack for the caller is a good
+        # part of a line's cost, and an access line's caller is always this one.
+        record = log.makeRecord(
+            log.name, logging.INFO, __file__, 0, "%s", (entry,), None, extra={"access": entry}
+        )
+        log.handle(record)
