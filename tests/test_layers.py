@@ -48,7 +48,7 @@ LAYERS: list[list[str]] = [
     ["servo.platforms.router"],
     ["servo.batching"],
     ["servo.server"],
-    ["servo.apis.request_checks", "servo.apis.runner"],
+    ["servo.apis.access_log", "servo.apis.request_checks", "servo.apis.runner"],
     ["servo.apis.data_plane"],
     ["servo.apis.messages"],
     ["servo.apis.open_inference"],

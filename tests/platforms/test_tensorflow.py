@@ -5,8 +5,10 @@ platform keeps is checked in test_conformance.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,6 +255,43 @@ def test_each_load_has_its_own_state(tfs_models: TfsModels) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_loading_warns_of_no_deprecation_from_servos_calls(
+    tfs_models: TfsModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No DeprecationWarning raised for a call in servo's code, and none of TensorFlow's
+    logged deprecation notices (`deprecation.deprecated` logs "From FILE:LINE: NAME ... is
+    deprecated", once per process and function) naming a servo file: every SavedModel kind
+    of TFS's test data (TF1 with assets and legacy init op, TF2) loads."""
+    from tensorflow.python.util import deprecation
+
+    monkeypatch.setattr(deprecation, "_PRINTED_WARNING", {})  # notices already written: again
+    notices: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notices.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", category=DeprecationWarning, module=r"servo(\.|$)")
+            warnings.filterwarnings(
+                "error", category=PendingDeprecationWarning, module=r"servo(\.|$)"
+            )
+            for model in (
+                "saved_model_half_plus_two_cpu",
+                "saved_model_half_plus_three",
+                "saved_model_half_plus_two_tf2_cpu",
+            ):
+                load(tfs_models.path(model, "00000123")).close()
+    finally:
+        tf_logger.removeHandler(handler)
+    servo_dir = os.path.dirname(tfp.__file__).rsplit(os.sep, 1)[0]
+    assert [n for n in notices if "deprecated" in n and servo_dir in n] == []
 
 
 # -- failures --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from servo.apis import access_log
 from servo.apis.request_checks import (
     check_input_dtypes,
     check_input_names,
@@ -325,15 +326,28 @@ class DataPlane:
         metrics: ServerMetrics | None = None,
         request_logger: RequestLogger | None = None,
         method_name_check: bool = False,
+        access_log: bool = False,
     ) -> None:
+        """`access_log`: record each request's model and version into its access log entry
+        (servo.apis.access_log)."""
         self.core = core
         self.runner = runner
         self.metrics = metrics
         self.request_logger = request_logger
         self.method_name_check = method_name_check
+        self.access_log = access_log
 
     def _handle(self, spec: ModelSpec) -> ServableHandle:
+        if self.access_log:
+            return self._noted_handle(spec)
         return self.core.servable_handle(spec.name, spec.version, spec.label)
+
+    def _noted_handle(self, spec: ModelSpec) -> ServableHandle:
+        """The handle, its model and version noted in the request's access log entry."""
+        access_log.note_spec(spec.name, spec.version)
+        handle = self.core.servable_handle(spec.name, spec.version, spec.label)
+        access_log.note_served(handle.id.version)
+        return handle
 
     def _logs(self, name: str) -> RequestLogger | None:
         """The request logger, when this request to `name` is one it samples."""
@@ -350,7 +364,11 @@ class DataPlane:
     # -- the inference APIs ----------------------------------------------------------------
 
     async def predict(self, spec: ModelSpec, call: PredictCall[A], timeout: float | None) -> A:
-        with self.core.servable_handle(spec.name, spec.version, spec.label) as handle:
+        with (
+            self._noted_handle(spec)
+            if self.access_log
+            else self.core.servable_handle(spec.name, spec.version, spec.label)
+        ) as handle:
             servable = handle.servable
             signature, inputs, wanted = _prepare_predict(servable, call, self.method_name_check)
             submit = getattr(servable, "submit", None)  # a batching servable's queue
@@ -439,6 +457,8 @@ class DataPlane:
             return answer(handle.id, handle.servable)
 
     def model_status(self, spec: ModelSpec) -> list[VersionStatus]:
+        if self.access_log:
+            access_log.note_spec(spec.name, spec.version)
         return self.core.model_status(spec.name, spec.version, spec.label)
 
     def model_names(self) -> list[str]:
@@ -447,8 +467,14 @@ class DataPlane:
 
     def versions(self, spec: ModelSpec) -> list[VersionStatus]:
         """`model_status`, but [] where the model (or the version) has no state yet."""
+        return self._versions(spec, self.model_status)
+
+    @staticmethod
+    def _versions(
+        spec: ModelSpec, status: Callable[[ModelSpec], list[VersionStatus]]
+    ) -> list[VersionStatus]:
         try:
-            return self.model_status(spec)
+            return status(spec)
         except ServoError as exc:
             if exc.code != Code.NOT_FOUND:
                 raise
@@ -456,8 +482,13 @@ class DataPlane:
 
     def models(self) -> list[tuple[str, list[VersionStatus]]]:
         """Every configured model, in the config's order, with the versions it has had
-        (newest first; none yet for a model whose base path has nothing to load)."""
-        return [(name, self.versions(ModelSpec(name))) for name in self.model_names()]
+        (newest first; none yet for a model whose base path has nothing to load). A request
+        for them all names no model in its access log entry."""
+
+        def status(spec: ModelSpec) -> list[VersionStatus]:
+            return self.core.model_status(spec.name, spec.version, spec.label)
+
+        return [(name, self._versions(ModelSpec(name), status)) for name in self.model_names()]
 
     # -- request metrics, recorded at each protocol's boundary ---------------------------
 

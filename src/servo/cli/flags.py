@@ -19,6 +19,7 @@ from servo.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYT
 from servo.platforms.python import ISOLATIONS, THREAD
 from servo.platforms.router import PLATFORMS
 from servo.server.model_management import parse_roots
+from servo.util.log_format import FORMATS as LOG_FORMATS
 
 CPUS = os.cpu_count() or 1
 
@@ -152,6 +153,22 @@ def parse_log_level(text: str) -> str:
     if value not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
     return value
+
+
+def parse_log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return value
+
+
+def parse_tf_log_level(text: str) -> int | None:
+    value = text.strip()
+    if value == "":
+        return None
+    if value not in ("0", "1", "2", "3"):
+        raise argparse.ArgumentTypeError(f"expected 0, 1, 2 or 3, got {text!r}")
+    return int(value)
 
 
 def parse_platform(text: str) -> str:
@@ -557,6 +574,36 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "File descriptors kept for models, polling and logs: at start the open-file limit "
         "is raised to its hard limit, and the connection caps are lowered so that they "
         "leave this many free.",
+    ),
+    Flag(
+        "access_log",
+        B,
+        False,
+        "Write one line per REST and gRPC request (logger servo.access): protocol, client, "
+        "method, path, status, API, model, the version that served, bytes in and out, "
+        "latency; whatever --log_level says.",
+    ),
+    Flag(
+        "access_log_file",
+        S,
+        "",
+        "With --access_log: append its lines to this file (reopened when log rotation moves "
+        "it) instead of stderr.",
+    ),
+    Flag(
+        "log_format",
+        parse_log_format,
+        "text",
+        "text, or json: one JSON object per line (time, level, logger, message, exception; "
+        "an access line's fields as keys).",
+    ),
+    Flag(
+        "tensorflow_cpp_min_log_level",
+        parse_tf_log_level,
+        None,
+        "TensorFlow's C++ log level (TF_CPP_MIN_LOG_LEVEL): 0 everything (the start-up "
+        "banner too), 1 warnings and errors, 2 errors, 3 nothing. Unset: "
+        "TF_CPP_MIN_LOG_LEVEL when the environment sets it, else 3.",
     ),
 )
 

@@ -46,7 +46,8 @@ from servo.server.model_management import ModelManagementGrants
 from servo.server.model_repository import ModelRepository
 from servo.server.server_core import ServerCore, ServerCoreOptions
 from servo.sources.version_cache import VersionCache, default_cache_dir
-from servo.util import gfile
+from servo.util import gfile, tensorflow_logs
+from servo.util import log_format as log_format_module
 from servo.util.own_thread import on_own_thread
 
 if TYPE_CHECKING:
@@ -296,6 +297,7 @@ class ModelServer:
             metrics=self.request_metrics,
             request_logger=self.request_logger,
             method_name_check=a.enable_signature_method_name_check,
+            access_log=a.access_log,
         )
         self.repository = ModelRepository(self.core, self.grants())
         await self._start_grpc()
@@ -336,7 +338,12 @@ class ModelServer:
             raise StartupError(str(exc)) from None
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
         # that queues calls, while grpc.aio's limit would refuse them (RESOURCE_EXHAUSTED).
-        server = grpc.aio.server(options=options)
+        interceptors = None
+        if a.access_log:
+            from servo.apis.grpc.access import AccessLogInterceptor
+
+            interceptors = [AccessLogInterceptor()]
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         services = Services(
             self.plane,
             tensor_content=a.enable_serialization_as_tensor_content,
@@ -443,6 +450,11 @@ class ModelServer:
             ),
             self.repository,
         )
+        if a.access_log:
+            from servo.apis.rest.access import AccessLogged
+
+            metrics_path = self.prometheus.path if self.prometheus.enabled else None
+            app = AccessLogged(app, metrics_path)  # type: ignore[assignment]
         # HTTP/1.1 only, as TFS's REST API: in granian's "auto" mode a connection that sends
         # nothing waits for its first bytes with no timeout, while HTTP/1's header read
         # timeout also runs from the connection's start and between its requests: it is the
@@ -650,20 +662,20 @@ def _port_in_use(address: str, port: int) -> OSError | None:
     return None
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(
+    level: str, log_format: str = "text", access_log: bool = False, access_log_file: str = ""
+) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise StartupError(f"--log_level: unknown level {level!r}")
-    handler = logging.StreamHandler(sys.stderr)
     # No line holds a credential servo knows of (the stores' keys and tokens), whatever a
     # message or a traceback quotes.
-    handler.setFormatter(
-        gfile.RedactingFormatter(
-            "%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
-            datefmt="%Y-%m-%d %H:%M:%S",
+    try:
+        log_format_module.configure(
+            numeric, log_format, access_log=access_log, access_log_file=access_log_file
         )
-    )
-    logging.basicConfig(level=numeric, handlers=[handler])
+    except OSError as exc:
+        raise StartupError(f"--access_log_file: cannot open {access_log_file}: {exc}") from None
     logging.getLogger("granian").setLevel(logging.ERROR)  # "embedded is experimental" noise
     gfile.quiet_client_loggers()  # they write signed requests at DEBUG
 
@@ -697,7 +709,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     grace = args.shutdown_grace_period_seconds
     try:
-        configure_logging(args.log_level)
+        configure_logging(args.log_level, args.log_format, args.access_log, args.access_log_file)
+        # Before anything imports TensorFlow: its C++ logger reads the level once.
+        tensorflow_logs.configure(args.tensorflow_cpp_min_log_level)
         for name in ineffective_flags_set(args):
             log.warning("--%s has no effect in servo", name)
         server = ModelServer(args)

@@ -30,7 +30,7 @@ from servo.core.status import Code, ServoError
 from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import ModelServable
 from servo.sources.version_cache import VersionCache
-from servo.util import gfile
+from servo.util import gfile, tensorflow_logs
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ def import_platform(platform: str) -> ModuleType:
     """The platform's module; FAILED_PRECONDITION naming the extra when its runtime is missing."""
     info = platform_info(platform)
     try:
+        if info.runtime == "tensorflow":
+            with tensorflow_logs.quiet_import():  # its libraries' start-up banner
+                return importlib.import_module(info.module)
         return importlib.import_module(info.module)
     except ImportError as exc:
         missing = getattr(exc, "name", None) or ""

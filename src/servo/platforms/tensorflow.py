@@ -29,12 +29,12 @@ process creates, so in practice they apply per process, as TFS's flags of the sa
 
 from __future__ import annotations
 
+import glob
 import importlib
 import logging
 import os
 import re
 import threading
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format, message, text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
+from tensorflow.python.saved_model import loader_impl
 
 from servo import pip_install
 from servo.core.status import Code, ServoError
@@ -59,6 +60,7 @@ from servo.platforms.servable import (
     unloaded,
 )
 from servo.protos import text_format as servo_text_format
+from servo.util import tensorflow_logs
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,11 @@ def _register_op_libraries() -> dict[str, str | None]:
             states: dict[str, str | None] = {}
             for library in OP_LIBRARIES:
                 try:
-                    importlib.import_module(library.module)
+                    module = importlib.import_module(library.module)
+                    for native in glob.glob(
+                        os.path.join(os.path.dirname(module.__file__ or ""), "*.so")
+                    ):
+                        tensorflow_logs.restore_level(native)  # its absl flags reset the level
                 except ImportError as exc:
                     if (exc.name or "").split(".")[0] == library.module:
                         states[library.module] = _NOT_INSTALLED
@@ -231,11 +237,13 @@ def load(path: str, options: PlatformOptions) -> TensorFlowServable:
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
     try:
-        with graph.as_default(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the v1 loader's deprecation notice, on every load
+        with graph.as_default():
             # Restores the variables and runs the main op or legacy init op, feeding each asset
             # tensor its absolute path under `path`/assets: what TFS's LoadSavedModel does.
-            tf.compat.v1.saved_model.loader.load(session, list(tags), path)
+            # The loader class itself: `tf.compat.v1.saved_model.loader.load`, its wrapper,
+            # logs a deprecation warning (pointing at tf.saved_model.load, which cannot load
+            # TF1 exports into a session) on the first load of every process.
+            loader_impl.SavedModelLoader(path).load(session, list(tags))
         servable = TensorFlowServable(path, graph, session, signatures)
     except tf.errors.OpError as exc:
         session.close()

@@ -59,6 +59,7 @@ from servo.apis.grpc.service import MalformedLog, call_rpc, unary_service
 from servo.core.status import Code, ServoError
 from servo.protos import profiler_service_pb2 as pb
 from servo.server.model_management import under_roots
+from servo.util import tensorflow_logs
 from servo.util.own_thread import on_own_thread
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class TensorFlowTracer:
 
     def _wrapper(self) -> Any:
         try:
-            from tensorflow.python.profiler.internal import _pywrap_profiler
+            with tensorflow_logs.quiet_import():
+                from tensorflow.python.profiler.internal import _pywrap_profiler
         except ImportError as exc:
             raise ServoError(
                 Code.FAILED_PRECONDITION,
