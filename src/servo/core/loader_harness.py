@@ -243,7 +243,7 @@ class LoaderHarness:
         if self._cancel_retries.is_set() and attempt < max_num_load_retries:
             log.error(
                 "Failed to load %s after %d of %d retries in %.3f s (retries cancelled: no "
-                "longer aspired): %s",
+                "longer aspired, or the server stops): %s",
                 self.id,
                 attempt,
                 max_num_load_retries,
