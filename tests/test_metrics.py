@@ -106,3 +106,38 @@ def test_each_load_that_ends_is_counted_by_model_and_outcome() -> None:
     assert metrics.model_load_count.value("m", "OK") == 1
     assert metrics.model_load_count.value("m", "NOT_FOUND") == 1
     assert metrics.int64_values(["servo_model_load_count"]) == {"servo_model_load_count": 1}
+
+
+def test_load_latency_starts_at_the_load_and_the_queue_time_is_its_own_metric() -> None:
+    """The user's case: 4.52 s from START to AVAILABLE, 0.154 s of it loading."""
+    from servo.core.event_bus import EventBus
+    from servo.core.servable_id import ServableId
+    from servo.core.servable_state import ManagerState, ServableState
+    from servo.core.status import Code, Status
+
+    now = [100.0]
+    metrics = ServerMetrics(clock=lambda: now[0])
+    bus: EventBus[ServableState] = EventBus()
+    metrics.watch(bus)
+    id = ServableId("m", 123)
+    for at, state, health in [
+        (100.0, ManagerState.START, Status()),  # aspired; waits for the load thread
+        (104.366, ManagerState.LOADING, Status()),  # the load starts
+        (104.4, ManagerState.LOADING, Status(Code.NOT_FOUND, "x (retry 1 of 5 in 0 s)")),
+        (104.52, ManagerState.AVAILABLE, Status()),
+    ]:
+        now[0] = at
+        bus.publish(ServableState(id, state, health))
+    page = metrics.render().decode()
+    assert 'servo_model_load_latency_microseconds_sum{model_name="m",status="OK"} 154000' in page
+    assert 'servo_model_load_latency_microseconds_count{model_name="m",status="OK"} 1' in page
+    assert 'servo_model_load_queue_latency_microseconds_sum{model_name="m"} 4366000' in page
+    assert 'servo_model_load_queue_latency_microseconds_count{model_name="m"} 1' in page
+    assert metrics.model_load_count.value("m", "OK") == 1  # a retry's LOADING is no new load
+
+    # A version dropped before its load started is no queue time and no load.
+    dropped = ServableId("m", 124)
+    bus.publish(ServableState(dropped, ManagerState.START))
+    bus.publish(ServableState(dropped, ManagerState.END))
+    assert metrics.model_load_queue_latency.count("m") == 1
+    assert metrics.model_load_count.value("m", "OK") == 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self
 
 from servo.core.event_bus import EventBus, Subscription
@@ -208,7 +208,7 @@ def _number(value: float) -> str:
 class ServerMetrics:
     """Every metric a servo server records."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.request_count = Counter.tfs(
             "/tensorflow/serving/request_count",
             "The total number of requests.",
@@ -237,8 +237,15 @@ class ServerMetrics:
         )
         self.model_load_latency = Histogram(
             "servo_model_load_latency_microseconds",
-            "Wall time of loading a model version, from LOADING to AVAILABLE or END.",
+            "Wall time of loading a model version, from the start of its load (LOADING, the "
+            "loader's first load call) to AVAILABLE or END, retries included.",
             ("model_name", "status"),
+        )
+        self.model_load_queue_latency = Histogram(
+            "servo_model_load_queue_latency_microseconds",
+            "Wall time a model version waited before its load started, from START (aspired) "
+            "to LOADING: for a load thread, or for resources that unloads give back.",
+            ("model_name",),
         )
         self.model_version_state = Gauge(
             "servo_model_version_state",
@@ -287,6 +294,8 @@ class ServerMetrics:
             ("model_name", "execution_batch_size"),
             exponential_buckets(1, 2, 14),
         )
+        self._clock = clock
+        self._aspired_since: dict[tuple[str, int], float] = {}
         self._loading_since: dict[tuple[str, int], float] = {}
         self._subscription: Subscription | None = None
 
@@ -331,11 +340,19 @@ class ServerMetrics:
         key = (name, version)
         state = event.manager_state
         self.model_version_state.set(float(state), name, str(version))
-        if state == ManagerState.LOADING:
-            self._loading_since[key] = time.monotonic()
+        now = self._clock()
+        if state == ManagerState.START:
+            self._aspired_since[key] = now
+        elif state == ManagerState.LOADING:
+            if key not in self._loading_since:  # not a retry's LOADING: the load starts
+                self._loading_since[key] = now
+                aspired = self._aspired_since.pop(key, None)
+                if aspired is not None:
+                    self.model_load_queue_latency.observe((now - aspired) * 1e6, name)
         elif state in (ManagerState.AVAILABLE, ManagerState.END):
+            self._aspired_since.pop(key, None)
             started = self._loading_since.pop(key, None)
             if started is not None:
                 status = "OK" if event.health.ok else event.health.code.name
-                self.model_load_latency.observe((time.monotonic() - started) * 1e6, name, status)
+                self.model_load_latency.observe((now - started) * 1e6, name, status)
                 self.model_load_count.inc(name, status)

@@ -15,7 +15,7 @@ from servo.core.servable_id import ServableId
 from servo.core.servable_request import ServableRequest
 from servo.core.servable_state import ManagerState
 from servo.core.source import ServableData
-from servo.core.status import Code, ServoError, Status
+from servo.core.status import OK, Code, ServoError, Status
 from tests.support.fakes import FakeLoader, Journal
 from tests.support.lifecycle import WAIT, running_manager, states_of, wait_state
 from tests.support.waiting import wait_until
@@ -178,6 +178,81 @@ def test_load_that_succeeds_on_a_retry_becomes_available() -> None:
         manager.set_aspired_versions("m", [item(flaky)])
         wait_state(monitor, sid(1), A)
         assert flaky.load_calls == 3
+
+
+class _FailsTwiceThenWaits(FakeLoader):
+    """Fails its first two loads; its third waits for `release`, then succeeds."""
+
+    def __init__(self, id: ServableId, journal: Journal, release: threading.Event) -> None:
+        super().__init__(id, journal, fail_times=2)
+        self.release = release
+
+    def load(self) -> None:
+        if self.load_calls == 2:
+            self.release.wait(WAIT)
+        super().load()
+
+
+def test_a_version_being_retried_shows_its_last_failure_and_the_retry_count() -> None:
+    journal = Journal()
+    release = threading.Event()
+    with running_manager(max_num_load_retries=5) as (manager, monitor):
+        flaky = _FailsTwiceThenWaits(sid(1), journal, release)
+        manager.set_aspired_versions("m", [item(flaky)])
+        failure = "fake load failure of {name: m version: 1}"
+        retrying = Status(Code.INTERNAL, f"{failure} (retry 2 of 5 in 0 s)")
+        # Its third attempt runs: the status is still LOADING, with the second failure.
+        assert monitor.wait_until(
+            lambda: getattr(monitor.get_state(sid(1)), "health", None) == retrying,
+            timeout=WAIT,
+        )
+        assert monitor.get_state(sid(1)).manager_state == ManagerState.LOADING
+        release.set()
+        wait_state(monitor, sid(1), A)
+        assert monitor.get_state(sid(1)).health == OK  # AVAILABLE clears the failure
+        log = [(e.state.manager_state, e.state.health) for e in monitor.get_log()]
+        assert log == [
+            (ManagerState.START, OK),
+            (ManagerState.LOADING, OK),
+            (ManagerState.LOADING, Status(Code.INTERNAL, f"{failure} (retry 1 of 5 in 0 s)")),
+            (ManagerState.LOADING, retrying),
+            (A, OK),
+        ]
+    assert journal.violations == []
+
+
+def test_a_version_out_of_retries_ends_with_its_last_failure_alone() -> None:
+    journal = Journal()
+    with running_manager(max_num_load_retries=2) as (manager, monitor):
+        manager.set_aspired_versions("m", [item(FakeLoader(sid(1), journal, fail=True))])
+        wait_state(monitor, sid(1), END)
+        failure = "fake load failure of {name: m version: 1}"
+        log = [(e.state.manager_state, e.state.health) for e in monitor.get_log()]
+        assert log == [
+            (ManagerState.START, OK),
+            (ManagerState.LOADING, OK),
+            (ManagerState.LOADING, Status(Code.INTERNAL, f"{failure} (retry 1 of 2 in 0 s)")),
+            (ManagerState.LOADING, Status(Code.INTERNAL, f"{failure} (retry 2 of 2 in 0 s)")),
+            (END, Status(Code.INTERNAL, failure)),  # the final error, no retry count
+        ]
+
+
+def test_a_load_queued_behind_another_stays_start_until_its_load_starts() -> None:
+    journal = Journal()
+    gate = threading.Event()
+    with running_manager() as (manager, monitor):  # one load thread
+        manager.set_aspired_versions("a", [item(FakeLoader(sid(1, "a"), journal, gate=gate))])
+        wait_state(monitor, sid(1, "a"), ManagerState.LOADING)
+        manager.set_aspired_versions("b", [item(FakeLoader(sid(1, "b"), journal))])
+        wait_until(
+            lambda: [s.state for s in manager.managed_versions("b")] == [LoaderState.LOADING],
+            what="b's load is queued",
+        )
+        assert states_of(monitor, sid(1, "b")) == [ManagerState.START]  # as in TFS
+        gate.set()
+        wait_state(monitor, sid(1, "b"), A)
+        assert states_of(monitor, sid(1, "b")) == [ManagerState.START, ManagerState.LOADING, A]
+    assert journal.violations == []
 
 
 def test_version_over_the_ram_budget_is_refused_and_the_rest_keep_serving() -> None:
@@ -366,7 +441,7 @@ def test_stop_gives_up_on_a_load_that_never_returns_at_its_drain_timeout() -> No
         wait_state(monitor, sid(1), A)
         manager.set_aspired_versions("m", [item(FakeLoader(sid(2), journal, gate=gate))])
         wait_state(monitor, sid(2), ManagerState.LOADING)
-        # LOADING is published when the load is queued; stop cancels a queued load.
+        # LOADING is published when the load starts (a queued load is START).
         wait_until(lambda: journal.count("load", sid(2)) == 1, what="the load runs")
         assert manager.stop(drain_timeout=2.0) is False  # returns: the load is left behind
         assert states_of(monitor, sid(1))[-1] == END  # the serving version still unloads

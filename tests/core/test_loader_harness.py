@@ -27,6 +27,8 @@ Step = Callable[[LoaderHarness], object]
 METHODS: dict[str, Step] = {
     "start": lambda h: h.start(),
     "load_approved": lambda h: h.load_approved(),
+    "load_started": lambda h: h.load_started(),
+    "retrying": lambda h: h.retrying(BROKEN, 1, 5, 60.0),
     "ready": lambda h: h.ready(),
     "error": lambda h: h.error(BROKEN),
     "drop": lambda h: h.drop(),
@@ -39,10 +41,16 @@ METHODS: dict[str, Step] = {
 # START was published).
 LEGAL: dict[tuple[str, str], tuple[LoaderState, ManagerState | None]] = {
     ("start", "unstarted"): (LoaderState.NEW, ManagerState.START),
-    ("load_approved", "new"): (LoaderState.LOADING, ManagerState.LOADING),
-    ("ready", "loading"): (LoaderState.READY, ManagerState.AVAILABLE),
+    ("load_approved", "new"): (LoaderState.LOADING, None),
+    ("load_started", "loading"): (LoaderState.LOADING, ManagerState.LOADING),
+    ("retrying", "started"): (LoaderState.LOADING, ManagerState.LOADING),
+    ("retrying", "retrying"): (LoaderState.LOADING, ManagerState.LOADING),
+    ("ready", "started"): (LoaderState.READY, ManagerState.AVAILABLE),
+    ("ready", "retrying"): (LoaderState.READY, ManagerState.AVAILABLE),
     ("error", "new"): (LoaderState.ERROR, ManagerState.END),
     ("error", "loading"): (LoaderState.ERROR, ManagerState.END),
+    ("error", "started"): (LoaderState.ERROR, ManagerState.END),
+    ("error", "retrying"): (LoaderState.ERROR, ManagerState.END),
     ("drop", "new"): (LoaderState.DISABLED, ManagerState.END),
     ("start_quiescing", "ready"): (LoaderState.QUIESCING, ManagerState.UNLOADING),
     ("done_quiescing", "quiescing"): (LoaderState.UNLOADING, None),
@@ -54,20 +62,30 @@ PATHS: dict[str, list[str]] = {
     "unstarted": [],
     "new": ["start"],
     "loading": ["start", "load_approved"],
-    "ready": ["start", "load_approved", "ready"],
-    "quiescing": ["start", "load_approved", "ready", "start_quiescing"],
-    "unloading": ["start", "load_approved", "ready", "start_quiescing", "done_quiescing"],
+    "started": ["start", "load_approved", "load_started"],
+    "retrying": ["start", "load_approved", "load_started", "retrying"],
+    "ready": ["start", "load_approved", "load_started", "ready"],
+    "quiescing": ["start", "load_approved", "load_started", "ready", "start_quiescing"],
+    "unloading": [
+        "start",
+        "load_approved",
+        "load_started",
+        "ready",
+        "start_quiescing",
+        "done_quiescing",
+    ],
     "disabled": ["start", "drop"],
     "unloaded": [
         "start",
         "load_approved",
+        "load_started",
         "ready",
         "start_quiescing",
         "done_quiescing",
         "unloaded",
     ],
     "error": ["start", "error"],
-    "failed_load": ["start", "load_approved", "error"],
+    "failed_load": ["start", "load_approved", "load_started", "error"],
 }
 
 
@@ -111,7 +129,9 @@ def test_each_transition_is_legal_only_where_the_tables_say(method: str, state: 
 def test_the_published_path_of_a_version_that_loads_serves_and_unloads() -> None:
     loader = FakeLoader(ID, Journal())
     h = harness(loader)
-    events = [h.start(), h.load_approved()]
+    events = [h.start()]
+    h.load_approved()
+    events.append(h.load_started())
     assert h.load(0, 0.0) == OK
     events.append(h.ready())
     assert h.servable is loader.servable
@@ -195,6 +215,7 @@ def test_handles_only_while_serving_and_drained_once_quiesced_and_released() -> 
     h = LoaderHarness(ID, loader, drained.append)
     h.start()
     h.load_approved()
+    h.load_started()
     h.load(0, 0.0)
     assert not h.acquire()  # LOADING: no handles
     with pytest.raises(TransitionError):
@@ -253,3 +274,65 @@ def test_any_sequence_of_calls_publishes_a_legal_path(calls: list[str]) -> None:
         assert h.published_state in PUBLISHED_AS[h.state]
     for old, new in itertools.pairwise([None, *published]):
         check_transition(old, new)
+
+
+def test_a_retried_load_publishes_loading_with_each_failure_and_its_retry_count() -> None:
+    flaky = FakeLoader(ID, Journal(), fail_times=2)
+    h = harness(flaky)
+    h.start()
+    h.load_approved()
+    assert h.published_state is ManagerState.START  # queued: not LOADING yet
+    events = [h.load_started()]
+    assert events[0].health == OK
+    retries: list[int] = []
+
+    def on_retry(failure: Status, retry: int) -> None:
+        retries.append(h.load_retries)
+        events.append(h.retrying(failure, retry, 5, 60.0))
+
+    assert h.load(5, 0.0, on_retry) == OK
+    events.append(h.ready())
+    failure = "fake load failure of {name: m version: 1}"
+    assert [(e.manager_state, e.health) for e in events] == [
+        (ManagerState.LOADING, OK),
+        (ManagerState.LOADING, Status(Code.INTERNAL, f"{failure} (retry 1 of 5 in 60 s)")),
+        (ManagerState.LOADING, Status(Code.INTERNAL, f"{failure} (retry 2 of 5 in 60 s)")),
+        (ManagerState.AVAILABLE, OK),  # the failures are cleared
+    ]
+    assert retries == [1, 2]
+    assert h.status == OK
+    for old, new in itertools.pairwise([ManagerState.START, *(e.manager_state for e in events)]):
+        check_transition(old, new)
+    with pytest.raises(ValueError, match="not OK"):
+        harness_in("started").retrying(OK, 1, 5, 60.0)
+
+
+def test_the_log_says_each_failure_its_retry_and_the_final_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="servo.core.loader_harness")
+    h = harness_in("started")
+    h.loader = FakeLoader(ID, Journal(), fail=True)
+    status = h.load(2, 0.0)
+    assert status == Status(Code.INTERNAL, "fake load failure of {name: m version: 1}")
+    messages = [r.getMessage() for r in caplog.records]
+    failure = "INTERNAL: fake load failure of {name: m version: 1}"
+    assert f"Loading {{name: m version: 1}} failed ({failure}); retry 1 of 2 in 0 s" in messages
+    assert f"Loading {{name: m version: 1}} failed ({failure}); retry 2 of 2 in 0 s" in messages
+    assert "Retrying load of {name: m version: 1}: retry 2 of 2" in messages
+    final = [m for m in messages if m.startswith("Failed to load")]
+    assert len(final) == 1
+    assert final[0].startswith("Failed to load {name: m version: 1} after 2 retries in ")
+    assert final[0].endswith(f" s: {failure}")
+    assert [r.levelname for r in caplog.records if r.getMessage() == final[0]] == ["ERROR"]
+
+
+def test_the_log_says_when_retries_were_cancelled(caplog: pytest.LogCaptureFixture) -> None:
+    h = harness_in("started")
+    h.loader = FakeLoader(ID, Journal(), fail=True)
+    h.set_aspired(False)
+    assert not h.load(5, 60.0).ok
+    assert any(
+        "after 0 of 5 retries" in r.getMessage() and "retries cancelled" in r.getMessage()
+        for r in caplog.records
+    )

@@ -5,7 +5,8 @@ taken and released. Invariants checked all along:
 - load and unload of one loader never overlap, unload only after a successful load, nothing
   after unload (the fake loaders check this);
 - no unload while the test holds a handle to that version;
-- every published transition is legal;
+- every published transition is legal; LOADING is published again only for a retry, with
+  the failure and the retry count as health, and AVAILABLE and END never carry a retry's;
 - every managed version's internal state agrees with the state it last published, and it is
   in the serving map exactly while READY (so no policy sees it ready before it serves);
 - with the availability-preserving policy, a stream that has an available version keeps one
@@ -81,6 +82,16 @@ class ManagerMachine(RuleBasedStateMachine):
         except ValueError as exc:
             self.problems.append(str(exc))
         self._last[id] = state
+        health = event.health
+        if state == ManagerState.LOADING and last == ManagerState.LOADING:
+            # A retry: the failure, with the retry count (max_num_load_retries=1).
+            if health.ok or not health.message.endswith("(retry 1 of 1 in 0 s)"):
+                self.problems.append(f"{id} republished LOADING without its failure: {health}")
+        elif state in (ManagerState.START, ManagerState.LOADING, ManagerState.AVAILABLE):
+            if not health.ok:
+                self.problems.append(f"{id} {state.name} with health {health}")
+        elif state == ManagerState.END and "(retry" in health.message:
+            self.problems.append(f"{id} ended with a retry's health: {health}")
         if state == ManagerState.AVAILABLE:
             self._available[id.name].add(id.version)
         elif state == ManagerState.UNLOADING:

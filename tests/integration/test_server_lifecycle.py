@@ -245,6 +245,61 @@ def test_a_python_version_that_fails_to_load_ends_with_its_error(tmp_path: Path)
         assert predict(server, "m").json() == {"predictions": [1.0]}
 
 
+def test_a_version_being_retried_shows_its_error_and_retry_count_until_it_loads(
+    tmp_path: Path,
+) -> None:
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    from tests.support.server import grpc_stubs
+
+    base = write_python_model(tmp_path / "m", VERSION_MODEL, version=1)
+    with running_server(
+        [
+            "--model_name=m",
+            f"--model_base_path={base}",
+            "--file_system_poll_wait_seconds=1",
+            "--max_num_load_retries=100",
+            "--load_retry_interval_micros=200000",
+        ]
+    ) as server:
+        assert predict(server, "m").json() == {"predictions": [1.0]}
+        staging = tmp_path / "staging"
+        write_python_model(staging, VERSION_MODEL, version=2)
+        (staging / "2" / "broken").write_text("")
+        os.rename(staging / "2", base / "2")
+
+        def retrying() -> dict | None:
+            answer = httpx.get(f"{server.rest}/v1/models/m/versions/2", timeout=10)
+            if answer.status_code != 200:
+                return None
+            [entry] = answer.json()["model_version_status"]
+            return entry if entry["status"]["error_code"] != "OK" else None
+
+        entry = wait_until(retrying, what="version 2 LOADING with its error")
+        assert entry["state"] == "LOADING"
+        assert entry["status"]["error_code"] == "INTERNAL"
+        message = entry["status"]["error_message"]
+        assert "RuntimeError: version 2 is broken (retry " in message
+        assert message.endswith(" of 100 in 0.2 s)")
+        with grpc_stubs(server) as stubs:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = "m"
+            request.model_spec.version.value = 2
+            [status] = stubs.models.GetModelStatus(request, timeout=10).model_version_status
+        assert status.state == 20  # LOADING
+        assert status.status.error_code == 13  # INTERNAL
+        assert "version 2 is broken (retry " in status.status.error_message
+        line = server.wait_for_line("Loading {name: m version: 2} failed (INTERNAL: ")
+        assert line.endswith("RuntimeError: version 2 is broken); retry 1 of 100 in 0.2 s")
+        assert predict(server, "m").json() == {"predictions": [1.0]}  # 1 serves meanwhile
+
+        (base / "2" / "broken").unlink()  # the next retry loads it
+        wait_until(lambda: versions(server, "m").get("2") == "AVAILABLE")
+        [entry] = httpx.get(f"{server.rest}/v1/models/m/versions/2").json()["model_version_status"]
+        assert entry["status"] == {"error_code": "OK", "error_message": ""}
+        assert predict(server, "m").json() == {"predictions": [2.0]}
+
+
 def test_single_model_flags_serve_a_tfs_model_and_no_cors_headers_without_the_flag(
     tmp_path: Path, tfs_models: TfsModels
 ) -> None:

@@ -458,3 +458,50 @@ def test_versions_in_object_storage_load_from_their_copies_and_swap(
     finally:
         core.stop(drain_timeout=5)
     assert len([n for n in os.listdir(cache_dir) if n.endswith(".complete")]) == 1  # kept
+
+
+def test_a_version_being_retried_shows_its_error_in_its_status_and_the_wait_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("servo.server.server_core.WAIT_LOG_INTERVAL", 0.05)
+    base = make_model(tmp_path / "m", 123, broken=(123,))
+    core = ServerCore(
+        ServerCoreOptions(
+            file_system_poll_wait_seconds=-1,
+            manager=AspiredVersionsManagerOptions(max_num_load_retries=5, load_retry_interval=60),
+        )
+    )
+    errors: list[ServoError] = []
+
+    def reload() -> None:
+        try:
+            core.reload_config(config(("m", base, "")))
+        except ServoError as exc:
+            errors.append(exc)
+
+    caplog.set_level("WARNING", logger="servo.server.server_core")
+    waiter = threading.Thread(target=reload)
+    waiter.start()
+    try:
+        retrying = "RuntimeError: this version is broken (retry 1 of 5 in 60 s)"
+        wait_until(
+            lambda: any(retrying in r.getMessage() for r in caplog.records),
+            what="a waiting line with the failure",
+        )
+        [status] = core.model_status("m")
+        assert (status.version, status.state) == (123, ManagerState.LOADING)
+        assert status.status.code == Code.INTERNAL
+        assert status.status.message.endswith(f"Model failed to load: {retrying}")
+        [line, *_] = [r.getMessage() for r in caplog.records if retrying in r.getMessage()]
+        assert line.startswith("Still waiting for model m after ")
+        assert " s: version 123 LOADING, last attempt failed: INTERNAL: " in line
+        assert line.endswith(retrying)
+    finally:
+        core.stop(drain_timeout=5)  # ends the retries' wait, and the reload's
+        waiter.join(WAIT)
+    assert not waiter.is_alive()
+    [status] = core.model_status("m")
+    assert status.state == ManagerState.END
+    assert status.status.message.endswith(
+        "Model failed to load: RuntimeError: this version is broken"
+    )

@@ -214,3 +214,49 @@ def test_config_validation() -> None:
         LatestVersions(0)
     with pytest.raises(ValueError):
         SpecificVersions(frozenset())
+
+
+def test_a_model_directly_in_its_base_path_is_named_in_the_hint(tmp_path: Path, caplog) -> None:
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "variables").mkdir()
+    with caplog.at_level(logging.WARNING):
+        source, rec = make_source(tmp_path)
+        source.poll_once()
+    assert rec.last() == {}
+    hint = (
+        f"No versions of servable m found under base path {tmp_path}. Did you forget to name "
+        "your leaf directory as a number (eg. '/1/')? saved_model.pb is directly in the base "
+        f"path: put the model into a numbered version directory, e.g. {tmp_path}/1/saved_model.pb"
+    )
+    assert [r.getMessage() for r in caplog.records].count(hint) == 1  # once, not every poll
+    assert [r.levelname for r in caplog.records if r.getMessage() == hint] == ["WARNING"]
+    assert source.status("m").message == hint  # what the still-waiting lines show
+    # `variables` is no version either: warned about once, by name.
+    ignoring = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert ignoring == [
+        f"Servable m: ignoring {tmp_path / 'variables'} under its base path: a version "
+        "directory is named by a number (e.g. 1 or 00042), and 'variables' is not one"
+    ]
+    with pytest.raises(ServoError, match=r"saved_model.pb is directly in the base path"):
+        make_source(tmp_path, servable_versions_always_present=True)
+
+
+def test_a_directory_that_is_no_version_number_is_warned_about_once(tmp_path: Path, caplog) -> None:
+    mkversions(tmp_path, "1", "v2", "1.0", ".hidden")
+    (tmp_path / "notes.txt").write_text("a file: not warned about")
+    with caplog.at_level(logging.WARNING):
+        source, rec = make_source(tmp_path)
+        source.poll_once()
+        source.poll_once()
+    assert rec.versions() == {1}
+    ignoring = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert [m.split(" under ")[0] for m in ignoring] == [
+        f"Servable m: ignoring {tmp_path / '1.0'}",
+        f"Servable m: ignoring {tmp_path / 'v2'}",
+    ]
+    assert ignoring[1].endswith("and 'v2' is not one")
+    assert not any("Did you forget" in r.getMessage() for r in caplog.records)  # 1 is found
+    mkversions(tmp_path, "v3")  # a new one is warned about in its turn
+    with caplog.at_level(logging.WARNING):
+        source.poll_once()
+    assert sum("ignoring" in r.getMessage() for r in caplog.records) == 3

@@ -275,3 +275,27 @@ def test_a_config_change_lists_new_versions_again_a_second_later(
     )
     assert rec.versions() == {1}  # no wait for the next poll
     assert source.aspired_versions("m") == (1,)
+
+
+def test_a_model_directly_in_its_base_path_and_a_directory_no_version_are_named(
+    s3_env: S3Server, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3_env.put(bucket, "m/model.onnx", "a model with no version directory")
+    s3_env.put(bucket, "m/v1/model.onnx", "a version directory that is no number")
+    source, rec = make_source(bucket)
+    with caplog.at_level(logging.WARNING):
+        polls(source)
+    assert rec.versions() == set()
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        messages.count(
+            f"Servable m: ignoring s3://{bucket}/m/v1 under its base path: a version directory is "
+            "named by a number (e.g. 1 or 00042), and 'v1' is not one"
+        )
+        == 1
+    )
+    [hint] = [m for m in messages if "Did you forget" in m]
+    assert hint.endswith(
+        f"model.onnx is directly in the base path: put the model into a numbered version "
+        f"directory, e.g. s3://{bucket}/m/1/model.onnx"
+    )

@@ -19,7 +19,8 @@ WAIT = 30.0  # seconds; a bound on waits for states, never reached when things w
 # The published state each internal state of a harness goes with (None: not yet started).
 PUBLISHED_AS: dict[LoaderState, frozenset[ManagerState | None]] = {
     LoaderState.NEW: frozenset({None, ManagerState.START}),
-    LoaderState.LOADING: frozenset({ManagerState.LOADING}),
+    # START while it waits for a load thread, LOADING once its load started.
+    LoaderState.LOADING: frozenset({ManagerState.START, ManagerState.LOADING}),
     LoaderState.READY: frozenset({ManagerState.AVAILABLE}),
     LoaderState.QUIESCING: frozenset({ManagerState.UNLOADING}),
     LoaderState.UNLOADING: frozenset({ManagerState.UNLOADING}),

@@ -11,13 +11,14 @@ Invariants (each has a test in tests/core):
 6. A version is unloaded only after every handle to it has been released.
 7. A failed load is retried `max_num_load_retries` times, `load_retry_interval` seconds apart,
    then the version ends (END) with the error in its health. A version that ended in error is
-   not retried while it stays aspired.
+   not retried while it stays aspired. While it waits for a retry, it is LOADING with the
+   last failure and the retry count in its health (published again at each failure).
 8. A load whose resource estimate does not fit the tracker's budget is refused: the version
    ends with RESOURCE_EXHAUSTED (unless unloads in flight may free room: then it waits).
 
 Example call sequence, availability-preserving policy, version 1 serving:
     callback("m", [v2])   -> START(v2); v1 stays serving (the only ready version)
-    manage pass           -> LOADING(v2), load on a load thread -> AVAILABLE(v2)
+    manage pass           -> load queued; a load thread: LOADING(v2), load -> AVAILABLE(v2)
     manage pass           -> UNLOADING(v1); handles on v1 finish; unload thread -> END(v1)
 """
 
@@ -348,7 +349,7 @@ class AspiredVersionsManager(Target[Loader]):
             events.append(h.error(status))
             log.error("Refusing to load %s: %s", h.id, status.message)
             return
-        events.append(h.load_approved())
+        h.load_approved()  # START until a load thread takes it (LOADING, published there)
         loads.append(h)
 
     def _reserve(self, h: LoaderHarness) -> Status | None:
@@ -422,7 +423,21 @@ class AspiredVersionsManager(Target[Loader]):
         future.add_done_callback(log_failure)
 
     def _load(self, h: LoaderHarness) -> None:
-        status = h.load(self._options.max_num_load_retries, self._options.load_retry_interval)
+        options = self._options
+        with self._publish_lock:
+            with self._lock:
+                started = h.load_started()
+            self._publish(started)
+
+        def retrying(failure: Status, retry: int) -> None:
+            with self._publish_lock:
+                with self._lock:
+                    event = h.retrying(
+                        failure, retry, options.max_num_load_retries, options.load_retry_interval
+                    )
+                self._publish(event)
+
+        status = h.load(options.max_num_load_retries, options.load_retry_interval, retrying)
         with self._publish_lock:
             with self._lock:
                 # One step: READY, in the serving map, AVAILABLE published; no policy sees it

@@ -8,8 +8,11 @@ transition raises `TransitionError` (a bug in the manager) and changes nothing.
 
     method              internal state            published
     start()             NEW                       START
-    load_approved()     NEW -> LOADING            LOADING
+    load_approved()     NEW -> LOADING            -           (reserved; queued for a thread)
+    load_started()      LOADING                   LOADING     (on the load thread, as TFS)
     load()              LOADING (loader.load, with retries; returns the outcome)
+    retrying(...)       LOADING                   LOADING     (a failed load to be retried:
+                                                               the failure as health)
     ready()             LOADING -> READY          AVAILABLE   (starts handing out handles)
     error(status)       NEW | LOADING -> ERROR    END, with the error as health
     drop()              NEW -> DISABLED           END         (no longer aspired; never loaded)
@@ -28,6 +31,10 @@ released. UNLOADING: no handle is held; the loader unloads. DISABLED and ERROR a
 (TFS's harness also has LOAD_REQUESTED, LOAD_APPROVED, UNLOAD_REQUESTED and QUIESCED; servo's
 manager decides and reserves in one step under its lock, so NEW stands for the first two and
 QUIESCING / UNLOADING for the last two.)
+
+A version in LOADING has published START until its load starts (it waits for a load thread),
+then LOADING; each failed load that is retried publishes LOADING again, its health the failure
+with the retry count (`retrying`), so that a version's status shows why it is still loading.
 """
 
 from __future__ import annotations
@@ -85,6 +92,7 @@ class LoaderHarness:
         "_aspired",
         "_cancel_retries",
         "_drained",
+        "_load_retries",
         "_lock",
         "_on_drained",
         "_published",
@@ -109,6 +117,7 @@ class LoaderHarness:
         self._state = LoaderState.NEW
         self._published: ManagerState | None = None
         self._status: Status = OK
+        self._load_retries = 0  # retries of the load run so far
         self._aspired = True
         self._cancel_retries = threading.Event()
         self._lock = threading.Lock()
@@ -148,15 +157,57 @@ class LoaderHarness:
         """The manager manages this version from now on: START, still NEW."""
         return self._publish("start", _NEW, LoaderState.NEW, ManagerState.START)
 
-    def load_approved(self) -> ServableState:
-        """The manager decided to load and reserved the resources: NEW -> LOADING."""
-        return self._publish("load_approved", _NEW, LoaderState.LOADING, ManagerState.LOADING)
+    def load_approved(self) -> None:
+        """The manager decided to load and reserved the resources: NEW -> LOADING. Not
+        published: the version stays START until its load starts (`load_started`)."""
+        self._require("load_approved", _NEW)
+        if self._published is not ManagerState.START:
+            raise TransitionError(f"load_approved: {self!r} has published {self._published!r}")
+        self._state = LoaderState.LOADING
 
-    def load(self, max_num_load_retries: int, load_retry_interval: float) -> Status:
+    def load_started(self) -> ServableState:
+        """A load thread takes the version: LOADING is published (as TFS publishes it when
+        the load starts, not when it is queued)."""
+        self._require("load_started", _LOADING)
+        if self._published is not ManagerState.START:
+            raise TransitionError(f"load_started: {self!r} has published {self._published!r}")
+        return self._publish("load_started", _LOADING, LoaderState.LOADING, ManagerState.LOADING)
+
+    def retrying(
+        self, failure: Status, retry: int, max_num_load_retries: int, load_retry_interval: float
+    ) -> ServableState:
+        """A load failed and retry number `retry` follows: LOADING published again, its
+        health the failure, its message ending with the retry count (servo's addition; TFS
+        shows OK until the version ends)."""
+        self._require("retrying", _LOADING)
+        if self._published is not ManagerState.LOADING:
+            raise TransitionError(f"retrying: {self!r} has published {self._published!r}")
+        if failure.ok:
+            raise ValueError(f"retrying() on {self.id} needs a status that is not OK")
+        health = Status(
+            failure.code,
+            f"{failure.message} ({retry_text(retry, max_num_load_retries, load_retry_interval)})",
+        )
+        return self._publish(
+            "retrying", _LOADING, LoaderState.LOADING, ManagerState.LOADING, health
+        )
+
+    @property
+    def load_retries(self) -> int:
+        """How many retries the load has run (or is waiting for) so far."""
+        return self._load_retries
+
+    def load(
+        self,
+        max_num_load_retries: int,
+        load_retry_interval: float,
+        on_retry: Callable[[Status, int], None] | None = None,
+    ) -> Status:
         """Runs the loader's `load`, retrying a failure `max_num_load_retries` times,
         `load_retry_interval` seconds apart, until it succeeds or retries are cancelled (the
-        version is no longer aspired). Returns OK or the last failure; changes no state (the
-        manager then calls `ready` or `error` under its lock)."""
+        version is no longer aspired). Before waiting for each retry, `on_retry(failure,
+        retry)` is called (the manager publishes `retrying`). Returns OK or the last failure;
+        changes no state (the manager then calls `ready` or `error` under its lock)."""
         self._require("load", _LOADING)
         assert self.loader is not None
         attempt = 0
@@ -171,20 +222,42 @@ class LoaderHarness:
                 if attempt >= max_num_load_retries or self._cancel_retries.is_set():
                     break
                 attempt += 1
+                self._load_retries = attempt
                 log.warning(
-                    "Loading %s failed (%s); retry %d of %d in %.3g s",
+                    "Loading %s failed (%s); %s",
                     self.id,
                     status,
-                    attempt,
-                    max_num_load_retries,
-                    load_retry_interval,
+                    retry_text(attempt, max_num_load_retries, load_retry_interval),
                 )
+                if on_retry is not None:
+                    on_retry(status, attempt)
                 if self._cancel_retries.wait(load_retry_interval):
                     break
+                log.info(
+                    "Retrying load of %s: retry %d of %d", self.id, attempt, max_num_load_retries
+                )
             else:
                 log.info("Successfully loaded %s in %.3f s", self.id, time.monotonic() - started)
                 return OK
-        log.error("Failed to load %s after %d retries: %s", self.id, attempt, status)
+        elapsed = time.monotonic() - started
+        if self._cancel_retries.is_set() and attempt < max_num_load_retries:
+            log.error(
+                "Failed to load %s after %d of %d retries in %.3f s (retries cancelled: no "
+                "longer aspired, or the server stops): %s",
+                self.id,
+                attempt,
+                max_num_load_retries,
+                elapsed,
+                status,
+            )
+        else:
+            log.error(
+                "Failed to load %s after %d retries in %.3f s: %s",
+                self.id,
+                attempt,
+                elapsed,
+                status,
+            )
         return status
 
     def ready(self) -> ServableState:
@@ -316,3 +389,8 @@ class LoaderHarness:
             f"LoaderHarness({self.id}, {self._state.name}, aspired={self._aspired}, "
             f"refs={self._refs})"
         )
+
+
+def retry_text(retry: int, max_num_load_retries: int, load_retry_interval: float) -> str:
+    """`retry 2 of 5 in 60 s`: which retry of a failed load follows, and when."""
+    return f"retry {retry} of {max_num_load_retries} in {load_retry_interval:.3g} s"

@@ -9,6 +9,13 @@ there with an error in its health, a version dropped before it loaded ends there
 AVAILABLE version always goes through UNLOADING. The loader harness returns each of these
 states for the manager to publish, checked with `check_transition`.
 
+LOADING is published when the load starts (the loader's first `load` call, on a load thread),
+as TFS publishes it; a version waiting for a load thread or for resources is still START.
+LOADING may be published again while the version loads: each failed load that is to be
+retried publishes LOADING with that failure in its health, its message ending with the retry
+count (`... (retry 2 of 5 in 60 s)`); AVAILABLE then comes with OK health, END with the last
+failure. (servo's addition: TFS's health stays OK until END.)
+
 AVAILABLE is published only once the servable can serve; UNLOADING is published once it has
 stopped taking new requests (those in flight finish before it unloads). (TFS publishes
 UNLOADING a moment earlier, just before the version leaves its serving map; either way a
@@ -38,7 +45,9 @@ class ManagerState(enum.IntEnum):
 TRANSITIONS: dict[ManagerState | None, frozenset[ManagerState]] = {
     None: frozenset({ManagerState.START}),
     ManagerState.START: frozenset({ManagerState.LOADING, ManagerState.END}),
-    ManagerState.LOADING: frozenset({ManagerState.AVAILABLE, ManagerState.END}),
+    ManagerState.LOADING: frozenset(
+        {ManagerState.LOADING, ManagerState.AVAILABLE, ManagerState.END}
+    ),
     ManagerState.AVAILABLE: frozenset({ManagerState.UNLOADING}),
     ManagerState.UNLOADING: frozenset({ManagerState.END}),
     ManagerState.END: frozenset(),

@@ -74,6 +74,18 @@ def _settled(request: ServableRequest, states: Mapping[ServableId, ManagerState]
     )
 
 
+def _version_progress(version: int, state: ServableState) -> str:
+    """`version 2 LOADING, last attempt failed: NOT_FOUND: ... (retry 1 of 5 in 60 s)`."""
+    text = f"version {version} {state.manager_state.name}"
+    if state.manager_state == ManagerState.START:
+        return f"{text} (queued: waiting for a load thread or for resources)"
+    if state.health.ok:
+        return text
+    if state.manager_state == ManagerState.LOADING:
+        return f"{text}, last attempt failed: {state.health}"
+    return f"{text}: {state.health}"
+
+
 class LoggingConfigs(Protocol):
     """What takes each config's per-model `logging_config` (the request logger)."""
 
@@ -439,7 +451,8 @@ class ServerCore:
             with self._waits_lock:
                 self._waits.add(wake)
             try:
-                next_log = time.monotonic() + WAIT_LOG_INTERVAL
+                began = time.monotonic()
+                next_log = began + WAIT_LOG_INTERVAL
                 with changed:
                     while True:
                         _, states = monitor.wait_until_servables_reach_state(
@@ -458,7 +471,10 @@ class ServerCore:
                             next_log = now + WAIT_LOG_INTERVAL
                             for name in sorted({r.name for r in requests if r not in settled}):
                                 log.warning(
-                                    "Still waiting for model %s: %s", name, self._progress(name)
+                                    "Still waiting for model %s after %.0f s: %s",
+                                    name,
+                                    now - began,
+                                    self._progress(name),
                                 )
                         until = next_log if deadline is None else min(next_log, deadline)
                         changed.wait(max(0.0, until - now))
@@ -478,9 +494,7 @@ class ServerCore:
             if self._source.pending(name):
                 return self._nothing_to_load(name)
             return "no version found yet"
-        return ", ".join(
-            f"version {v} {e.state.manager_state.name}" for v, e in sorted(states.items())
-        )
+        return ", ".join(_version_progress(v, e.state) for v, e in sorted(states.items()))
 
     def _label_map(self, config: ModelServerConfig) -> dict[str, dict[str, int]]:
         labels: dict[str, dict[str, int]] = {}

@@ -10,7 +10,12 @@ versions (version -> directory path) whenever they change.
   unloaded.
 - Base path with no numeric child, or none the version policy picks: an empty aspired list
   (every version unloads), unless `servable_versions_always_present` is set, in which case it
-  emits nothing (and startup fails with NOT_FOUND when no such version exists).
+  emits nothing (and startup fails with NOT_FOUND when no such version exists). With no
+  numeric child, TFS's hint is logged ("Did you forget to name your leaf directory as a
+  number (eg. '/1/')?"), naming a model's file found directly in the base path
+  (`saved_model.pb`, `model.onnx`, ...): the model is there, its version directory missing.
+- A child directory whose name is not a version number (`v1`, `1.0`) is ignored, as in TFS;
+  servo warns once per servable and directory, naming it (TFS says nothing).
 
 A base path may also be `file://...` (a local path) or in object storage, `s3://bucket/prefix`
 or `gs://bucket/prefix` (servo.util.gfile). There every poll lists the objects under the base
@@ -129,15 +134,18 @@ class FileSystemStoragePathSourceConfig:
                 raise ValueError(f"servable {name!r} is listed more than once")
 
 
-def find_versions(base_path: str) -> dict[int, str]:
+def find_versions(base_path: str, ignored: list[str] | None = None) -> dict[int, str]:
     """Version number -> directory path of every numeric child directory of `base_path`.
 
     Raises `ServoError(NOT_FOUND)` when `base_path` does not exist or is not a directory. When
     two names give one number (`00042` and `42`), the first in sorted order wins. In object
-    storage: every version listed, complete or not (see `find_remote_versions`).
+    storage: every version listed, complete or not (see `find_remote_versions`). `ignored`,
+    when given, is told the path of each child directory whose name is no version number
+    (hidden ones, `.name`, aside).
     """
     if gfile.is_remote(base_path):
-        return {v: url for v, (url, _) in find_remote_versions(base_path).items()}
+        found = find_remote_versions(base_path, ignored)
+        return {v: url for v, (url, _) in found.items()}
     base_path = gfile.local_path(base_path)
     try:
         entries = sorted(os.scandir(base_path), key=lambda e: e.name)
@@ -152,6 +160,8 @@ def find_versions(base_path: str) -> dict[int, str]:
     versions: dict[int, str] = {}
     for entry in entries:
         if not _VERSION_DIR.match(entry.name):
+            if ignored is not None and not entry.name.startswith(".") and _is_dir(entry):
+                ignored.append(entry.path)
             continue
         version = int(entry.name)
         if version > _MAX_VERSION:
@@ -175,17 +185,29 @@ def find_versions(base_path: str) -> dict[int, str]:
     return versions
 
 
-def find_remote_versions(base_url: str) -> dict[int, tuple[str, Listing]]:
+def find_remote_versions(
+    base_url: str, ignored: list[str] | None = None, top_files: list[str] | None = None
+) -> dict[int, tuple[str, Listing]]:
     """Version -> (its URL, its objects) of every numeric first segment under `base_url`.
-    NOT_FOUND when nothing at all is under it; the store's errors as ServoErrors."""
+    NOT_FOUND when nothing at all is under it; the store's errors as ServoErrors. `ignored`,
+    when given, is told the URL of each "directory" (a first segment with objects below it)
+    that is no version number; `top_files` the names of the objects directly under
+    `base_url`."""
     objects = gfile.list_objects(base_url)
     if not objects:
         raise ServoError(Code.NOT_FOUND, f"Could not find base path {base_url}")
     by_name: dict[str, list[gfile.ObjectInfo]] = {}
+    others: set[str] = set()
     for info in objects.values():
         first, sep, rest = info.path.partition("/")
         if sep and rest and _VERSION_DIR.match(first):
             by_name.setdefault(first, []).append(gfile.ObjectInfo(rest, info.size, info.etag))
+        elif sep and rest and not first.startswith("."):
+            others.add(first)
+        elif not sep and top_files is not None:
+            top_files.append(first)
+    if ignored is not None:
+        ignored.extend(gfile.join(base_url, name) for name in sorted(others))
     versions: dict[int, tuple[str, Listing]] = {}
     for name in sorted(by_name):
         version = int(name)
@@ -204,6 +226,53 @@ def find_remote_versions(base_url: str) -> dict[int, tuple[str, Listing]]:
             continue
         versions[version] = (url, tuple(sorted(by_name[name])))
     return versions
+
+
+# The files that make a directory a model (each platform's), for the hint about a model put
+# directly in its base path.
+MODEL_FILES = (
+    "saved_model.pb",
+    "saved_model.pbtxt",
+    "model.onnx",
+    "model.tflite",
+    "model.py",
+    "vocab.txt",
+    "embeddings.tsv",
+    "table.json",
+    "pipeline.json",
+    "composite.json",
+    "sharded.json",
+)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def no_versions_hint(name: str, base_path: str, model_files: Iterable[str] = ()) -> str:
+    """TFS's warning for a base path with no version directory, and what is there instead."""
+    message = (
+        f"No versions of servable {name} found under base path {base_path}. "
+        "Did you forget to name your leaf directory as a number (eg. '/1/')?"
+    )
+    files = sorted(model_files)
+    if files:
+        join = gfile.join if gfile.is_remote(base_path) else os.path.join
+        message += (
+            f" {', '.join(files)} {'is' if len(files) == 1 else 'are'} directly in the base "
+            f"path: put the model into a numbered version directory, e.g. "
+            f"{join(base_path, '1', files[0])}"
+        )
+    return message
+
+
+def model_files_in(base_path: str) -> list[str]:
+    """The model files (MODEL_FILES) directly in the local directory `base_path`."""
+    local = gfile.local_path(base_path)
+    return [n for n in MODEL_FILES if os.path.isfile(os.path.join(local, n))]
 
 
 def select_versions(
@@ -250,6 +319,8 @@ class FileSystemStoragePathSource(Source[str]):
         self._emitted: dict[str, tuple[tuple[int, str], ...]] = {}
         self._status: dict[str, Status] = {}
         self._warned: dict[str, str] = {}
+        # Per servable: the directories ignored (no version number) already warned about.
+        self._ignored: dict[str, set[str]] = {}
         # Object storage, per servable: each version's listing in the last poll, the
         # versions found complete (with their listing then), why the others are not.
         self._listings: dict[str, dict[int, Listing]] = {}
@@ -293,6 +364,7 @@ class FileSystemStoragePathSource(Source[str]):
             for name in removed:
                 self._status.pop(name, None)
                 self._warned.pop(name, None)
+                self._ignored.pop(name, None)
                 if self._callback.is_set:
                     log.info("Servable %s is no longer monitored: unloading its versions", name)
                     self._callback.call(name, [])
@@ -359,24 +431,28 @@ class FileSystemStoragePathSource(Source[str]):
         self, servable: ServableToMonitor, always_present: bool
     ) -> dict[int, str] | None:
         name = servable.name
+        ignored: list[str] = []
+        top_files: list[str] = []
         try:
             if gfile.is_remote(servable.base_path):
-                found = self._complete_versions(servable)
+                found = self._complete_versions(servable, ignored, top_files)
             else:
-                found = find_versions(servable.base_path)
+                found = find_versions(servable.base_path, ignored)
         except ServoError as exc:
             self._set_status(name, exc.status, f"Servable {name}: {exc.message}; nothing changes")
             if self._poll_errors is not None:
                 self._poll_errors(servable.base_path, exc.code)
             return None
+        self._warn_ignored(name, ignored)
         if not found and self._pending.get(name):
             self._set_status(name, OK, None)  # versions are on their way: logged as pending
             return None if always_present else {}
         if not found:
-            message = (
-                f"No versions of servable {name} found under base path {servable.base_path}. "
-                "Did you forget to name your leaf directory as a number (eg. '/1/')?"
-            )
+            if gfile.is_remote(servable.base_path):
+                model_files = [f for f in top_files if f in MODEL_FILES]
+            else:
+                model_files = model_files_in(servable.base_path)
+            message = no_versions_hint(name, servable.base_path, model_files)
             self._set_status(name, Status(Code.NOT_FOUND, message), message)
             return None if always_present else {}
         aspired, missing = select_versions(found, servable.version_policy)
@@ -398,11 +474,14 @@ class FileSystemStoragePathSource(Source[str]):
         self._set_status(name, OK, None)
         return aspired
 
-    def _complete_versions(self, servable: ServableToMonitor) -> dict[int, str]:
+    def _complete_versions(
+        self, servable: ServableToMonitor, ignored: list[str], top_files: list[str]
+    ) -> dict[int, str]:
         """The complete versions (version -> URL) of a base path in object storage; records
-        and logs (once per change) the versions not complete yet."""
+        and logs (once per change) the versions not complete yet. `ignored` and `top_files`
+        as for `find_remote_versions`."""
         name, marker = servable.name, self._config.version_marker
-        found = find_remote_versions(servable.base_path)
+        found = find_remote_versions(servable.base_path, ignored, top_files)
         previous = self._listings.get(name, {})
         complete = self._complete.setdefault(name, {})
         pending: dict[int, str] = {}
@@ -472,6 +551,20 @@ class FileSystemStoragePathSource(Source[str]):
             log.info("Servable %s: its base path answers again; polling goes on", name)
         self._status[name] = status
 
+    def _warn_ignored(self, name: str, ignored: list[str]) -> None:
+        """Warns once about each directory of `name`'s base path that is no version."""
+        seen = self._ignored.setdefault(name, set())
+        for path in ignored:
+            if path not in seen:
+                seen.add(path)
+                log.warning(
+                    "Servable %s: ignoring %s under its base path: a version directory is "
+                    "named by a number (e.g. 1 or 00042), and %r is not one",
+                    name,
+                    path,
+                    path.rstrip("/").rsplit("/", 1)[-1],
+                )
+
     def _warn_once(self, name: str, message: str) -> None:
         if self._warned.get(name) != message:
             self._warned[name] = message
@@ -482,10 +575,16 @@ def check_versions_present(servables: Iterable[ServableToMonitor]) -> None:
     """Raises NOT_FOUND unless every servable has at least one version directory that its
     version policy aspires."""
     for servable in servables:
-        aspired, _ = select_versions(find_versions(servable.base_path), servable.version_policy)
+        found = find_versions(servable.base_path)
+        aspired, _ = select_versions(found, servable.version_policy)
         if not aspired:
+            hint = ""
+            if not found and not gfile.is_remote(servable.base_path):
+                files = model_files_in(servable.base_path)
+                if files:
+                    hint = f" ({no_versions_hint(servable.name, servable.base_path, files)})"
             raise ServoError(
                 Code.NOT_FOUND,
                 f"Unable to find a numerical version path for servable {servable.name} at: "
-                f"{servable.base_path}",
+                f"{servable.base_path}{hint}",
             )
