@@ -56,7 +56,9 @@ serve-sharded: $(STAMP) $(MODELS)
 		--shard-grpc-ports=$(SHARD_GRPC_PORTS) --shard-rest-ports=$(SHARD_REST_PORTS)
 
 # Benchmarks (loopback only, bounded in time); wrk comes from Debian's packages, KServe (the
-# Python server compared against) into a venv of its own, as it is no dependency of servo.
+# Python server compared against) into a venv of its own, as it is no dependency of servo (it
+# pins a protobuf older than servo's). The tests use its SDK too: KServe's resources' fields,
+# for deploy/kserve (tests/support/kserve_schema.py).
 KSERVE_VENV := .venv-kserve
 $(KSERVE_VENV)/bin/python:
 	$(PYTHON) -m venv $(KSERVE_VENV)
@@ -88,11 +90,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Debian's packages the suite drives: HAProxy, the load balancer in front of the replicas.
+# tests/deploy renders the manifests with kubectl's built-in kustomize, which needs kubectl
+# 1.21 or later: this project's machines have one (1.32); Debian 12's kubernetes-client is
+# 1.20 (kustomize 2.0, which cannot render the overlays), so it is no fallback.
 debian-packages:
 	@command -v haproxy >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy; }
+	@command -v kubectl >/dev/null || { echo "tests/deploy needs kubectl 1.21 or later on PATH" >&2; exit 1; }
 
-unit: $(STAMP) $(TRITON_VENV)/.installed debian-packages
-	SERVO_TRITON_PYTHON=$(CURDIR)/$(TRITON_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
+unit: $(STAMP) $(TRITON_VENV)/.installed $(KSERVE_VENV)/bin/python debian-packages
+	SERVO_TRITON_PYTHON=$(CURDIR)/$(TRITON_VENV)/bin/python \
+		SERVO_KSERVE_PYTHON=$(CURDIR)/$(KSERVE_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint unit
 
@@ -101,4 +108,4 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) $(KSERVE_VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info
