@@ -62,7 +62,7 @@ serve-sharded: $(STAMP) $(MODELS)
 KSERVE_VENV := .venv-kserve
 $(KSERVE_VENV)/bin/python:
 	$(PYTHON) -m venv $(KSERVE_VENV)
-	$(KSERVE_VENV)/bin/python -m pip install --quiet kserve onnxruntime numpy
+	$(KSERVE_VENV)/bin/python -m pip install --quiet "kserve==0.21.*" onnxruntime numpy
 
 bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
