@@ -147,11 +147,23 @@ def deployment_problems(objects: list[dict[str, Any]]) -> list[str]:
             problems.append(f"container port http is not servo's REST port {flags.rest_api_port}")
         problems += _probe_problems(container, flags.rest_api_port)
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {})
-        needed = pre_stop.get("seconds", 0) + flags.shutdown_grace_period_seconds + EXIT_MARGIN
+        needed = (
+            pre_stop.get("seconds", 0)
+            + flags.shutdown_drain_seconds
+            + flags.shutdown_grace_period_seconds
+            + EXIT_MARGIN
+        )
         if spec.get("terminationGracePeriodSeconds", 30) < needed:
             problems.append(
                 f"terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds')} < "
-                f"preStop + --shutdown_grace_period_seconds + {EXIT_MARGIN} = {needed:g}"
+                "preStop + --shutdown_drain_seconds + --shutdown_grace_period_seconds + "
+                f"{EXIT_MARGIN} = {needed:g}"
+            )
+        if flags.shutdown_drain_seconds + pre_stop.get("seconds", 0) <= 0:
+            problems.append(
+                "no drain: with neither --shutdown_drain_seconds nor a preStop sleep, servo "
+                "stops accepting as soon as the pod is deleted, before every proxy has "
+                "removed it from the Service's endpoints"
             )
         if flags.monitoring_config_file:
             problems += _monitoring_problems(objects, spec, container, flags.monitoring_config_file)

@@ -139,7 +139,12 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     ),
     "a drain longer than the grace period": (
         lambda o: _pod(o).update(terminationGracePeriodSeconds=30),
-        "terminationGracePeriodSeconds 30 < preStop + --shutdown_grace_period_seconds",
+        "terminationGracePeriodSeconds 30 < preStop + --shutdown_drain_seconds + "
+        "--shutdown_grace_period_seconds",
+    ),
+    "no drain before stopping": (
+        lambda o: container(o)["args"].remove("--shutdown_drain_seconds=10"),
+        "no drain: with neither --shutdown_drain_seconds nor a preStop sleep",
     ),
     "the metrics page elsewhere": (
         lambda o: one(o, "ServiceMonitor")["spec"]["endpoints"][0].update(path="/metrics"),

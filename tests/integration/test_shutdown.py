@@ -225,3 +225,80 @@ def test_sigterm_under_ordinary_load_drains_and_exits_0(tmp_path: Path) -> None:
     assert code == 0, server.output
     assert set(answered) == {200}
     assert "Server stopped" in server.output
+
+
+def test_during_the_drain_readiness_says_not_ready_and_requests_are_still_served(
+    tmp_path: Path,
+) -> None:
+    """--shutdown_drain_seconds: after SIGTERM, every readiness a balancer checks (REST v2,
+    v2 gRPC's ServerReady, grpc.health) says not ready while REST and gRPC Predicts are still
+    answered; a second signal ends the drain (600 s here, never waited out)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from tensorflow_serving.apis import predict_pb2
+
+    from servo.apis.grpc.open_inference import SERVICE
+    from servo.protos import open_inference_pb2
+
+    base = write_python_model(tmp_path / "m", QUICK_MODEL)
+    with (
+        running_server(
+            [
+                "--model_name=m",
+                f"--model_base_path={base}",
+                "--model_platform=python",
+                "--shutdown_drain_seconds=600",
+                "--enable_grpc_healthcheck_service",
+                THREADS,
+            ]
+        ) as server,
+        grpc_stubs(server) as stubs,
+    ):
+        health = health_pb2_grpc.HealthStub(stubs.channel)
+        server_ready = stubs.channel.unary_unary(
+            f"/{SERVICE}/ServerReady",
+            request_serializer=open_inference_pb2.ServerReadyRequest.SerializeToString,
+            response_deserializer=open_inference_pb2.ServerReadyResponse.FromString,
+        )
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m"
+        tensor = request.inputs["inputs"]
+        tensor.dtype = 1  # DT_FLOAT
+        tensor.tensor_shape.dim.add(size=1)
+        tensor.float_val.append(1.0)
+
+        def ready() -> bool:
+            return httpx.get(f"{server.rest}/v2/health/ready", timeout=30).status_code == 200
+
+        assert ready()
+        assert server_ready(open_inference_pb2.ServerReadyRequest(), timeout=30).ready
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_line("Draining for 600s")
+        answer = httpx.get(f"{server.rest}/v2/health/ready", timeout=30)
+        assert answer.status_code == 400 and "stopping" in answer.json()["error"]
+        assert not server_ready(open_inference_pb2.ServerReadyRequest(), timeout=30).ready
+        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert httpx.get(f"{server.rest}/v2/health/live", timeout=30).status_code == 200
+        for _ in range(5):  # still served, on new connections too
+            assert predict(server, "m").json() == {"predictions": [2.0]}
+            reply = stubs.predictions.Predict(request, timeout=30)
+            assert list(reply.outputs["outputs"].float_val) == [2.0]
+        assert sigterm_and_wait(server, signal.SIGINT) == EXIT_DRAIN_INCOMPLETE
+    assert "Received SIGINT while stopping: exiting now" in server.output
+
+
+def test_a_drain_that_runs_out_goes_on_to_stop_and_exits_0(tmp_path: Path) -> None:
+    base = write_python_model(tmp_path / "m", QUICK_MODEL)
+    with running_server(
+        [
+            "--model_name=m",
+            f"--model_base_path={base}",
+            "--model_platform=python",
+            "--shutdown_drain_seconds=0.5",
+            THREADS,
+        ]
+    ) as server:
+        assert predict(server, "m").json() == {"predictions": [2.0]}
+        assert sigterm_and_wait(server) == 0, server.output
+    lines = server.output
+    assert lines.index("Draining for 0.5s") < lines.index("Server stopped")

@@ -336,6 +336,9 @@ class DataPlane:
         self.request_logger = request_logger
         self.method_name_check = method_name_check
         self.access_log = access_log
+        # Set when the server begins to stop: readiness says not ready from then on (the
+        # drain, --shutdown_drain_seconds), while requests are still served.
+        self.stopping = False
 
     def _handle(self, spec: ModelSpec) -> ServableHandle:
         if self.access_log:

@@ -205,8 +205,10 @@ def model_metadata(
 
 
 def server_not_ready(plane: DataPlane) -> str:
-    """Why the server is not ready ("" when it is): the configured models with no AVAILABLE
-    version, each with its versions' states."""
+    """Why the server is not ready ("" when it is): stopping, or the configured models with
+    no AVAILABLE version, each with its versions' states."""
+    if plane.stopping:
+        return "Not ready: the server is stopping (it serves requests until it stops accepting)"
     waiting = [
         f"{name} ({describe(versions)})"
         for name, versions in plane.models()

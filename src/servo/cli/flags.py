@@ -490,6 +490,15 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "end; the process then exits whatever still runs (exit code 3 when something did).",
     ),
     Flag(
+        "shutdown_drain_seconds",
+        parse_seconds,
+        0.0,
+        "On SIGTERM or SIGINT, first: how long to go on serving while readiness answers "
+        "not ready (GET /v2/health/ready, v2 ServerReady, grpc.health NOT_SERVING), so that "
+        "a load balancer's health checks take the replica out before it stops accepting. "
+        "0: stop accepting at once, as TFS. The grace period starts after it.",
+    ),
+    Flag(
         "rest_api_max_connections",
         parse_positive_count,
         4096,

@@ -2,10 +2,12 @@
 
 Start-up follows TFS: the config's models load first, and the ports open once every model's
 newest version is AVAILABLE; a model that fails makes the process exit non-zero with its error.
-SIGTERM and SIGINT stop the APIs from accepting, let requests in flight finish, unload the
-models and exit 0; whatever still runs when `--shutdown_grace_period_seconds` have passed (a
-request, a model call, a load or a reload that never returns) is left behind and the process
-exits with EXIT_DRAIN_INCOMPLETE. A second signal exits at once, with that code too.
+SIGTERM and SIGINT turn readiness to not ready and, after `--shutdown_drain_seconds` of
+serving on (0 by default, as TFS), stop the APIs from accepting, let requests in flight
+finish, unload the models and exit 0; whatever still runs when
+`--shutdown_grace_period_seconds` have passed (a request, a model call, a load or a reload
+that never returns) is left behind and the process exits with EXIT_DRAIN_INCOMPLETE. A second
+signal exits at once, with that code too.
 """
 
 from __future__ import annotations
@@ -537,8 +539,9 @@ class ModelServer:
             log.warning("Received %s while stopping: exiting now", sig.name)
             exit_now(EXIT_DRAIN_INCOMPLETE)
         log.info(
-            "Received %s: stopping (grace period %gs)",
+            "Received %s: stopping (drain %gs, then grace period %gs)",
             sig.name,
+            self.args.shutdown_drain_seconds,
             self.args.shutdown_grace_period_seconds,
         )
         self._stopping.set()
@@ -549,6 +552,19 @@ class ModelServer:
         ended within it; False when something still runs (left to its thread)."""
         self._stopping.set()
         self._stop_polling.set()
+        if self.plane is not None:
+            self.plane.stopping = True  # readiness: not ready from now on
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()  # every service NOT_SERVING
+        drain = float(self.args.shutdown_drain_seconds)
+        serving = self.servers.rest is not None or self.servers.grpc is not None
+        if drain > 0 and serving:  # not when a start failed before the ports opened
+            log.info(
+                "Draining for %gs: readiness says not ready, requests are still served "
+                "(--shutdown_drain_seconds)",
+                drain,
+            )
+            await asyncio.sleep(drain)  # the drain itself: the time a balancer is given
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(self.args.shutdown_grace_period_seconds)
 
@@ -556,8 +572,6 @@ class ModelServer:
             return max(0.0, deadline - loop.time())
 
         complete = True
-        if self.health is not None:
-            await self.health.enter_graceful_shutdown()  # every service NOT_SERVING
         if self.profiler is not None:
             self.profiler.end_all()  # captures in flight answer what they have
         if self.servers.rest is not None:
