@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 # Debian's packages (wrk, HAProxy) are installed with apt-get, through sudo unless root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all venv serve serve-sharded test lint unit examples protos bench replicas debian-packages clean
+.PHONY: all venv serve serve-sharded test lint unit examples protos bench replicas debian-packages \
+	container-packages image image-slim container-bases clean
 MODELS := examples/models/models.config
 
 all: test
@@ -97,7 +98,7 @@ debian-packages:
 	@command -v haproxy >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy; }
 	@command -v kubectl >/dev/null || { echo "tests/deploy needs kubectl 1.21 or later on PATH" >&2; exit 1; }
 
-unit: $(STAMP) $(TRITON_VENV)/.installed $(KSERVE_VENV)/bin/python debian-packages
+unit: $(STAMP) $(TRITON_VENV)/.installed $(KSERVE_VENV)/bin/python debian-packages container-packages
 	SERVO_TRITON_PYTHON=$(CURDIR)/$(TRITON_VENV)/bin/python \
 		SERVO_KSERVE_PYTHON=$(CURDIR)/$(KSERVE_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -106,6 +107,61 @@ test: lint unit
 # Regenerates src/servo/protos/*_pb2.py(i) from the .proto files (a test fails when stale).
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+# Container images (deploy/container/Containerfile), built and run with podman: `make image`
+# (TensorFlow included) and `make image-slim` (no TensorFlow). Their two bases are Debian
+# bookworm root file systems made by mmdebstrap from Debian's packages and imported, as no
+# image registry is used; the build reaches the package index for Python's packages.
+PODMAN ?= podman
+IMAGE ?= localhost/servo-model-server:latest
+SLIM_IMAGE ?= localhost/servo-model-server:slim
+IMAGE_EXTRAS ?= tensorflow,text,onnx,tflite,s3,gcs
+SLIM_IMAGE_EXTRAS ?= onnx,tflite
+IMAGE_BASE := localhost/servo-base:bookworm
+IMAGE_BUILD_BASE := localhost/servo-build-base:bookworm
+IMAGE_DIR := build/container
+# Global flags for podman. runc, as crun refuses a machine whose cgroups are half v1, half v2
+# (this sandbox's); the run flags keep the container's limits at or below the machine's, as
+# raising them needs CAP_SYS_RESOURCE, which a sandbox may not grant.
+PODMAN_FLAGS ?= --runtime=runc
+CONTAINER_LIMITS ?= --ulimit=nofile=$(shell ulimit -Hn):$(shell ulimit -Hn) --ulimit=nproc=4096:4096
+# pip in the build trusts this machine's CA bundle (a proxy's CA may be in it), mounted
+# read-only into the build and so kept out of the image.
+HOST_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+MMDEBSTRAP := mmdebstrap --quiet --variant=essential --dpkgopt='path-exclude=/usr/share/doc/*' \
+	--dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/man/*' \
+	--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*'
+
+container-packages:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq podman runc mmdebstrap; }
+
+$(IMAGE_DIR)/base.tar: | container-packages
+	mkdir -p $(IMAGE_DIR)
+	$(SUDO) $(MMDEBSTRAP) --include=python3,ca-certificates,libstdc++6 bookworm $(@:.tar=.part.tar) && mv $(@:.tar=.part.tar) $@
+
+$(IMAGE_DIR)/build-base.tar: | container-packages
+	mkdir -p $(IMAGE_DIR)
+	$(SUDO) $(MMDEBSTRAP) --include=python3-venv,ca-certificates,libstdc++6 bookworm $(@:.tar=.part.tar) && mv $(@:.tar=.part.tar) $@
+
+# The bases, imported when the engine does not have them.
+container-bases: $(IMAGE_DIR)/base.tar $(IMAGE_DIR)/build-base.tar
+	$(PODMAN) image exists $(IMAGE_BASE) || $(PODMAN) import $(IMAGE_DIR)/base.tar $(IMAGE_BASE)
+	$(PODMAN) image exists $(IMAGE_BUILD_BASE) || \
+		$(PODMAN) import $(IMAGE_DIR)/build-base.tar $(IMAGE_BUILD_BASE)
+
+IMAGE_BUILD_ARGS = $(PODMAN_FLAGS) build --format=docker $(CONTAINER_LIMITS) \
+	--build-arg BASE=$(IMAGE_BASE) --build-arg BUILD_BASE=$(IMAGE_BUILD_BASE) \
+	$(if $(wildcard $(HOST_CA_BUNDLE)),-v $(HOST_CA_BUNDLE):/run/host-ca.pem:ro --build-arg PIP_CERT=/run/host-ca.pem) \
+	-f deploy/container/Containerfile
+
+image: container-bases
+	$(PODMAN) $(IMAGE_BUILD_ARGS) --build-arg EXTRAS=$(IMAGE_EXTRAS) -t $(IMAGE) .
+	$(PODMAN) image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE)
+
+image-slim: container-bases
+	$(PODMAN) $(IMAGE_BUILD_ARGS) --build-arg EXTRAS=$(SLIM_IMAGE_EXTRAS) -t $(SLIM_IMAGE) .
+	$(PODMAN) image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(SLIM_IMAGE)
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) $(KSERVE_VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from servo.util import gfile
+from tests.support.container import engine_problem
 from tests.support.s3 import S3Server, s3_server
 from tests.support.testdata import (
     TfsModels,
@@ -17,7 +18,9 @@ from tests.support.testdata import (
 )
 
 TFS_TESTDATA_MARK = "tfs_testdata"
+CONTAINER_MARK = "container"
 _NOT_RUN = pytest.StashKey[int]()
+_NO_ENGINE = pytest.StashKey[tuple[int, str]]()
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +53,15 @@ def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked tfs_testdata run when TFS's data is there and fail without it under
-    CI=true; otherwise they are deselected (not skipped: see below) and counted."""
+    CI=true; otherwise they are deselected (not skipped: see below) and counted. Tests marked
+    container likewise need a usable podman."""
+    containers = [item for item in items if item.get_closest_marker(CONTAINER_MARK)]
+    if containers and not ci_requires_tfs_testdata():
+        problem = engine_problem()
+        if problem is not None:
+            items[:] = [item for item in items if not item.get_closest_marker(CONTAINER_MARK)]
+            config.hook.pytest_deselected(items=containers)
+            config.stash[_NO_ENGINE] = (len(containers), problem)
     if tfs_testdata_present() or ci_requires_tfs_testdata():
         return
     needing = [item for item in items if item.get_closest_marker(TFS_TESTDATA_MARK)]
@@ -62,6 +73,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    no_engine = terminalreporter.config.stash.get(_NO_ENGINE, None)
+    if no_engine:
+        terminalreporter.write_line(
+            f"{no_engine[0]} tests need a container engine: not run ({no_engine[1]})",
+            yellow=True,
+        )
     not_run = terminalreporter.config.stash.get(_NOT_RUN, 0)
     if not_run:
         terminalreporter.write_line(

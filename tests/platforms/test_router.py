@@ -166,18 +166,20 @@ def test_detect_platform_on_test_models(mlp_version_dir: str, tfs_models: TfsMod
 
 
 @pytest.mark.parametrize(
-    ("platform", "runtime", "extra"),
+    ("platform", "runtimes", "extra"),
     [
-        ("onnx", "onnxruntime", "onnx"),
-        ("tensorflow", "tensorflow", "tensorflow"),
-        ("tflite", "tensorflow", "tensorflow"),
+        ("onnx", ("onnxruntime",), "onnx"),
+        ("tensorflow", ("tensorflow",), "tensorflow"),
+        # TF Lite runs on ai-edge-litert, else TensorFlow: missing only when both are.
+        ("tflite", ("ai_edge_litert", "ai_edge_litert.interpreter", "tensorflow"), "tflite"),
     ],
 )
 def test_missing_runtime_names_the_extra_to_install(
-    platform: str, runtime: str, extra: str, monkeypatch: pytest.MonkeyPatch
+    platform: str, runtimes: tuple[str, ...], extra: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Hide the runtime, and forget the platform module so that it is imported again.
-    monkeypatch.setitem(sys.modules, runtime, None)
+    # Hide the runtimes, and forget the platform module so that it is imported again.
+    for runtime in runtimes:
+        monkeypatch.setitem(sys.modules, runtime, None)
     monkeypatch.delitem(sys.modules, f"servo.platforms.{platform}", raising=False)
     with pytest.raises(ServoError) as err:
         router.import_platform(platform)

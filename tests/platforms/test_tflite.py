@@ -1,6 +1,8 @@
 """The tflite platform: stand-ins for TFS's TF Lite test models (tests/support/tfs_models.py),
-signatures as TFS builds them, resizing, the interpreter pool. The contract every platform keeps
-is checked in test_conformance.py."""
+signatures as TFS builds them, resizing, the interpreter pool, each on both interpreters
+servo runs (ai-edge-litert's, TensorFlow's tf.lite; without TensorFlow:
+test_tflite_without_tensorflow.py). The contract every platform keeps is checked in
+test_conformance.py."""
 
 from __future__ import annotations
 
@@ -22,12 +24,27 @@ from tests.support.testdata import TfsModels
 OPTIONS = PlatformOptions()
 
 
+@pytest.fixture(scope="module", autouse=True, params=["ai_edge_litert", "tensorflow"])
+def interpreter(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this file on LiteRT's interpreter (what servo picks when ai-edge-litert is
+    installed) and on TensorFlow's (its fallback)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    assert tflite.RUNTIME == "ai_edge_litert"  # installed by the tflite extra
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "tensorflow":
+            patch.setattr(tflite, "_Interpreter", tf.lite.Interpreter)
+        else:
+            assert tflite._Interpreter is Interpreter
+        yield request.param
+
+
 def column(*values: float) -> np.ndarray:
     return np.array([[v] for v in values], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def plain(tfs_models: TfsModels) -> Iterator[tflite.TfLiteServable]:
+def plain(tfs_models: TfsModels, interpreter: str) -> Iterator[tflite.TfLiteServable]:
     """TFS's TF Lite half_plus_two with no SignatureDefs."""
     path = tfs_models.path("saved_model_half_plus_two_tflite", "00000123")
     servable = tflite.load(path, OPTIONS)
@@ -36,7 +53,7 @@ def plain(tfs_models: TfsModels) -> Iterator[tflite.TfLiteServable]:
 
 
 @pytest.fixture(scope="module")
-def with_sigdef(tfs_models: TfsModels) -> Iterator[tflite.TfLiteServable]:
+def with_sigdef(tfs_models: TfsModels, interpreter: str) -> Iterator[tflite.TfLiteServable]:
     """TFS's TF Lite half_plus_two with SignatureDefs in its metadata."""
     path = tfs_models.path("saved_model_half_plus_two_tflite_with_sigdef", "00000123")
     servable = tflite.load(path, OPTIONS)
@@ -45,7 +62,9 @@ def with_sigdef(tfs_models: TfsModels) -> Iterator[tflite.TfLiteServable]:
 
 
 @pytest.fixture(scope="module")
-def native(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tflite.TfLiteServable]:
+def native(
+    tmp_path_factory: pytest.TempPathFactory, interpreter: str
+) -> Iterator[tflite.TfLiteServable]:
     """A model converted from TF2 functions, with the converter's own signatures."""
 
     class Model(tf.Module):
@@ -215,3 +234,13 @@ def test_string_inputs_keep_every_byte(tmp_path: Path) -> None:
         assert out["picked"].tolist() == [b"\xff\x00z", b"\x00", b"ab\x00\x00"]
     finally:
         servable.close()
+
+
+def test_interpreter_in_use_is_the_one_patched(
+    plain: tflite.TfLiteServable, interpreter: str
+) -> None:
+    slot = plain._pool.acquire()
+    try:
+        assert type(slot.interpreter).__module__.split(".")[0] == interpreter
+    finally:
+        plain._pool.release(slot)

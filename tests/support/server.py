@@ -51,19 +51,25 @@ class ServerProcess:
         *,
         program: Sequence[str] = (sys.executable, "-m", "servo"),
         base_env: Mapping[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        ports: tuple[int, int] | None = None,
     ) -> None:
         """`program serve ARGS` (e.g. another venv's `servo` script), in `base_env` (default:
-        this process's environment) updated with `env`."""
-        self.grpc_port = free_port()
-        self.rest_port = free_port()
-        self.args = [
-            *program,
-            "serve",
-            f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}",
-            "--bind_address=127.0.0.1",
-            *args,
-        ]
+        this process's environment) updated with `env`. `command` runs `command ARGS` instead
+        (e.g. the container's entrypoint), which must listen on `ports` (gRPC, REST)."""
+        self.grpc_port, self.rest_port = ports or (free_port(), free_port())
+        self.args = (
+            [*command, *args]
+            if command is not None
+            else [
+                *program,
+                "serve",
+                f"--port={self.grpc_port}",
+                f"--rest_api_port={self.rest_port}",
+                "--bind_address=127.0.0.1",
+                *args,
+            ]
+        )
         self.lines: list[str] = []
         self._ready = threading.Event()
         self._cond = threading.Condition()

@@ -54,7 +54,8 @@ PLATFORMS: dict[str, PlatformInfo] = {
         "tensorflow",
         ("saved_model.pb", "saved_model.pbtxt"),
     ),
-    "tflite": PlatformInfo("servo.platforms.tflite", "tensorflow", "tensorflow", ("model.tflite",)),
+    # ai-edge-litert's interpreter, else TensorFlow's (servo.platforms.tflite).
+    "tflite": PlatformInfo("servo.platforms.tflite", "tflite", "ai_edge_litert", ("model.tflite",)),
     "onnx": PlatformInfo("servo.platforms.onnx", "onnx", "onnxruntime", ("model.onnx",)),
     "python": PlatformInfo("servo.platforms.python", None, None, ("model.py",)),
     "lookup": PlatformInfo(
@@ -83,7 +84,7 @@ def import_platform(platform: str) -> ModuleType:
     """The platform's module; FAILED_PRECONDITION naming the extra when its runtime is missing."""
     info = platform_info(platform)
     try:
-        if info.runtime == "tensorflow":
+        if info.runtime == "tensorflow" or platform == "tflite":
             with tensorflow_logs.quiet_import():  # its libraries' start-up banner
                 return importlib.import_module(info.module)
         return importlib.import_module(info.module)

@@ -21,8 +21,12 @@ exported with batch size 1 answers any batch size. An input is not resized beyon
 its own rank, when that is more): XNNPack, TF Lite's default CPU delegate, takes at most 6, and
 in TF 2.21 crashes the process when a delegated input is resized to 8 or more.
 
-The interpreter is `ai_edge_litert`'s when that package is installed (TF Lite's maintained
-home), else TensorFlow's `tf.lite.Interpreter`, which TF 2.21 still ships (deprecated).
+The interpreter is `ai_edge_litert`'s when that package is installed (the `tflite` extra: TF
+Lite's maintained home, a 20 MB wheel that needs no TensorFlow), else TensorFlow's
+`tf.lite.Interpreter`, which TF 2.21 still ships (deprecated). Both run the same TF Lite
+runtime; litert is preferred even where TensorFlow is installed, as it is the maintained one
+and loads without TensorFlow's libraries. `RUNTIME` names the one in use. Nothing else here
+needs TensorFlow: SignatureDefs are parsed with servo's own copy of their proto.
 
 `options.intra_op_parallelism` sets each interpreter's thread count (0 = TF Lite's default).
 `options.extra` keys read here:
@@ -41,10 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tensorflow as tf  # the router reports a missing `tensorflow` as the extra to install
 from flatbuffers import encode, flexbuffers, number_types, packer, table
 from google.protobuf import message
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, from_numpy
@@ -61,11 +63,23 @@ from servo.platforms.servable import (
     unknown_signature,
     unloaded,
 )
+from servo.protos import meta_graph_pb2
 
+_Interpreter: Any
 try:  # pragma: no cover - depends on what is installed
-    from ai_edge_litert.interpreter import Interpreter as _Interpreter
+    from ai_edge_litert import interpreter as _litert
+
+    _Interpreter = _litert.Interpreter
+    RUNTIME = "ai_edge_litert"
 except ImportError:
+    try:
+        import tensorflow as tf
+    except ImportError:  # the router names the `tflite` extra for a missing ai_edge_litert
+        raise ImportError(
+            "The tflite platform needs ai-edge-litert (or TensorFlow)", name="ai_edge_litert"
+        ) from None
     _Interpreter = tf.lite.Interpreter
+    RUNTIME = "tensorflow"
 
 PLATFORM = "tflite"
 MODEL_FILE = "model.tflite"
