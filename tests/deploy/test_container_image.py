@@ -25,10 +25,16 @@ from tests.support.server import free_port
 from tests.support.testdata import REPO, TfsModels
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.container]
-
 IMAGE = "localhost/servo-model-server:slim-test"
 BUILD_TIMEOUT = 900  # seconds: a new machine makes the bases and downloads the dependencies
+
+# The suite's per-test bound (120 s) would cut the first build short: this test's bound is
+# the build's plus the run's.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.container,
+    pytest.mark.timeout(BUILD_TIMEOUT + 120),
+]
 
 
 @pytest.fixture(scope="module")
