@@ -148,6 +148,9 @@ class FakeCore:
             raise ServoError(Code.NOT_FOUND, f"Servable not found for request: {request}")
         return FakeHandle(self, ServableId(name, version), versions[version])
 
+    def version_labels(self, name: str) -> dict[str, int]:
+        return dict(self.labels.get(name, {}))
+
     def model_names(self) -> list[str]:
         """The models with a published state, in the order they were added (the config's)."""
         return list(self.states)

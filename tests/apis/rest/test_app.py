@@ -762,6 +762,16 @@ def test_every_model_is_listed_with_its_versions(served: FakeCore, rest: RestCli
     assert rest.get("/V1/MODELS").json() == answer.json()  # TFS's routes ignore case
 
 
+def test_every_model_is_listed_with_its_version_labels(served: FakeCore, rest: RestClient) -> None:
+    """Each listed model carries its labels (label -> version, a string as versions are; none:
+    {}), so that the status page can show them beside the versions."""
+    served.states["waiting"] = {}
+    labels = {m["name"]: m["version_labels"] for m in rest.get("/v1/models").json()["models"]}
+    assert labels["two_versions"] == {"canary": "124", "stable": "123"}
+    assert labels["half_plus_two"] == {}
+    assert labels["waiting"] == {}
+
+
 def without_name(metadata: dict) -> dict:
     metadata = json.loads(json.dumps(metadata))
     metadata["model_spec"].pop("name")

@@ -383,12 +383,19 @@ class RestApi:
 
     def _models(self) -> bytes:
         """Every configured model by name, each with its GetModelStatus answer's versions
-        (none yet: an empty list), in the config's order. TFS has no such route (it answers
-        "Missing model name in request.")."""
+        (none yet: an empty list) and its version labels, in the config's order. TFS has no
+        such route (it answers "Missing model name in request.")."""
         return orjson.dumps(
             {
                 "models": [
-                    {"name": name, "model_version_status": _version_status(versions)}
+                    {
+                        "name": name,
+                        "model_version_status": _version_status(versions),
+                        "version_labels": {
+                            label: str(version)
+                            for label, version in sorted(self.plane.version_labels(name).items())
+                        },
+                    }
                     for name, versions in self.plane.models()
                 ]
             },
