@@ -137,7 +137,7 @@ def test_paths_outside_v1_are_404(rest: RestClient) -> None:
     answer = rest.get("/v2/models/half_plus_two/labels/x")
     assert answer.status == 404
     assert answer.error == "Not found: GET /v2/models/half_plus_two/labels/x"
-    for method, path in [("POST", "/"), ("GET", "/v1"), ("OPTIONS", "/v2/models/x")]:
+    for method, path in [("POST", "/index.html"), ("GET", "/v1"), ("OPTIONS", "/v2/models/x")]:
         answer = rest.request(method, path)
         assert (answer.status, answer.error) == (404, f"Not found: {method} {path}")
 
