@@ -38,7 +38,7 @@ pytestmark = [
     pytest.mark.parametrize("api_store", ["local"], indirect=True),
 ]
 
-EXAMPLES = 20  # per operation (27 operations: the repository's 3 are left out, below)
+EXAMPLES = 20  # per operation (29 operations: the repository's 3 are left out, below)
 DOCUMENT = json.loads(OPENAPI_FILE.read_text())
 CHECKS = [
     not_a_server_error,

@@ -110,7 +110,7 @@ def test_label_on_an_unavailable_version_is_refused(core, tmp_path: Path) -> Non
     )
     # The models were applied; the label was not.
     assert core.model_status("m")[0].state == ManagerState.AVAILABLE
-    assert core.labels("m") == {}
+    assert core.version_labels("m") == {}
 
 
 def test_new_labels_may_point_anywhere_when_allowed(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_new_labels_may_point_anywhere_when_allowed(tmp_path: Path) -> None:
     try:
         base = make_model(tmp_path / "m", 1)
         core.reload_config(config(("m", base, 'version_labels { key: "next" value: 2 }')))
-        assert core.labels("m") == {"next": 2}
+        assert core.version_labels("m") == {"next": 2}
         # Moving an existing label to an unavailable version is still refused.
         with pytest.raises(ServoError, match="version 3 of model m"):
             core.reload_config(config(("m", base, 'version_labels { key: "next" value: 3 }')))
@@ -167,7 +167,7 @@ def test_labels_move_even_when_a_model_added_with_them_fails(core, tmp_path: Pat
             )
         )
     # The config stands (a poll would not apply it again): its label move must have applied.
-    assert core.labels("m") == {"stable": 2}
+    assert core.version_labels("m") == {"stable": 2}
     with core.servable_handle("m", label="stable") as h:
         assert h.id == ServableId("m", 2)
 
@@ -343,7 +343,7 @@ def test_a_reload_that_does_not_wait_returns_and_its_wait_ends_at_a_later_config
         assert core.model_names() == ["slow"]
         assert core.monitor.get_state(ServableId("slow", 1)) != ManagerState.AVAILABLE
         gate.write_text("")
-        wait_until(lambda: core.labels("slow") == {"stable": 1}, what="the label applied")
+        wait_until(lambda: core.version_labels("slow") == {"stable": 1}, what="the label applied")
         # A second gated model; a later config ends the first wait, which logs why.
         gate.unlink()
         (tmp_path / "slow2").mkdir()

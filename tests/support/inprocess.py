@@ -148,6 +148,9 @@ class FakeCore:
             raise ServoError(Code.NOT_FOUND, f"Servable not found for request: {request}")
         return FakeHandle(self, ServableId(name, version), versions[version])
 
+    def version_labels(self, name: str) -> dict[str, int]:
+        return dict(self.labels.get(name, {}))
+
     def model_names(self) -> list[str]:
         """The models with a published state, in the order they were added (the config's)."""
         return list(self.states)
@@ -304,7 +307,8 @@ class _Loop:
 
 class RestClient(_Loop):
     """Calls a RestApi as granian would; every answer is checked to be JSON (but the metrics
-    page). Paths are given as granian hands them over: URL-decoded already."""
+    page and the status page's HTML). Paths are given as granian hands them over: URL-decoded
+    already."""
 
     def __init__(self, plane: DataPlane, options: RestOptions | None = None) -> None:
         super().__init__()
@@ -351,6 +355,8 @@ class RestClient(_Loop):
         assert len(names) == len(answer_headers), f"a header given twice: {answer_headers}"
         if "inference-header-content-length" in names:  # v2's binary tensors: JSON, then data
             assert names["content-type"] == "application/octet-stream", (method, path, names)
+        elif path == "/" and status == 200:  # the status page
+            assert names["content-type"] == "text/html; charset=utf-8", (method, path, names)
         elif path != self.app.options.metrics_path:
             assert names["content-type"] == "application/json", (method, path, names)
         return RestAnswer(status, names, answer, protocol.reads)

@@ -468,6 +468,10 @@ class DataPlane:
         """The configured models' names, in the config's order."""
         return self.core.model_names()
 
+    def version_labels(self, name: str) -> dict[str, int]:
+        """The model's version labels (label -> version); none for an unknown model."""
+        return dict(self.core.version_labels(name))
+
     def versions(self, spec: ModelSpec) -> list[VersionStatus]:
         """`model_status`, but [] where the model (or the version) has no state yet."""
         return self._versions(spec, self.model_status)

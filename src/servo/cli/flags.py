@@ -577,6 +577,14 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "the same objects (names, sizes, ETags) and no upload under it is in progress.",
     ),
     Flag(
+        "enable_status_page",
+        B,
+        True,
+        "Serve the status page at / on the REST port (models, versions, states, errors, "
+        "labels; request rates and latencies when metrics are on): read-only, it shows what "
+        "GET /v1/models and the metrics page show. false: / is 404, as in TFS.",
+    ),
+    Flag(
         "open_files_reserve",
         parse_count,
         256,

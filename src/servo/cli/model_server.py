@@ -449,6 +449,7 @@ class ModelServer:
                 metrics_path=self.prometheus.path if self.prometheus.enabled else None,
                 decode_limits=self.decode_limits(),
                 read_timeout=a.rest_api_read_timeout_seconds or None,
+                status_page=a.enable_status_page,
             ),
             self.repository,
         )

@@ -546,7 +546,8 @@ class ServerCore:
     ) -> ServableHandle:
         return self.manager.get_servable_handle(self.servable_request(name, version, label))
 
-    def labels(self, name: str) -> Mapping[str, int]:
+    def version_labels(self, name: str) -> Mapping[str, int]:
+        """The model's labels as the running config set them (label -> version)."""
         return dict(self._labels.get(name, {}))
 
     def model_status(

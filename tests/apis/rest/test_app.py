@@ -137,7 +137,7 @@ def test_paths_outside_v1_are_404(rest: RestClient) -> None:
     answer = rest.get("/v2/models/half_plus_two/labels/x")
     assert answer.status == 404
     assert answer.error == "Not found: GET /v2/models/half_plus_two/labels/x"
-    for method, path in [("POST", "/"), ("GET", "/v1"), ("OPTIONS", "/v2/models/x")]:
+    for method, path in [("POST", "/index.html"), ("GET", "/v1"), ("OPTIONS", "/v2/models/x")]:
         answer = rest.request(method, path)
         assert (answer.status, answer.error) == (404, f"Not found: {method} {path}")
 
@@ -760,6 +760,16 @@ def test_every_model_is_listed_with_its_versions(served: FakeCore, rest: RestCli
     ]
     assert models["waiting"] == []
     assert rest.get("/V1/MODELS").json() == answer.json()  # TFS's routes ignore case
+
+
+def test_every_model_is_listed_with_its_version_labels(served: FakeCore, rest: RestClient) -> None:
+    """Each listed model carries its labels (label -> version, a string as versions are; none:
+    {}), so that the status page can show them beside the versions."""
+    served.states["waiting"] = {}
+    labels = {m["name"]: m["version_labels"] for m in rest.get("/v1/models").json()["models"]}
+    assert labels["two_versions"] == {"canary": "124", "stable": "123"}
+    assert labels["half_plus_two"] == {}
+    assert labels["waiting"] == {}
 
 
 def without_name(metadata: dict) -> dict:

@@ -8,6 +8,8 @@ Routes, as TFS matches them (case-insensitive, whole path):
     GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature metadata
     GET  {prometheus path}                                       metrics, when enabled
     GET  /v1/openapi.json                                        this API in OpenAPI 3
+    GET, HEAD /                                                  the status page (servo's;
+                                                                 `status_page`), when on
     GET, POST /v2/...                                            the Open Inference Protocol
                                                                  (`open_inference`)
 
@@ -15,7 +17,8 @@ TFS matches these on the raw path and then decodes the name and the label; grani
 app a decoded path, so a name or label that held `%2F` or `%3A` is read from it by
 `paths` (the reading whose name is served). Any other `/v1/...` request is 400 "Malformed
 request: METHOD PATH"; everything else is 404.
-Every answer is JSON; errors are `{"error": message}` with the HTTP status of their code.
+Every answer is JSON (but the metrics page and the status page); errors are
+`{"error": message}` with the HTTP status of their code.
 An `OPTIONS` request (a CORS preflight) to a `/v1/...` path is 200 when it has an `Origin`
 header, as in TFS, with or without `--rest_api_enable_cors_support` (which adds the CORS
 headers to every `/v1` answer). With metrics on, every `/v1` request is counted by model name
@@ -44,7 +47,7 @@ from google.protobuf.message import Message
 
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
-from servo.apis.rest import json_codec, open_inference, paths
+from servo.apis.rest import json_codec, open_inference, paths, status_page
 from servo.apis.rest.read_watch import ReadTimeout, ReadWatch
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
@@ -99,6 +102,8 @@ class RestOptions:
     # --rest_api_read_timeout_seconds: the longest wait for a body once the headers are
     # read (408 after it); None means no limit.
     read_timeout: float | None = 30.0
+    # --enable_status_page: the status page at `/` (TFS: 404 there).
+    status_page: bool = True
 
 
 # How much of a chunked body past the limit is read (and dropped) before the 413.
@@ -158,6 +163,9 @@ class RestApi:
         self._headers = JSON_HEADERS + (CORS_HEADERS if self.options.enable_cors else [])
         self._routes: dict[str, tuple[str, ModelSpec]] = {}
         self._openapi: bytes | None = None  # read on first request
+        self._status_page = (
+            status_page.StatusPage(self.options.metrics_path) if self.options.status_page else None
+        )
         timeout = self.options.read_timeout
         self._read_watch = ReadWatch(timeout) if timeout is not None else None
         self._inference: dict[str, Callable[[ModelSpec, bytes], Awaitable[bytes]]] = {
@@ -198,6 +206,9 @@ class RestApi:
             ):
                 proto.response_bytes(200, METRICS_HEADERS, self.metrics.render())
                 return
+            elif path == status_page.PATH and self._status_page is not None:
+                proto.response_bytes(*self._status_page.answer(method))
+                return
             else:
                 status, body = 404, json_codec.dumps_error(f"Not found: {method} {path}")
         except ServoError as exc:
@@ -210,6 +221,10 @@ class RestApi:
             status, body = 413, json_codec.dumps_error(str(exc))
         except UnsupportedMediaType as exc:
             status, body = 415, json_codec.dumps_error(str(exc))
+        except status_page.MethodNotAllowed as exc:
+            headers = [*self._headers, ("allow", ", ".join(status_page.ALLOWED_METHODS))]
+            proto.response_bytes(405, headers, json_codec.dumps_error(str(exc)))
+            return
         except RequestTimeout as exc:
             # The body was not read whole: the connection cannot carry another request.
             headers = [*self._headers, ("connection", "close")]
@@ -419,12 +434,19 @@ class RestApi:
 
     def _models(self) -> bytes:
         """Every configured model by name, each with its GetModelStatus answer's versions
-        (none yet: an empty list), in the config's order. TFS has no such route (it answers
-        "Missing model name in request.")."""
+        (none yet: an empty list) and its version labels, in the config's order. TFS has no
+        such route (it answers "Missing model name in request.")."""
         return orjson.dumps(
             {
                 "models": [
-                    {"name": name, "model_version_status": _version_status(versions)}
+                    {
+                        "name": name,
+                        "model_version_status": _version_status(versions),
+                        "version_labels": {
+                            label: str(version)
+                            for label, version in sorted(self.plane.version_labels(name).items())
+                        },
+                    }
                     for name, versions in self.plane.models()
                 ]
             },
