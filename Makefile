@@ -96,9 +96,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples scripts
 	$(BIN)/mypy
 
-# Debian's packages the suite drives: HAProxy, the load balancer in front of the replicas.
+# Debian's packages the suite drives: HAProxy, the load balancer in front of the replicas;
+# Prometheus, which runs the Grafana dashboard's queries (tests/integration/test_dashboard.py).
 debian-packages:
 	@command -v haproxy >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy; }
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus; }
 
 unit: $(STAMP) $(TRITON_VENV)/.installed debian-packages
 	SERVO_TRITON_PYTHON=$(CURDIR)/$(TRITON_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
