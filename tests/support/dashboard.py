@@ -6,7 +6,9 @@ parts:
 
 - `demo_server`: servo serving a SavedModel (TFS's half_plus_two stand-in) with batching, a
   warm-up file, request logging and the Prometheus page on, so that every family has points;
-  `send_load` sends it predict, classify, regress and a bad request over REST and gRPC.
+  `send_load` sends it predict, classify, regress and a bad request over REST and gRPC, and
+  `add_version` puts a new version in its base path, so that the load families move while
+  Prometheus is scraping (the first load happens before it starts).
 - `PrometheusServer`: Debian's `prometheus` on a free loopback port, its own storage
   directory, scraping one target every second; stopped by its PID.
 - `panel_queries`: each panel's expressions with the dashboard's variables substituted.
@@ -136,19 +138,36 @@ def demo_args(saved_model: Path, work: Path) -> list[str]:
     ]
 
 
+def version_states(server: ServerProcess) -> dict[int, str]:
+    answer = httpx.get(f"{server.rest}/v1/models/{MODEL}", timeout=30).json()
+    return {int(v["version"]): v["state"] for v in answer["model_version_status"]}
+
+
+def wait_version(server: ServerProcess, version: int, state: str = "AVAILABLE") -> None:
+    wait_until(lambda: version_states(server).get(version) == state, what=f"v{version} {state}")
+
+
 @contextmanager
-def demo_server(saved_model: Path, work: Path) -> Iterator[ServerProcess]:
-    with running_server(demo_args(saved_model, work)) as server:
+def demo_server(saved_model: Path, work: Path, *more: str) -> Iterator[ServerProcess]:
+    """servo on `demo_args` (and the flags `more`), once its model's version is AVAILABLE."""
+    with running_server([*demo_args(saved_model, work), *more]) as server:
         wait_until(
-            lambda: (
-                httpx.get(f"{server.rest}/v1/models/{MODEL}").json()["model_version_status"][0][
-                    "state"
-                ]
-                == "AVAILABLE"
-            ),
-            what=f"{MODEL} AVAILABLE",
+            lambda: "AVAILABLE" in version_states(server).values(), what=f"{MODEL} AVAILABLE"
         )
         yield server
+
+
+def add_version(work: Path, version: int, *, broken: bool = False) -> None:
+    """A copy of the demo model's newest version (its warm-up file too) as `version`, built
+    beside the base path and renamed into it whole, so servo never sees half a directory.
+    `broken`: its saved_model.pb is not a SavedModel, so the load fails."""
+    base = work / MODEL
+    newest = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    staging = work / f".staging-{version}"
+    shutil.copytree(newest, staging)
+    if broken:
+        (staging / "saved_model.pb").write_bytes(b"not a SavedModel")
+    staging.rename(base / str(version))
 
 
 def send_load(server: ServerProcess, rounds: int = 1) -> None:
