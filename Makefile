@@ -91,13 +91,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Debian's packages the suite drives: HAProxy, the load balancer in front of the replicas;
-# Chromium and its driver, the browser the status page is tested in.
+# Chromium and its driver, the browser the status page is tested in; Prometheus, which runs
+# the Grafana dashboard's queries (tests/integration/test_dashboard.py).
 # tests/deploy renders the manifests with kubectl's built-in kustomize, which needs kubectl
 # 1.21 or later: this project's machines have one (1.32); Debian 12's kubernetes-client is
 # 1.20 (kustomize 2.0, which cannot render the overlays), so it is no fallback.
 debian-packages:
 	@command -v haproxy >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy; }
 	@{ command -v chromium && command -v chromedriver; } >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus; }
 	@command -v kubectl >/dev/null || { echo "tests/deploy needs kubectl 1.21 or later on PATH" >&2; exit 1; }
 
 unit: $(STAMP) $(TRITON_VENV)/.installed $(KSERVE_VENV)/bin/python debian-packages container-packages

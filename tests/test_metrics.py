@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from servo.metrics import ServerMetrics
+from servo.metrics import Counter, Histogram, ServerMetrics, tfs_name
 
 
 @settings(max_examples=200, deadline=None)
@@ -81,7 +81,8 @@ def test_a_metric_without_points_reads_0() -> None:
 def test_every_metric_has_a_distinct_tensorflow_name() -> None:
     paths = [family.path for family in ServerMetrics().families()]
     assert len(paths) == len(set(paths))
-    assert all(p.startswith("/tensorflow/serving/") or p.startswith("servo_") for p in paths)
+    prefixes = ("/tensorflow/serving/", "/tensorflow/cc/saved_model/", "servo_")
+    assert all(p.startswith(prefixes) for p in paths)
 
 
 def test_each_load_that_ends_is_counted_by_model_and_outcome() -> None:
@@ -141,3 +142,43 @@ def test_load_latency_starts_at_the_load_and_the_queue_time_is_its_own_metric() 
     bus.publish(ServableState(dropped, ManagerState.END))
     assert metrics.model_load_queue_latency.count("m") == 1
     assert metrics.model_load_count.value("m", "OK") == 1
+
+
+def test_the_families_of_issue_16_have_tfs_names_labels_and_types() -> None:
+    """Each as TFS (or TensorFlow's SavedModel loader) defines it: a Sampler is a histogram
+    with its buckets, a Counter a counter; label names as there."""
+    metrics = ServerMetrics()
+    expected = {
+        "/tensorflow/serving/request_example_counts": ("histogram", ("model",), 15, 1.0),
+        "/tensorflow/serving/request_log_count": ("counter", ("model_name", "status_code")),
+        "/tensorflow/serving/batching_session/wrapped_run_count": ("counter", ()),
+        "/tensorflow/serving/batching_session/input_batch_size": ("histogram", (), 14, 1.0),
+        "/tensorflow/serving/batching_session/processed_batch_size": ("histogram", (), 14, 1.0),
+        "/tensorflow/cc/saved_model/load_attempt_count": ("counter", ("model_path", "status")),
+        "/tensorflow/cc/saved_model/load_latency": ("counter", ("model_path",)),
+        "servo_model_warmup_records_read": ("counter", ("model_path",)),
+    }
+    by_path = {family.path: family for family in metrics.families()}
+    for path, (kind, labels, *buckets) in expected.items():
+        family = by_path[path]
+        assert family.labels == labels, path
+        assert isinstance(family, Histogram if kind == "histogram" else Counter), path
+        if buckets:
+            count, first = buckets
+            assert isinstance(family, Histogram)
+            assert len(family.buckets) == count and family.buckets[0] == first
+            assert family.buckets[-1] == 2 ** (count - 1)  # powers of 2
+    # The page is valid exposition text with every one of them once recorded.
+    metrics.request_example_counts.observe(3, "m")
+    metrics.request_log_count.inc("m", "OK")
+    metrics.batching_wrapped_run_count.inc()
+    metrics.batching_input_batch_size.observe(2)
+    metrics.batching_processed_batch_size.observe(4)
+    metrics.saved_model_load("/models/m/1", True, 1234.5)
+    metrics.model_warmup_records_read.inc("/models/m/1", amount=2)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    for path, (kind, *_) in expected.items():
+        assert families[tfs_name(path)].type == kind, path
+    assert metrics.int64_values(["/tensorflow/cc/saved_model/load_latency"]) == {
+        "/tensorflow/cc/saved_model/load_latency": 1234
+    }

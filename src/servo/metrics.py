@@ -16,6 +16,11 @@ written here in TFS's exporter format rather than by prometheus_client, because 
 always names a counter `<name>_total` and TFS's counters have no such suffix: scrapers and
 dashboards written for TFS look for the exact names. Each server has its own `ServerMetrics`
 (no process globals), made by the command line.
+
+Where TFS records a family, servo records it where it does the same thing: example counts per
+classify/regress/multi-inference request, request-log writes, batch queue entries and batch
+runs, SavedModel loads (TensorFlow's loader counts; `model_path` is the directory loaded). TFS
+has no count of warm-up records (it logs it): `servo_model_warmup_records_read` is servo's.
 """
 
 from __future__ import annotations
@@ -296,6 +301,51 @@ class ServerMetrics:
         )
         self._clock = clock
         self._aspired_since: dict[tuple[str, int], float] = {}
+        # Issue 16: the rest of TFS's families (and TensorFlow's SavedModel loader's).
+        self.request_example_counts = Histogram.tfs(
+            "/tensorflow/serving/request_example_counts",
+            "Examples in each classify, regress or multi-inference request.",
+            ("model",),
+            exponential_buckets(1, 2, 15),
+        )
+        self.request_log_count = Counter.tfs(
+            "/tensorflow/serving/request_log_count",
+            "Requests sampled into a request log, by model and the outcome of writing them.",
+            ("model_name", "status_code"),
+        )
+        self.batching_wrapped_run_count = Counter.tfs(
+            "/tensorflow/serving/batching_session/wrapped_run_count",
+            "Runs of a batch on the wrapped model.",
+            (),
+        )
+        self.batching_input_batch_size = Histogram.tfs(
+            "/tensorflow/serving/batching_session/input_batch_size",
+            "Size (dim 0) of each input tensor of a request entering a batch queue.",
+            (),
+            exponential_buckets(1, 2, 14),
+        )
+        self.batching_processed_batch_size = Histogram.tfs(
+            "/tensorflow/serving/batching_session/processed_batch_size",
+            "Size of each batch run, padding included.",
+            (),
+            exponential_buckets(1, 2, 14),
+        )
+        self.saved_model_load_attempt_count = Counter.tfs(
+            "/tensorflow/cc/saved_model/load_attempt_count",
+            "Attempts to load a SavedModel, by export directory and outcome (success, fail).",
+            ("model_path", "status"),
+        )
+        self.saved_model_load_latency = Counter.tfs(
+            "/tensorflow/cc/saved_model/load_latency",
+            "Microseconds spent loading SavedModels (every attempt), by export directory.",
+            ("model_path",),
+        )
+        self.model_warmup_records_read = Counter(
+            "servo_model_warmup_records_read",
+            "Warm-up records read from a version's tf_serving_warmup_requests, by version "
+            "directory (TFS only logs this number).",
+            ("model_path",),
+        )
         self._loading_since: dict[tuple[str, int], float] = {}
         self._subscription: Subscription | None = None
 
@@ -324,6 +374,11 @@ class ServerMetrics:
 
     def poll_error(self, path: str, code: Code) -> None:
         self.storage_poll_errors.inc(path, code.name)
+
+    def saved_model_load(self, model_path: str, ok: bool, micros: float) -> None:
+        """One SavedModel load attempt, as TensorFlow's LoadSavedModel counts it."""
+        self.saved_model_load_attempt_count.inc(model_path, "success" if ok else "fail")
+        self.saved_model_load_latency.inc(model_path, amount=int(micros))
 
     def download(self, model_name: str, outcome: str, nbytes: int) -> None:
         self.model_downloads.inc(model_name, outcome)

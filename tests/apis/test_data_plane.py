@@ -18,7 +18,7 @@ from servo.apis.data_plane import ModelSpec
 from servo.core.status import Code
 from servo.dtypes import DataType
 from servo.metrics import ServerMetrics
-from servo.platforms.servable import CLASSIFY_METHOD, Signature, TensorSpec
+from servo.platforms.servable import CLASSIFY_METHOD, REGRESS_METHOD, Signature, TensorSpec
 from servo.protos import (
     classification_pb2,
     example_pb2,
@@ -26,7 +26,12 @@ from servo.protos import (
 )
 from servo.tensor_codec import from_ndarray, to_ndarray
 from tests.support.inprocess import FakeCore, GrpcClient, RecordingLogger, RestClient, data_plane
-from tests.support.requests import classify_request, predict_request, regress_request
+from tests.support.requests import (
+    classify_request,
+    multi_request,
+    predict_request,
+    regress_request,
+)
 from tests.support.servables import Gate, Servable, echo, half_plus_two
 
 
@@ -224,3 +229,37 @@ def test_examples_of_a_json_request_with_a_context_are_logged_merged(clients) ->
     example = request.input.example_list.examples[0]
     assert isinstance(example, example_pb2.Example)
     assert example.features.feature["x"].float_list.value == [4.0]
+
+
+def test_examples_per_request_go_to_tfs_example_histogram(core: FakeCore) -> None:
+    """`request_example_counts{model}`: one observation per classify, regress or
+    multi-inference request, of its number of examples (beside the running total)."""
+    metrics = ServerMetrics()
+    plane = data_plane(core, metrics=metrics)
+    rest, grpc_ = RestClient(plane), GrpcClient(plane)
+    try:
+        rest.post(
+            "/v1/models/h2:classify",
+            {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}] * 3},
+        )
+        grpc_.call("Regress", regress_request("h2", "regress_x_to_y", 1.0, 2.0))
+        grpc_.call(
+            "MultiInference",
+            multi_request(
+                "h2",
+                [(CLASSIFY_METHOD, "classify_x_to_y"), (REGRESS_METHOD, "regress_x_to_y")],
+                *[1.0] * 5,
+            ),
+        )
+        grpc_.call("Predict", predict_request("h2", [[1.0]]))  # no examples: not counted
+    finally:
+        rest.close()
+        grpc_.loop.close()
+    assert metrics.request_example_counts.count("h2") == 3
+    assert metrics.request_example_count_total.value("h2") == 10
+    page = metrics.render().decode()
+    name = ":tensorflow:serving:request_example_counts"
+    assert f'{name}_bucket{{model="h2",le="2"}} 1' in page  # the regress of 2
+    assert f'{name}_bucket{{model="h2",le="4"}} 2' in page  # and the classify of 3
+    assert f'{name}_bucket{{model="h2",le="8"}} 3' in page  # and the multi-inference of 5
+    assert f'{name}_sum{{model="h2"}} 10' in page

@@ -17,6 +17,7 @@ from servo.batching.parameters import QueueOptions
 from servo.batching.scheduler import QUEUE_FULL, BatchScheduler
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
+from servo.metrics import ServerMetrics
 from servo.platforms.servable import (
     ModelServable,
     Signature,
@@ -425,3 +426,44 @@ def test_parameter_defaults_and_tfs_sample(tfs_models: TfsModels) -> None:
         "Error parsing text-format tensorflow.serving.BatchingParameters: 1:12: Message type "
         '"tensorflow.serving.BatchingParameters" has no field named "improperly".'
     ]
+
+
+def test_batching_session_metrics_count_inputs_runs_and_padded_batches(scheduler) -> None:
+    """TFS's batching-session families: each request's input tensors' dim 0 as it enters a
+    queue (once per tensor), each run on the wrapped model, each batch's padded size."""
+    metrics = ServerMetrics()
+    inner = Recorder()
+    servable = BatchingServable(
+        inner,
+        scheduler,
+        QueueOptions(max_batch_size=8, allowed_batch_sizes=(4, 8)),
+        "m",
+        metrics=metrics,
+    )
+    busy = Busy(scheduler)
+    futures = [servable.submit(BATCHED, request(n, 10 * n)) for n in (1, 2)]
+    busy.release()
+    for f in futures:
+        assert f is not None
+        f.result(10)
+    input_sizes = metrics.batching_input_batch_size
+    assert input_sizes.count() == 4  # two requests of two input tensors each
+    assert metrics.batching_processed_batch_size.count() == 1
+    assert metrics.batching_wrapped_run_count.value() == 1
+    page = metrics.render().decode()
+    # 1 + 2 rows padded to 4: one batch of size 4, in bucket le=4 but not le=2
+    assert ':tensorflow:serving:batching_session:processed_batch_size_bucket{le="2"} 0' in page
+    assert ':tensorflow:serving:batching_session:processed_batch_size_bucket{le="4"} 1' in page
+    assert ':tensorflow:serving:batching_session:input_batch_size_bucket{le="1"} 2' in page
+    assert ":tensorflow:serving:batching_session:input_batch_size_sum{} 6" in page
+    assert ":tensorflow:serving:batching_session:wrapped_run_count{} 1" in page
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    inner.run = failing  # type: ignore[method-assign]
+    future = servable.submit(BATCHED, request(1, 0))
+    assert future is not None
+    with pytest.raises(ServoError):
+        future.result(10)
+    assert metrics.batching_wrapped_run_count.value() == 2  # a failed run counts, as in TFS

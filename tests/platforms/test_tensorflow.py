@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType
+from servo.metrics import ServerMetrics
 from servo.platforms import tensorflow as tfp
 from servo.platforms.options import PlatformOptions
 from servo.platforms.servable import (
@@ -454,3 +455,28 @@ def test_asset_based_tables_are_initialized_at_load(write: object, tmp_path: Pat
         np.testing.assert_array_equal(out["ids"], [2, 0, -1])
     finally:
         servable.close()
+
+
+# -- TensorFlow's loader metrics ---------------------------------------------------------------
+
+
+def test_each_load_attempt_is_counted_by_directory_and_outcome(
+    tfs_models: TfsModels, tmp_path: Path
+) -> None:
+    """As TensorFlow's LoadSavedModel counts: load_attempt_count{model_path, status} with
+    "success" or "fail", and load_latency{model_path} adding every attempt's microseconds."""
+    metrics = ServerMetrics()
+    options = PlatformOptions(saved_model_loads=metrics.saved_model_load)
+    good = tfs_models.path("saved_model_half_plus_two_cpu", "00000123")
+    load(good, options).close()
+    (tmp_path / "saved_model.pbtxt").write_text("not a SavedModel {")
+    with pytest.raises(ServoError):
+        load(str(tmp_path), options)
+    assert metrics.saved_model_load_attempt_count.value(good, "success") == 1
+    assert metrics.saved_model_load_attempt_count.value(good, "fail") == 0
+    assert metrics.saved_model_load_attempt_count.value(str(tmp_path), "fail") == 1
+    assert metrics.saved_model_load_latency.value(good) > 0
+    assert metrics.saved_model_load_latency.value(str(tmp_path)) > 0
+    page = metrics.render().decode()
+    name = ":tensorflow:cc:saved_model:load_attempt_count"
+    assert f'{name}{{model_path="{good}",status="success"}} 1' in page

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2 as tfs_log_pb2
 
 from servo.core.status import Code, ServoError
+from servo.metrics import ServerMetrics
 from servo.protos import (
     classification_pb2,
     inference_pb2,
@@ -385,3 +386,31 @@ def test_concurrent_logging_from_8_threads_loses_nothing(tmp_path: Path) -> None
     assert sorted(values) == [t * 1000 + i for t in range(8) for i in range(250)]
     for t in range(8):  # each thread's records in its order
         assert [v for v in values if v // 1000 == t] == [t * 1000 + i for i in range(250)]
+
+
+# -- TFS's request_log_count -------------------------------------------------------------------
+
+
+def test_each_sampled_record_is_counted_by_model_and_write_outcome(tmp_path: Path) -> None:
+    """TFS counts a sampled request once its log is collected, by model and the status of the
+    collection; an unsampled request is not counted."""
+    metrics = ServerMetrics()
+    logger = ServerRequestLogger(draws(0.1, 0.9, 0.2).__next__, metrics=metrics)
+    logger.update({"m": config(tmp_path / "m", 0.5)})
+    for i in range(3):
+        if logger.should_log("m"):
+            logger.log_predict("m", *predict(i))
+    assert metrics.request_log_count.value("m", "OK") == 2
+    [inner] = logger._by_model.values()
+
+    def full_disk(record: bytes) -> None:
+        raise ServoError(Code.RESOURCE_EXHAUSTED, "Cannot write: No space left on device")
+
+    inner.writer.write = full_disk  # type: ignore[method-assign]
+    logger.log_predict("m", *predict(9))
+    assert metrics.request_log_count.value("m", "RESOURCE_EXHAUSTED") == 1
+    assert metrics.request_log_count.value("m", "OK") == 2
+    logger.close()
+    assert ':tensorflow:serving:request_log_count{model_name="m",status_code="OK"} 2' in (
+        metrics.render().decode()
+    )

@@ -384,3 +384,18 @@ def test_warmup_requests_are_held_to_the_servers_decoded_size_limits(tmp_path: P
         else:
             loader.load()
             loader.unload()
+
+
+def test_records_read_are_counted_per_version_directory(tmp_path: Path) -> None:
+    """servo's count of warm-up records read (TFS logs the number): every record of a file
+    that reads whole, whatever the iterations; none of a file refused before any replay."""
+    metrics = ServerMetrics()
+    write_warmup(tmp_path / "1", [predict(1), classify(2), predict(3)])
+    WarmupHook(Recording(), iterations=2, metrics=metrics)(ID, str(tmp_path / "1"), SERVABLE)
+    assert metrics.model_warmup_records_read.value(str(tmp_path / "1")) == 3
+    write_warmup(tmp_path / "2", [predict(1)] * (MAX_RECORDS + 1))
+    failure(WarmupHook(Recording(), metrics=metrics), tmp_path / "2")
+    assert metrics.model_warmup_records_read.value(str(tmp_path / "2")) == 0
+    assert f'servo_model_warmup_records_read{{model_path="{tmp_path / "1"}"}} 3' in (
+        metrics.render().decode()
+    )

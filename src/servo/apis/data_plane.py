@@ -363,6 +363,7 @@ class DataPlane:
     def _count_examples(self, name: str, count: int) -> None:
         if self.metrics is not None:
             self.metrics.request_example_count_total.inc(name, amount=count)
+            self.metrics.request_example_counts.observe(count, name)
 
     # -- the inference APIs ----------------------------------------------------------------
 

@@ -95,6 +95,9 @@ class BatchingServable(ModelServable):
                 "Batching session Run() input tensors must have equal 0th-dimension size",
             )
         (size,) = sizes
+        if self._metrics is not None:  # once per input tensor, as TFS's ComputeInputSize
+            for _ in inputs:
+                self._metrics.batching_input_batch_size.observe(size)
         if size == 0:
             return None  # nothing to batch: an empty request runs as it is
         request = Request(dict(inputs), size, call_deadline() if self.takes_deadline else None)
@@ -154,6 +157,7 @@ class BatchingServable(ModelServable):
                 )
             self._metrics.batch_size.observe(padded, self._model_name, signature.name)
             self._metrics.padding_size.observe(padding, self._model_name, str(padded))
+            self._metrics.batching_processed_batch_size.observe(padded)
         try:
             merged = {
                 name: self._merge(
@@ -161,13 +165,17 @@ class BatchingServable(ModelServable):
                 )
                 for name in signature.inputs
             }
-            if self.takes_deadline:
-                deadline = _batch_deadline(pieces)
-                outputs = within_deadline(
-                    deadline, lambda: self.inner.run(signature, merged, output_names)
-                )
-            else:
-                outputs = self.inner.run(signature, merged, output_names)
+            try:
+                if self.takes_deadline:
+                    deadline = _batch_deadline(pieces)
+                    outputs = within_deadline(
+                        deadline, lambda: self.inner.run(signature, merged, output_names)
+                    )
+                else:
+                    outputs = self.inner.run(signature, merged, output_names)
+            finally:  # a run that failed counts too, as in TFS
+                if self._metrics is not None:
+                    self._metrics.batching_wrapped_run_count.inc()
             for alias, tensor in outputs.items():
                 if tensor.ndim == 0:
                     raise ServoError(

@@ -161,6 +161,7 @@ class ModelServer:
                 saved_model_tags=tuple(t.strip() for t in a.saved_model_tags.split(",") if t),
                 intra_op_parallelism=max(0, intra),
                 inter_op_parallelism=max(0, inter),
+                saved_model_loads=metrics.saved_model_load,
                 extra={
                     "tflite_num_interpreters": max(1, a.num_tflite_pools)
                     * max(1, a.num_tflite_interpreters_per_pool),
@@ -182,7 +183,9 @@ class ModelServer:
                 metrics=self.metrics,
             ),
         )
-        self.request_logger = options.request_logger = ServerRequestLogger()
+        self.request_logger = options.request_logger = ServerRequestLogger(
+            metrics=self.request_metrics
+        )
         if a.enable_batching:
             options.servable_wrappers = (self._batching_wrapper(),)
         elif a.batching_parameters_file or a.enable_per_model_batching_parameters:

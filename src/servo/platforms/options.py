@@ -28,3 +28,6 @@ class PlatformOptions:
     # composite: loads a part, (platform, path, options) -> its ModelServable, as the router
     # loads any version directory; the router sets it
     load_platform: Callable[[str, str, PlatformOptions], Any] | None = None
+    # tensorflow: told each SavedModel load attempt, as TensorFlow's loader counts them:
+    # (version directory, whether it loaded, wall time in microseconds)
+    saved_model_loads: Callable[[str, bool, float], None] | None = None

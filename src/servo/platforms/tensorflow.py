@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -223,7 +224,24 @@ def load(path: str, options: PlatformOptions) -> TensorFlowServable:
     does not parse; the TensorFlow error's own code when restoring or initializing fails;
     FAILED_PRECONDITION, naming the op and the extra, when the graph needs an op of a library
     in OP_LIBRARIES that is not installed.
+
+    Each call is one attempt for TensorFlow's loader metrics (`options.saved_model_loads`):
+    reading the MetaGraph through restoring and initializing, failed or not.
     """
+    record = options.saved_model_loads
+    if record is None:
+        return _load(path, options)
+    started = time.perf_counter()
+    ok = False
+    try:
+        servable = _load(path, options)
+        ok = True
+        return servable
+    finally:
+        record(path, ok, (time.perf_counter() - started) * 1e6)
+
+
+def _load(path: str, options: PlatformOptions) -> TensorFlowServable:
     tags = tuple(options.saved_model_tags) or ("serve",)
     meta_graph = _read_meta_graph(path, tags)
     _register_op_libraries()

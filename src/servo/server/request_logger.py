@@ -51,6 +51,7 @@ from typing import cast
 from google.protobuf.message import Message
 
 from servo.core.status import Code, ServoError
+from servo.metrics import ServerMetrics
 from servo.protos import (
     inference_pb2,
     logging_config_pb2,
@@ -90,12 +91,13 @@ class _Logger:
         self.writer = writer
         self.errors = 0
 
-    def write(self, record: bytes, model_name: str) -> None:
+    def write(self, record: bytes, model_name: str) -> Code:
+        """Writes one record; the outcome's code (OK, or why the record was dropped)."""
         try:
             self.writer.write(record)
         except ServoError as exc:
             if exc.code == Code.FAILED_PRECONDITION:
-                return  # closed by an update while this request was in flight: dropped
+                return exc.code  # closed by an update while this request was in flight: dropped
             self.errors += 1
             if self.errors == 1:  # once per file: a full disk would say it on every request
                 log.error(
@@ -105,6 +107,8 @@ class _Logger:
                     self.writer.path,
                     exc,
                 )
+            return exc.code
+        return Code.OK
 
     def close(self) -> None:
         try:
@@ -117,7 +121,8 @@ class ServerRequestLogger:
     """Per-model request logs, configured by `update` from each model's `logging_config`.
 
     `random` returns uniform draws in [0, 1) (a seeded `random.Random(...).random` in tests);
-    `saved_model_tags` go into every record's metadata; `clock` gives `timestamp_secs`.
+    `saved_model_tags` go into every record's metadata; `clock` gives `timestamp_secs`;
+    `metrics` counts each sampled record by model and outcome (TFS's request_log_count).
 
     Thread-safety: every method may be called from any thread at once. `should_log` and the
     `log_*` methods take no lock of the logger's own (a record is written whole under its
@@ -131,8 +136,10 @@ class ServerRequestLogger:
         *,
         saved_model_tags: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._random = random
+        self._metrics = metrics
         self._tags = tuple(saved_model_tags)
         self._clock = clock
         # Replaced whole by update (never changed in place), so readers need no lock.
@@ -265,7 +272,9 @@ class ServerRequestLogger:
         part = getattr(record, kind)
         part.request.CopyFrom(request)
         part.response.CopyFrom(response)
-        logger.write(record.SerializeToString(), model_name)
+        code = logger.write(record.SerializeToString(), model_name)
+        if self._metrics is not None:
+            self._metrics.request_log_count.inc(model_name, code.name)
 
 
 def effective_sampling(model_name: str, config: LoggingConfig) -> SamplingConfig:

@@ -26,7 +26,9 @@ The rules, from TFS's `servables/tensorflow/saved_model_warmup_util.cc` and
   flag only when it is > 0, so anything less means once.
 - The first failing request fails the load with its own code.
 - Wall time goes to `/tensorflow/serving/model_warmup_latency{model_path, status}` in
-  microseconds, model_path being the version directory.
+  microseconds, model_path being the version directory. TFS only logs the number of records
+  read; servo also counts them in `servo_model_warmup_records_read{model_path}` (a file
+  that reads whole, checked, before anything is replayed).
 
 Where servo differs, deliberately: it reads and checks the whole file (framing, count, parse,
 log types) before replaying anything, where TFS replays each record as it reads it and so
@@ -124,7 +126,7 @@ class WarmupHook:
     multi_inference) on the servable and raises ServoError when it fails; the gRPC data plane
     supplies it. `enabled=False` (TFS's --enable_model_warmup=false) turns warm-up off;
     `iterations` is --num_request_iterations_for_warmup; `metrics` receives the warm-up
-    latency.
+    latency and the records read.
 
     Thread-safety: the manager may load several versions at once, each calling the hook from
     its own thread; the hook keeps no state between calls, and `replay` must allow concurrent
@@ -161,6 +163,8 @@ class WarmupHook:
         status = Code.OK
         try:
             logs = read_warmup_file(file)
+            if self.metrics is not None:
+                self.metrics.model_warmup_records_read.inc(path, amount=len(logs))
             replayed = self._replay_all(servable, logs, file)
         except ServoError as exc:
             status = exc.code
