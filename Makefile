@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # Debian's packages (wrk, HAProxy) are installed with apt-get, through sudo unless root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all venv serve serve-sharded test lint unit examples protos bench replicas debian-packages \
+.PHONY: all venv serve serve-sharded test lint unit examples protos bench replicas rolling debian-packages \
 	container-packages image image-slim container-bases clean
 MODELS := examples/models/models.config
 
@@ -76,6 +76,11 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 # deleted under REST and gRPC load: requests sent and failed, time to converge per push.
 replicas: $(STAMP) debian-packages
 	$(BIN)/python bench/replicas.py
+
+# The same replicas rolled one at a time to a new flag under load, as a Deployment rolls:
+# requests failed, each replica's drain, HAProxy's retries.
+rolling: $(STAMP) debian-packages
+	$(BIN)/python bench/rolling.py
 
 # The official Open Inference Protocol client (tritonclient) for the tests, in a venv of its
 # own: it pins protobuf and ml-dtypes below what servo needs. The tests drive it as a process.

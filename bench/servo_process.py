@@ -39,8 +39,9 @@ def free_port() -> int:
 
 class Servo:
     """`python -m servo serve ARGS` bound to 127.0.0.1, its output in `log`; on free ports,
-    or on `grpc_port` when its address must be known before the server starts (a shard's,
-    listed in its front's sharded.json); `env` adds to the environment (a store's endpoint
+    or on `grpc_port` (and `rest_port`) when its address must be known before the server
+    starts (a shard's, listed in its front's sharded.json; a replica restarted behind a load
+    balancer that names its ports); `env` adds to the environment (a store's endpoint
     and credentials)."""
 
     def __init__(
@@ -50,9 +51,10 @@ class Servo:
         ready_timeout: float = 180.0,
         grpc_port: int | None = None,
         env: dict[str, str] | None = None,
+        rest_port: int | None = None,
     ) -> None:
         self.grpc_port = grpc_port or free_port()
-        self.rest_port = free_port()
+        self.rest_port = rest_port or free_port()
         self.log = log
         self._log_file = log.open("w")
         self.process = subprocess.Popen(
