@@ -66,6 +66,7 @@ def try_lines(host: str, rest_port: int, grpc_port: int) -> list[str]:
         f'"data": [1, 2, 5]}}]}}\' {rest}/v2/models/half_plus_two/infer',
         f"  curl {rest}/v2/health/ready",
         f"  curl {rest}/monitoring/prometheus/metrics",
+        f"The status page (models, versions, request rates; live): http://{rest}/",
     ]
     return lines
 
