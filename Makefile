@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 # Debian's packages (wrk, HAProxy) are installed with apt-get, through sudo unless root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all venv serve serve-sharded test lint unit examples protos bench replicas rolling debian-packages \
+.PHONY: all venv serve serve-sharded test lint unit examples protos bench compare compare-batching compare-tools \
+	replicas rolling debian-packages \
 	container-packages image image-slim container-bases clean
 MODELS := examples/models/models.config
 
@@ -71,6 +72,22 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/open_inference.py
 	$(BIN)/python bench/batching.py
+
+# servo against KServe, MLServer, Triton (PyTriton) and the bare ceilings on the example MLP
+# (issue 18): the peers are installed by the bench into bench/.venvs/ (git-ignored), wrk and
+# h2load from Debian's packages; the table goes to bench/results/compare.md and .png.
+# COMPARE_ARGS passes flags on, e.g. COMPARE_ARGS="--servers servo,triton --rounds 1".
+COMPARE_ARGS ?=
+compare-tools:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	@command -v h2load >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nghttp2-client; }
+
+compare: $(STAMP) compare-tools
+	$(BIN)/python bench/compare.py $(COMPARE_ARGS)
+
+# The same with the large MLP at 64 connections and each server's own dynamic batching on.
+compare-batching: $(STAMP) compare-tools
+	$(BIN)/python bench/compare.py --batching $(COMPARE_ARGS)
 
 # 3 replicas polling one bucket (moto's S3 server) behind HAProxy, 10 versions pushed and one
 # deleted under REST and gRPC load: requests sent and failed, time to converge per push.
