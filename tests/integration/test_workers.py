@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servo.protos import model_management_pb2
 from tests.support.models import write_python_model
 from tests.support.requests import predict_request, tfs
-from tests.support.server import ServerProcess, alive, grpc_stubs, model_config
+from tests.support.server import ServerProcess, alive, grpc_stubs, model_config, run_servo
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -238,3 +238,37 @@ def test_a_busy_port_fails_the_start_before_any_worker(model: Path) -> None:
         assert "started: pid" not in second.output
     finally:
         first.stop()
+
+
+def test_a_grpc_unix_socket_is_refused_with_workers(model: Path, tmp_path: Path) -> None:
+    done = run_servo(
+        "--workers=2",
+        f"--grpc_socket_path={tmp_path / 'grpc.sock'}",
+        f"--model_base_path={model}",
+        "--model_name=m",
+    )
+    assert done.returncode == 1, done.stderr
+    assert "--grpc_socket_path cannot be used with --workers=2" in done.stderr
+    assert "started: pid" not in done.stderr
+
+
+def test_each_worker_has_a_model_cache_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from servo.apis import access_log
+    from servo.cli import workers
+    from servo.cli.flags import build_parser
+    from servo.cli.model_server import ModelServer
+
+    # A worker's server sets the access log's pid: undone after the test.
+    monkeypatch.setattr(access_log, "WORKER_PID", None)
+    args = build_parser().parse_flags([f"--model_cache_dir={tmp_path / 'cache'}"])
+    assert ModelServer(args).cache_dir() == str(tmp_path / "cache")
+    for name, value in {
+        workers.INDEX_ENV: "1",
+        workers.COUNT_ENV: "2",
+        workers.DIR_ENV: str(tmp_path),
+        workers.READY_FD_ENV: "-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert ModelServer(args).cache_dir() == str(tmp_path / "cache-worker-1")

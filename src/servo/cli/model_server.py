@@ -149,7 +149,7 @@ class ModelServer:
             # Made now, used (its directory created and locked) when a version in object
             # storage first loads.
             version_cache=VersionCache(
-                a.model_cache_dir or default_cache_dir(),
+                self.cache_dir(),
                 download_threads=a.model_download_threads,
                 max_bytes_per_second=a.model_download_max_bytes_per_second,
                 on_download=metrics.download if metrics is not None else None,
@@ -203,6 +203,14 @@ class ModelServer:
                 "--enable_batching"
             )
         return ServerCore(options)
+
+    def cache_dir(self) -> str:
+        """--model_cache_dir; a worker's own beside it (`<dir>-worker-<i>`): a cache is one
+        process's (locked), so each worker downloads its own copies."""
+        directory = self.args.model_cache_dir or default_cache_dir()
+        if self.role is not None:
+            directory = f"{directory.rstrip('/')}-worker-{self.role.index}"
+        return directory
 
     @property
     def request_metrics(self) -> ServerMetrics | None:

@@ -179,6 +179,12 @@ def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Runs `args.workers` workers until they have all ended; the worst exit code."""
     from servo.cli.model_server import _port_in_use
 
+    if args.grpc_socket_path:
+        log.error(
+            "--grpc_socket_path cannot be used with --workers=%d: a unix socket has one listener",
+            args.workers,
+        )
+        return EXIT_FAILED
     ports = [("gRPC", args.port)] + ([("HTTP", args.rest_api_port)] if args.rest_api_port else [])
     for what, port in ports:
         busy = _port_in_use(args.bind_address, port)
