@@ -71,6 +71,7 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/open_inference.py
 	$(BIN)/python bench/batching.py
+	$(BIN)/python bench/workers.py
 
 # 3 replicas polling one bucket (moto's S3 server) behind HAProxy, 10 versions pushed and one
 # deleted under REST and gRPC load: requests sent and failed, time to converge per push.
