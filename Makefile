@@ -72,6 +72,7 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/open_inference.py
 	$(BIN)/python bench/batching.py
+	$(BIN)/python bench/workers.py
 
 # servo against KServe, MLServer, Triton (PyTriton) and the bare ceilings on the example MLP
 # (issue 18): the peers are installed by the bench into bench/.venvs/ (git-ignored), wrk and

@@ -182,3 +182,38 @@ def test_the_families_of_issue_16_have_tfs_names_labels_and_types() -> None:
     assert metrics.int64_values(["/tensorflow/cc/saved_model/load_latency"]) == {
         "/tensorflow/cc/saved_model/load_latency": 1234
     }
+
+
+# -- --workers: one page of every worker's metrics ----------------------------------------------
+
+
+def test_the_merged_page_sums_counters_and_histograms_and_keeps_a_gauges_largest_value() -> None:
+    import orjson
+
+    mine, sibling = ServerMetrics(), ServerMetrics()
+    mine.request_count.inc("m", "OK")
+    sibling.request_count.inc("m", "OK", amount=2)
+    sibling.request_count.inc("n", "INVALID_ARGUMENT")
+    mine.request_latency.observe(100, "m", "predict", "REST")
+    sibling.request_latency.observe(5000, "m", "predict", "REST")
+    mine.model_version_state.set(20, "m", "1")
+    sibling.model_version_state.set(30, "m", "1")
+    # The sibling's snapshot travels as JSON, as between worker processes.
+    page = mine.render_merged([orjson.loads(orjson.dumps(sibling.snapshot()))]).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(page)
+        for s in f.samples
+    }
+    count = ":tensorflow:serving:request_count_total"  # the parser names counters so
+    assert samples[(count, (("model_name", "m"), ("status", "OK")))] == 3
+    assert samples[(count, (("model_name", "n"), ("status", "INVALID_ARGUMENT")))] == 1
+    latency = ":tensorflow:serving:request_latency"
+    labels = (("API", "predict"), ("entrypoint", "REST"), ("model_name", "m"))
+    assert samples[(latency + "_count", labels)] == 2
+    assert samples[(latency + "_sum", labels)] == 5100
+    assert samples[(latency + "_bucket", (*labels[:2], ("le", "+Inf"), labels[2]))] == 2
+    state = (("model_name", "m"), ("version", "1"))
+    assert samples[("servo_model_version_state", state)] == 30
+    # The page of one process alone is unchanged by merging nothing.
+    assert mine.render_merged([]) == mine.render()

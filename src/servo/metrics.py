@@ -65,6 +65,16 @@ class _Family:
         """Appends the family's lines of the Prometheus text page to `lines`."""
         raise NotImplementedError
 
+    def points(self) -> list[list[Any]]:
+        """The family's points, `[label values, value]` each, as JSON can carry them (a
+        histogram's value is its cells: the count in each bucket, then the sum)."""
+        raise NotImplementedError
+
+    def merge(self, points: Iterable[Sequence[Any]]) -> None:
+        """Adds another process's `points` of the same family into this one's (counters and
+        histograms summed, a gauge's largest value kept)."""
+        raise NotImplementedError
+
     @classmethod
     def tfs(cls, path: str, documentation: str, labels: Sequence[str], *args: Any) -> Self:
         """The metric TFS names `path`, under its Prometheus name."""
@@ -97,6 +107,16 @@ class Counter(_Family):
     def first_int64(self) -> int:
         with self._lock:
             return int(self._values[min(self._values)]) if self._values else 0
+
+    def points(self) -> list[list[Any]]:
+        with self._lock:
+            return [[list(k), v] for k, v in self._values.items()]
+
+    def merge(self, points: Iterable[Sequence[Any]]) -> None:
+        with self._lock:
+            for labels, value in points:
+                key = tuple(labels)
+                self._values[key] = self._values.get(key, 0) + value
 
     def render(self, lines: list[str]) -> None:
         lines.append(f"# TYPE {self.name} counter")
@@ -140,6 +160,16 @@ class Gauge(_Family):
         with self._lock:
             return int(self._values[min(self._values)]) if self._values else 0
 
+    def points(self) -> list[list[Any]]:
+        with self._lock:
+            return [[list(k), v] for k, v in self._values.items()]
+
+    def merge(self, points: Iterable[Sequence[Any]]) -> None:
+        with self._lock:
+            for labels, value in points:
+                key = tuple(labels)
+                self._values[key] = max(self._values.get(key, value), value)
+
     def render(self, lines: list[str]) -> None:
         lines.append(f"# TYPE {self.name} gauge")
         with self._lock:
@@ -176,6 +206,20 @@ class Histogram(_Family):
     def count(self, *labels: str) -> int:
         cells = self._values.get(labels)
         return 0 if cells is None else int(sum(cells[:-1]))
+
+    def points(self) -> list[list[Any]]:
+        with self._lock:
+            return [[list(k), list(v)] for k, v in self._values.items()]
+
+    def merge(self, points: Iterable[Sequence[Any]]) -> None:
+        with self._lock:
+            for labels, cells in points:
+                key = tuple(labels)
+                mine = self._values.get(key)
+                if mine is None:
+                    self._values[key] = list(cells)
+                elif len(mine) == len(cells):
+                    self._values[key] = [a + b for a, b in zip(mine, cells, strict=True)]
 
     def render(self, lines: list[str]) -> None:
         lines.append(f"# TYPE {self.name} histogram")
@@ -371,6 +415,24 @@ class ServerMetrics:
         for family in self.families():
             family.render(lines)
         return ("\n".join(lines) + "\n").encode()
+
+    def snapshot(self) -> dict[str, list[list[Any]]]:
+        """Every family's points by its name (`_Family.points`), for another process to
+        merge into its page (`render_merged`)."""
+        return {family.name: family.points() for family in self.families()}
+
+    def render_merged(self, others: Iterable[dict[str, list[list[Any]]]]) -> bytes:
+        """The page of this server's metrics and other processes' `snapshot`s together, as
+        one process would have recorded them all: counters and histograms summed, a gauge's
+        largest value (for servo_model_version_state: the state furthest along in any)."""
+        total = ServerMetrics()
+        families = {family.name: family for family in total.families()}
+        for snapshot in (self.snapshot(), *others):
+            for name, points in snapshot.items():
+                family = families.get(name)
+                if family is not None:
+                    family.merge(points)
+        return total.render()
 
     def poll_error(self, path: str, code: Code) -> None:
         self.storage_poll_errors.inc(path, code.name)

@@ -94,3 +94,19 @@ def test_the_command_answers_a_typo_in_one_line() -> None:
     assert (
         done.stderr == "servo serve: unknown flag --rest_api_prot; did you mean --rest_api_port?\n"
     )
+
+
+def test_workers_defaults_to_one_process_and_refuses_less_than_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert build_parser().parse_flags([]).workers == 1
+    assert build_parser().parse_flags(["--workers=4"]).workers == 4
+    # A worker's command repeats the flags and ends with --workers=1: the last one wins.
+    from servo.cli.workers import worker_command
+
+    command = worker_command(["--workers=2", "--port=9000"])
+    assert build_parser().parse_flags(command[4:]).workers == 1
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_flags(["--workers=0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "servo serve: argument --workers: expected 1 or more, got 0\n"

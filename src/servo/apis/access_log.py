@@ -26,6 +26,10 @@ from servo.util import log_format
 
 log = logging.getLogger(log_format.ACCESS_LOGGER)
 
+# With --workers > 1: this worker's process ID, which every line then ends with (`worker=`),
+# so that a line says which of the processes sharing the ports answered.
+WORKER_PID: int | None = None
+
 _current: contextvars.ContextVar[AccessEntry | None] = contextvars.ContextVar(
     "servo_access_entry", default=None
 )
@@ -82,7 +86,10 @@ class AccessEntry:
         self.latency_ms = 0.0
 
     def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in FIELDS}
+        fields = {name: getattr(self, name) for name in FIELDS}
+        if WORKER_PID is not None:
+            fields["worker"] = WORKER_PID
+        return fields
 
     def summary(self) -> str:
         """The JSON line's message: the request and its status."""
@@ -97,6 +104,7 @@ class AccessEntry:
             f"path={_text(self.path)} status={_text(self.status)} api={_text(self.api)} "
             f"model={_text(self.model)} version={version} bytes_in={self.bytes_in} "
             f"bytes_out={self.bytes_out} latency_ms={self.latency_ms:.3f}"
+            + ("" if WORKER_PID is None else f" worker={WORKER_PID}")
         )
 
 

@@ -499,6 +499,15 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "0: stop accepting at once, as TFS. The grace period starts after it.",
     ),
     Flag(
+        "workers",
+        parse_positive_count,
+        1,
+        "Server processes sharing the gRPC and REST ports (SO_REUSEPORT), each with its own "
+        "models, sources and config polling; the process started is their supervisor. 1: "
+        "one process, as TFS. More: reload RPCs and v2 repository changes are refused "
+        "(FAILED_PRECONDITION), and a worker that dies stops them all (exit code 1).",
+    ),
+    Flag(
         "rest_api_max_connections",
         parse_positive_count,
         4096,

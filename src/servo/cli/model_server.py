@@ -33,6 +33,7 @@ from servo.apis.rest.app import RestApi, RestOptions
 from servo.apis.runner import Runner
 from servo.cli.connections import ConnectionCaps, connection_caps, grpc_arguments
 from servo.cli.flags import build_parser, ineffective_flags_set
+from servo.cli.workers import WorkerMetrics, WorkerRole, supervise
 from servo.core.aspired_versions_manager import AspiredVersionsManagerOptions
 from servo.core.loader import ResourceAllocation
 from servo.core.resource_tracker import ResourceTracker
@@ -124,6 +125,14 @@ class ModelServer:
         self.caps = ConnectionCaps(args.rest_api_max_connections, args.grpc_max_connections)
         self._config_poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
+        # One of --workers N's processes (servo.cli.workers), or None for a lone server.
+        self.role = WorkerRole.from_env() if args.workers == 1 else None
+        self.worker_metrics: WorkerMetrics | None = None
+        if self.role is not None:
+            from servo.apis import access_log
+
+            access_log.WORKER_PID = os.getpid()
+            self.worker_metrics = WorkerMetrics(self.role, self.metrics)
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -140,7 +149,7 @@ class ModelServer:
             # Made now, used (its directory created and locked) when a version in object
             # storage first loads.
             version_cache=VersionCache(
-                a.model_cache_dir or default_cache_dir(),
+                self.cache_dir(),
                 download_threads=a.model_download_threads,
                 max_bytes_per_second=a.model_download_max_bytes_per_second,
                 on_download=metrics.download if metrics is not None else None,
@@ -195,6 +204,14 @@ class ModelServer:
             )
         return ServerCore(options)
 
+    def cache_dir(self) -> str:
+        """--model_cache_dir; a worker's own beside it (`<dir>-worker-<i>`): a cache is one
+        process's (locked), so each worker downloads its own copies."""
+        directory = self.args.model_cache_dir or default_cache_dir()
+        if self.role is not None:
+            directory = f"{directory.rstrip('/')}-worker-{self.role.index}"
+        return directory
+
     @property
     def request_metrics(self) -> ServerMetrics | None:
         """The metrics the request path records into: none without Prometheus (recording
@@ -208,6 +225,7 @@ class ModelServer:
             allow_python_models_over_network=a.allow_python_models_over_network,
             allowed_model_base_path_roots=a.allowed_model_base_path_roots,
             allowed_request_log_roots=a.allowed_request_log_roots,
+            workers=self.role.count if self.role is not None else 1,
         )
 
     def _batching_wrapper(self) -> BatchingWrapper:
@@ -305,6 +323,8 @@ class ModelServer:
             access_log=a.access_log,
         )
         self.repository = ModelRepository(self.core, self.grants())
+        if self.worker_metrics is not None:
+            await self.worker_metrics.start()  # before the page can ask the siblings
         await self._start_grpc()
         if a.rest_api_port:
             if a.rest_api_port == a.port:
@@ -341,6 +361,9 @@ class ModelServer:
             )
         except ValueError as exc:
             raise StartupError(str(exc)) from None
+        if self.role is not None:  # the workers share the port (the supervisor checked it)
+            options = [o for o in options if o[0] != "grpc.so_reuseport"]
+            options.append(("grpc.so_reuseport", 1))
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
         # that queues calls, while grpc.aio's limit would refuse them (RESOURCE_EXHAUSTED).
         interceptors = None
@@ -385,7 +408,14 @@ class ModelServer:
         if self.health is not None:
             await self.health.start()  # the server, its services, and each model
         self.servers.grpc = server
-        log.info("Running gRPC ModelServer at %s ...", " and ".join(addresses))
+        if self.role is not None:
+            log.info("%s: gRPC at %s", self._worker_name(), " and ".join(addresses))
+        else:
+            log.info("Running gRPC ModelServer at %s ...", " and ".join(addresses))
+
+    def _worker_name(self) -> str:
+        assert self.role is not None
+        return f"Worker {self.role.index} of {self.role.count} (pid {os.getpid()})"
 
     def _add_profiler(self, server: Any) -> None:
         """tensorflow.ProfilerService, when TensorFlow is installed (imported at the first
@@ -437,7 +467,7 @@ class ModelServer:
         assert self.plane is not None
         # granian listens with SO_REUSEPORT, so a second server on a busy port would start
         # and share its connections; TFS's HTTP server fails to start instead.
-        busy = _port_in_use(a.bind_address, a.rest_api_port)
+        busy = _port_in_use(a.bind_address, a.rest_api_port) if self.role is None else None
         if busy is not None:
             raise StartupError(
                 f"Failed to start HTTP Server at {a.bind_address}:{a.rest_api_port}: {busy}"
@@ -453,6 +483,7 @@ class ModelServer:
                 decode_limits=self.decode_limits(),
                 read_timeout=a.rest_api_read_timeout_seconds or None,
                 status_page=a.enable_status_page,
+                metrics_page=self.worker_metrics.page if self.worker_metrics else None,
             ),
             self.repository,
         )
@@ -488,7 +519,10 @@ class ModelServer:
                 f"Failed to start HTTP Server at {a.bind_address}:{a.rest_api_port}: {exc}"
             )
         self.servers.rest, self.servers.rest_task = server, task
-        log.info("Exporting HTTP/REST API at:%s:%d ...", a.bind_address, a.rest_api_port)
+        if self.role is not None:
+            log.info("%s: HTTP/REST at %s:%d", self._worker_name(), a.bind_address, a.rest_api_port)
+        else:
+            log.info("Exporting HTTP/REST API at:%s:%d ...", a.bind_address, a.rest_api_port)
         task.add_done_callback(self._on_rest_exit)
 
     def _on_rest_exit(self, task: asyncio.Task[None]) -> None:
@@ -534,6 +568,8 @@ class ModelServer:
             loop.add_signal_handler(sig, self._on_signal, sig)
         await self.start_apis()
         self.start_config_polling()
+        if self.role is not None:
+            self.role.report_ready()
         await self._stopping.wait()
         if not await self.stop():
             exit_now(EXIT_DRAIN_INCOMPLETE)
@@ -721,10 +757,18 @@ def _stop_starting_core(core: ServerCore | None, grace: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_flags(argv)  # exits with 2 on bad usage, in one line
     if args.version:
         print(f"servo {__version__} (TensorFlow Serving APIs)")
         return EXIT_OK
+    if args.workers > 1:
+        try:
+            configure_logging(args.log_level, args.log_format)
+        except StartupError as exc:
+            log.error("%s", exc)
+            return EXIT_FAILED
+        return supervise(args, argv)
     grace = args.shutdown_grace_period_seconds
     try:
         configure_logging(args.log_level, args.log_format, args.access_log, args.access_log_file)

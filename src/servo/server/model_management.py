@@ -95,6 +95,9 @@ class ModelManagementGrants:
     allow_python_models_over_network: bool = False
     allowed_model_base_path_roots: tuple[str, ...] = ()
     allowed_request_log_roots: tuple[str, ...] = ()
+    # --workers: with more than one process, each with its own models, a config sent over
+    # the network would reach only the worker that received it.
+    workers: int = 1
 
     def check_config(self, config: ModelServerConfig) -> None:
         """Refuses a config (from anywhere) whose base paths or request-log prefixes lie
@@ -149,6 +152,14 @@ class ModelManagementGrants:
     def check_network_config(self, current: ModelServerConfig, new: ModelServerConfig) -> None:
         """Refuses a config sent over the network that the grants do not allow (the
         config's own checks and `check_config` come after, in the server core)."""
+        if self.workers > 1:
+            raise ServoError(
+                Code.FAILED_PRECONDITION,
+                f"Model config changes over the network are not supported with --workers="
+                f"{self.workers}: each worker has its own models and would apply it alone; "
+                "change --model_config_file (polled by every worker, "
+                "--model_config_file_poll_wait_seconds) instead",
+            )
         if not self.allow_model_config_over_network:
             raise ServoError(
                 Code.PERMISSION_DENIED,

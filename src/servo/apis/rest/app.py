@@ -104,6 +104,9 @@ class RestOptions:
     read_timeout: float | None = 30.0
     # --enable_status_page: the status page at `/` (TFS: 404 there).
     status_page: bool = True
+    # With --workers > 1: the metrics page of every worker summed (servo.cli.workers);
+    # None renders this process's metrics.
+    metrics_page: Callable[[], Awaitable[bytes]] | None = None
 
 
 # How much of a chunked body past the limit is read (and dropped) before the 413.
@@ -204,7 +207,9 @@ class RestApi:
                 and path == self.options.metrics_path
                 and self.metrics is not None
             ):
-                proto.response_bytes(200, METRICS_HEADERS, self.metrics.render())
+                page = self.options.metrics_page
+                body = self.metrics.render() if page is None else await page()
+                proto.response_bytes(200, METRICS_HEADERS, body)
                 return
             elif path == status_page.PATH and self._status_page is not None:
                 proto.response_bytes(*self._status_page.answer(method))
