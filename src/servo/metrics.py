@@ -26,6 +26,7 @@ has no count of warm-up records (it logs it): `servo_model_warmup_records_read` 
 from __future__ import annotations
 
 import bisect
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -88,14 +89,34 @@ class _Family:
         return 0
 
 
-class Counter(_Family):
-    """A monotonic count per label values."""
+class _Scalar(_Family):
+    """A family with one number per label values (a counter's, a gauge's); another
+    process's points merge in through `_combine`."""
+
+    _combine: Callable[[float, float], float]
 
     def __init__(
         self, name: str, documentation: str, labels: Sequence[str], path: str | None = None
     ) -> None:
         super().__init__(name, documentation, labels, path)
         self._values: dict[tuple[str, ...], float] = {}
+
+    def points(self) -> list[list[Any]]:
+        with self._lock:
+            return [[list(k), v] for k, v in self._values.items()]
+
+    def merge(self, points: Iterable[Sequence[Any]]) -> None:
+        with self._lock:
+            for labels, value in points:
+                key = tuple(labels)
+                mine = self._values.get(key)
+                self._values[key] = value if mine is None else self._combine(mine, value)
+
+
+class Counter(_Scalar):
+    """A monotonic count per label values."""
+
+    _combine = staticmethod(operator.add)
 
     def inc(self, *labels: str, amount: float = 1) -> None:
         with self._lock:
@@ -108,16 +129,6 @@ class Counter(_Family):
         with self._lock:
             return int(self._values[min(self._values)]) if self._values else 0
 
-    def points(self) -> list[list[Any]]:
-        with self._lock:
-            return [[list(k), v] for k, v in self._values.items()]
-
-    def merge(self, points: Iterable[Sequence[Any]]) -> None:
-        with self._lock:
-            for labels, value in points:
-                key = tuple(labels)
-                self._values[key] = self._values.get(key, 0) + value
-
     def render(self, lines: list[str]) -> None:
         lines.append(f"# TYPE {self.name} counter")
         with self._lock:
@@ -126,9 +137,12 @@ class Counter(_Family):
             lines.append(f"{self.name}{{{_labels(self.labels, values)}}} {_number(count)}")
 
 
-class Gauge(_Family):
+class Gauge(_Scalar):
     """A value per label values that goes up and down; `integer` for an int64 gauge (whose
-    value a reload's metric_names can read), otherwise a double gauge."""
+    value a reload's metric_names can read), otherwise a double gauge. Merged, the largest
+    value is kept."""
+
+    _combine = staticmethod(max)
 
     def __init__(
         self,
@@ -141,7 +155,6 @@ class Gauge(_Family):
     ) -> None:
         super().__init__(name, documentation, labels, path)
         self.integer = integer
-        self._values: dict[tuple[str, ...], float] = {}
 
     def set(self, value: float, *labels: str) -> None:
         with self._lock:
@@ -159,16 +172,6 @@ class Gauge(_Family):
             return 0
         with self._lock:
             return int(self._values[min(self._values)]) if self._values else 0
-
-    def points(self) -> list[list[Any]]:
-        with self._lock:
-            return [[list(k), v] for k, v in self._values.items()]
-
-    def merge(self, points: Iterable[Sequence[Any]]) -> None:
-        with self._lock:
-            for labels, value in points:
-                key = tuple(labels)
-                self._values[key] = max(self._values.get(key, value), value)
 
     def render(self, lines: list[str]) -> None:
         lines.append(f"# TYPE {self.name} gauge")

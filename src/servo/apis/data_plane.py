@@ -368,11 +368,7 @@ class DataPlane:
     # -- the inference APIs ----------------------------------------------------------------
 
     async def predict(self, spec: ModelSpec, call: PredictCall[A], timeout: float | None) -> A:
-        with (
-            self._noted_handle(spec)
-            if self.access_log
-            else self.core.servable_handle(spec.name, spec.version, spec.label)
-        ) as handle:
+        with self._handle(spec) as handle:
             servable = handle.servable
             signature, inputs, wanted = _prepare_predict(servable, call, self.method_name_check)
             submit = getattr(servable, "submit", None)  # a batching servable's queue

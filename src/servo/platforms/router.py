@@ -42,7 +42,7 @@ RESOURCE_ESTIMATE_FACTOR = 1.2
 @dataclass(frozen=True)
 class PlatformInfo:
     module: str  # imported when a version of this platform loads
-    extra: str | None  # the extra (pip_install)  that installs its runtime
+    extra: str | None  # the extra (see pip_install) that installs its runtime
     runtime: str | None  # the top-level module of that runtime
     files: tuple[str, ...] = ()  # files in a version directory that identify the platform
 
