@@ -459,22 +459,20 @@ def stale_answers(pushes: list[Push], answers: list[Answer]) -> int:
     return stale
 
 
-def report(
-    args: argparse.Namespace,
-    pushes: list[Push],
-    answers: list[Answer],
-    stats: list[dict[str, str]],
-    elapsed: float,
-) -> dict[str, Any]:
-    by_protocol = {
+def request_counts(answers: list[Answer]) -> dict[str, dict[str, int]]:
+    """Requests sent and failed, by protocol."""
+    return {
         protocol: {
             "sent": sum(1 for a in answers if a.protocol == protocol),
             "failed": sum(1 for a in answers if a.protocol == protocol and a.version is None),
         }
         for protocol in ("rest", "grpc")
     }
-    errors = sorted({a.error for a in answers if a.version is None})
-    servers = [
+
+
+def haproxy_servers(stats: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """HAProxy's own counts for each replica in each backend, from its stats page."""
+    return [
         {
             "backend": row["pxname"],
             "replica": row["svname"],
@@ -488,6 +486,18 @@ def report(
         for row in stats
         if row["svname"].startswith("r")
     ]
+
+
+def report(
+    args: argparse.Namespace,
+    pushes: list[Push],
+    answers: list[Answer],
+    stats: list[dict[str, str]],
+    elapsed: float,
+) -> dict[str, Any]:
+    by_protocol = request_counts(answers)
+    errors = sorted({a.error for a in answers if a.version is None})
+    servers = haproxy_servers(stats)
     converge_times = [p.converge_seconds for p in pushes]
     return {
         "replicas": args.replicas,

@@ -54,9 +54,11 @@ from replicas import (
     Load,
     _client_credentials,
     haproxy_config,
+    haproxy_servers,
     haproxy_stats,
     moto_server,
     onnx_model,
+    request_counts,
     started,
     wait_for,
 )
@@ -208,25 +210,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         stats = haproxy_stats(stats_port)
 
     answers = load.answers
-    by_protocol = {
-        protocol: {
-            "sent": sum(1 for a in answers if a.protocol == protocol),
-            "failed": sum(1 for a in answers if a.protocol == protocol and a.version is None),
-        }
-        for protocol in ("rest", "grpc")
-    }
-    servers = [
-        {
-            "backend": row["pxname"],
-            "replica": row["svname"],
-            "requests": int(row["stot"] or 0),
-            "http_5xx": int(row["hrsp_5xx"] or 0),
-            "retries": int(row["wretr"] or 0),
-            "redispatches": int(row["wredis"] or 0),
-        }
-        for row in stats
-        if row["svname"].startswith("r")
-    ]
+    by_protocol = request_counts(answers)
+    servers = haproxy_servers(stats)
     return {
         "replicas": args.replicas,
         "drain_seconds": args.drain_seconds,
