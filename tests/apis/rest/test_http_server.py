@@ -1,0 +1,326 @@
+"""The REST port's HTTP/1.1 server (servo.apis.rest.http_server) on a loopback socket, with
+small apps and raw sockets as clients: what reaches the app, keep-alive and pipelining, the
+limits and errors of the protocol, and stopping. Every wait is on a state (bytes read up to
+the end of an answer or of the connection) within a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import uvloop
+
+from servo.apis.rest.http_server import HttpServer
+
+BOUND = 20.0  # seconds: a bound on every wait, not a timing
+
+
+def on_uvloop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """The test run on uvloop, the server's loop in production."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        uvloop.run(test(*args, **kwargs))
+
+    return run
+
+
+class App:
+    """Echoes what it was asked: method, path, query, a header, the body's length."""
+
+    def __init__(self, handler: Callable[[Any, Any], Awaitable[None]] | None = None) -> None:
+        self.handler = handler
+        self.seen: list[Any] = []
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        self.seen.append(scope)
+        if self.handler is not None:
+            await self.handler(scope, proto)
+            return
+        body = await proto()
+        text = f"{scope.method} {scope.path} {scope.query_string} {len(body)} {scope.client}"
+        proto.response_bytes(200, [("content-type", "text/plain")], text.encode())
+
+
+@asynccontextmanager
+async def serving(app: Any, **options: Any) -> AsyncIterator[HttpServer]:
+    server = HttpServer(app, "127.0.0.1", 0, **options)
+    await server.start()
+    task = asyncio.create_task(server.serve())
+    try:
+        yield server
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, BOUND)
+
+
+async def exchange(port: int, data: bytes, answers: int = 1) -> bytes:
+    """Sends `data`, reads until `answers` whole answers (or the end of the connection)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    got = b""
+    try:
+        for _ in range(answers):
+            got += await asyncio.wait_for(read_answer(reader), BOUND)
+    finally:
+        writer.close()
+    return got
+
+
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), BOUND)
+
+
+@on_uvloop
+async def test_the_app_sees_the_decoded_path_the_query_the_body_and_the_client() -> None:
+    app = App()
+    async with serving(app) as server:
+        answer = await exchange(
+            server.bound_port,
+            b"POST /v1/models/a%2Fb:predict?x=1 HTTP/1.1\r\nHost: h\r\nX-Thing: 1\r\n"
+            b"X-Thing: 2\r\nContent-Length: 5\r\n\r\nhello",
+        )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"POST /v1/models/a/b:predict x=1 5 " + app.seen[0].client.encode())
+    assert app.seen[0].client.startswith("127.0.0.1:")
+    assert app.seen[0].headers["x-thing"] == "1, 2"
+    assert b"content-length: " in answer and b"date: " in answer
+
+
+@on_uvloop
+async def test_keep_alive_answers_pipelined_requests_in_order() -> None:
+    async def slow_first(scope: Any, proto: Any) -> None:
+        if scope.path == "/first":
+            await asyncio.sleep(0)  # yields, so the second request is parsed meanwhile
+        proto.response_bytes(200, [], scope.path.encode())
+
+    async with serving(App(slow_first)) as server:
+        answer = await exchange(
+            server.bound_port,
+            b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n",
+            answers=2,
+        )
+    assert answer.index(b"/first") < answer.index(b"/second")
+    assert b"connection: close" not in answer
+
+
+@on_uvloop
+async def test_http_1_0_closes_unless_asked_to_keep_alive() -> None:
+    async with serving(App()) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"GET /a HTTP/1.0\r\n\r\n")
+        closed = await read_to_eof(reader)
+        writer.close()
+        kept = await exchange(
+            server.bound_port, b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        )
+    assert b"connection: close" in closed
+    assert b"connection: keep-alive" in kept
+
+
+@on_uvloop
+async def test_chunked_bodies_stream_and_expect_continue_is_answered_on_read() -> None:
+    async def count(scope: Any, proto: Any) -> None:
+        size = 0
+        async for piece in proto:
+            size += len(piece)
+        proto.response_bytes(200, [], str(size).encode())
+
+    async with serving(App(count)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(
+            b"POST /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND) == (
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+        )
+        writer.write(b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+        answer = await asyncio.wait_for(read_answer(reader), BOUND)
+        writer.close()
+    assert answer.endswith(b"\r\n\r\n7")
+
+
+@on_uvloop
+async def test_head_answers_carry_no_body_and_connection_close_from_the_app_closes() -> None:
+    async def answer(scope: Any, proto: Any) -> None:
+        headers = [("connection", "close")] if scope.path == "/close" else []
+        proto.response_bytes(200, headers, b"twelve bytes")
+
+    async with serving(App(answer)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\nGET /close HTTP/1.1\r\nHost: h\r\n\r\n")
+        both = await read_to_eof(reader)
+        writer.close()
+    head, _, rest = both.partition(b"\r\n\r\n")
+    assert b"content-length: 12" in head
+    assert rest.startswith(b"HTTP/1.1 200 OK")  # no body between the two answers
+    assert rest.count(b"connection: close") == 1 and rest.endswith(b"twelve bytes")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\n" + b"X: " + b"b" * 70_000 + b"\r\n\r\n", b"431"),
+    ],
+)
+@on_uvloop
+async def test_malformed_and_oversized_heads_are_refused_and_closed(
+    request_bytes: bytes, status: bytes
+) -> None:
+    app = App()
+    async with serving(app) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(request_bytes)
+        answer = await read_to_eof(reader)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
+    assert b"connection: close" in answer and b'{"error": ' in answer
+    assert app.seen == []
+
+
+@on_uvloop
+async def test_a_head_that_never_ends_is_refused_once_past_the_limit() -> None:
+    """A header line sent piece by piece without its end: the parser would hold it whole, so
+    the bytes read into an unfinished head are bounded too (431 past the limit)."""
+    async with serving(App()) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"GET / HTTP/1.1\r\nX-Endless: ")
+        sent = 0
+        while not reader.at_eof() and sent < 10 * server.max_head_bytes:
+            writer.write(b"z" * 4096)
+            await writer.drain()
+            sent += 4096
+            if sent > 2 * server.max_head_bytes:
+                break  # past twice the limit it must have answered
+        answer = await read_to_eof(reader)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert b"--rest_api_max_request_head_bytes" in answer
+
+
+@on_uvloop
+async def test_an_app_that_fails_or_answers_nothing_gets_a_500_and_the_connection_closes() -> None:
+    async def broken(scope: Any, proto: Any) -> None:
+        if scope.path == "/raise":
+            raise RuntimeError("a bug")
+
+    async with serving(App(broken)) as server:
+        for path in (b"/raise", b"/silent"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+            answer = await read_to_eof(reader)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 500 "), answer
+            assert b"without an answer" in answer
+
+
+@on_uvloop
+async def test_a_client_that_leaves_before_its_body_cancels_its_request() -> None:
+    reading = asyncio.Event()
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def wait_body(scope: Any, proto: Any) -> None:
+        reading.set()
+        try:
+            await proto()
+        except asyncio.CancelledError:
+            ended.set_result("cancelled")
+            raise
+        ended.set_result("read")
+
+    async with serving(App(wait_body)) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        await asyncio.wait_for(reading.wait(), BOUND)
+        writer.close()
+        assert await asyncio.wait_for(ended, BOUND) == "cancelled"
+
+
+@on_uvloop
+async def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
+    async with serving(App(), idle_timeout=0.2) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        everything = await read_to_eof(reader)  # the answer, then the close
+        writer.close()
+    assert everything.startswith(b"HTTP/1.1 200 OK") and b"connection: close" not in everything
+
+
+@on_uvloop
+async def test_past_the_connection_cap_a_client_waits_until_a_connection_closes() -> None:
+    async with serving(App(), max_connections=1) as server:
+        first_reader, first = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        first.write(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        await asyncio.wait_for(read_answer(first_reader), BOUND)
+        second_reader, second = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        second.write(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        # One more answer on the first connection: the loop has seen the second arrive.
+        first.write(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        await asyncio.wait_for(read_answer(first_reader), BOUND)
+        assert server.connections == 1  # the second waits in the listen backlog
+        first.close()
+        assert b"GET /2" in await asyncio.wait_for(read_answer(second_reader), BOUND)
+        second.close()
+
+
+@on_uvloop
+async def test_stop_lets_the_request_in_flight_finish_and_closes_idle_connections() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held(scope: Any, proto: Any) -> None:
+        if scope.path == "/held":
+            started.set()
+            await release.wait()
+        proto.response_bytes(200, [], b"done")
+
+    server = HttpServer(App(held), "127.0.0.1", 0)
+    await server.start()
+    port = server.bound_port
+    serve = asyncio.create_task(server.serve())
+    idle_reader, idle = await asyncio.open_connection("127.0.0.1", port)
+    busy_reader, busy = await asyncio.open_connection("127.0.0.1", port)
+    busy.write(b"GET /held HTTP/1.1\r\nHost: h\r\n\r\n")
+    await asyncio.wait_for(started.wait(), BOUND)
+    server.stop()
+    assert await read_to_eof(idle_reader) == b""  # the idle one is closed at once
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=BOUND).close()
+    assert not serve.done()
+    release.set()
+    answer = await read_to_eof(busy_reader)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in answer
+    await asyncio.wait_for(serve, BOUND)
+    idle.close()
+    busy.close()
+
+
+@on_uvloop
+async def test_a_busy_port_fails_the_start_unless_the_port_is_shared() -> None:
+    async with serving(App()) as server:
+        with pytest.raises(OSError):
+            await HttpServer(App(), "127.0.0.1", server.bound_port).start()
+    shared = HttpServer(App(), "127.0.0.1", 0, reuse_port=True)
+    await shared.start()
+    other = HttpServer(App(), "127.0.0.1", shared.bound_port, reuse_port=True)
+    await other.start()
+    shared.stop()
+    other.stop()
