@@ -131,6 +131,7 @@ def test_idle_and_slow_connections_are_closed_after_their_timeouts(tmp_path: Pat
             "--rest_api_read_timeout_seconds=1",
             "--grpc_max_connection_idle_seconds=1",
             "--grpc_handshake_timeout_seconds=1",
+            "--rest_api_max_request_head_bytes=1024",
         ]
     ) as server:
         # REST: a connection that never sends anything.
@@ -153,6 +154,12 @@ def test_idle_and_slow_connections_are_closed_after_their_timeouts(tmp_path: Pat
             answer = read_to_eof(conn)
             assert answer.startswith(b"HTTP/1.1 408 "), answer
             assert b"--rest_api_read_timeout_seconds" in answer
+        # REST: a request head over the flag's limit: 431, and the connection closes.
+        with connect(server.rest_port) as conn:
+            conn.sendall(b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 2000)
+            answer = read_to_eof(conn)
+            assert answer.startswith(b"HTTP/1.1 431 "), answer
+            assert b"--rest_api_max_request_head_bytes" in answer
         # gRPC: a connection that never sends its preface (gRPC may say why before it closes).
         with connect(server.grpc_port) as conn:
             read_to_eof(conn)

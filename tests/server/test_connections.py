@@ -65,6 +65,7 @@ def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
     assert (args.rest_api_max_connections, args.grpc_max_connections) == (4096, 4096)
     assert args.rest_api_idle_timeout_seconds == 30.0
     assert args.rest_api_read_timeout_seconds == 30.0
+    assert args.rest_api_max_request_head_bytes == 65536
     assert args.grpc_max_connection_idle_seconds == 300.0
     assert args.open_files_reserve == 256
     assert args.shutdown_grace_period_seconds == 30.0

@@ -522,6 +522,13 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "the reading of a request's headers. 0 turns it off.",
     ),
     Flag(
+        "rest_api_max_request_head_bytes",
+        parse_positive_count,
+        65536,
+        "Largest REST request head (request line and headers) read; a larger one gets 431 "
+        "and the connection is closed.",
+    ),
+    Flag(
         "rest_api_read_timeout_seconds",
         parse_seconds,
         30.0,

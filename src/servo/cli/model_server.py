@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from servo import __version__
 from servo.apis.data_plane import DataPlane
 from servo.apis.rest.app import RestApi, RestOptions
+from servo.apis.rest.http_server import HttpServer as RestHttpServer
 from servo.apis.runner import Runner
 from servo.cli.connections import ConnectionCaps, connection_caps, grpc_arguments
 from servo.cli.flags import build_parser, ineffective_flags_set
@@ -81,7 +82,7 @@ def startup_error(exc: Exception) -> StartupError:
 
 
 class HttpServer(Protocol):
-    """The embedded HTTP server's part that the process drives (granian's)."""
+    """The HTTP server's part that the process drives (servo.apis.rest.http_server's)."""
 
     async def serve(self) -> None: ...
 
@@ -459,19 +460,8 @@ class ModelServer:
         self.caps = connection_caps(self.caps, self.args.open_files_reserve)
 
     async def _start_rest(self) -> None:
-        from granian.constants import HTTPModes, Interfaces
-        from granian.http import HTTP1Settings
-        from granian.server.embed import Server as Granian
-
         a = self.args
         assert self.plane is not None
-        # granian listens with SO_REUSEPORT, so a second server on a busy port would start
-        # and share its connections; TFS's HTTP server fails to start instead.
-        busy = _port_in_use(a.bind_address, a.rest_api_port) if self.role is None else None
-        if busy is not None:
-            raise StartupError(
-                f"Failed to start HTTP Server at {a.bind_address}:{a.rest_api_port}: {busy}"
-            )
         timeout = a.rest_api_timeout_in_ms / 1000 if a.rest_api_timeout_in_ms > 0 else None
         app = RestApi(
             self.plane,
@@ -492,32 +482,27 @@ class ModelServer:
 
             metrics_path = self.prometheus.path if self.prometheus.enabled else None
             app = AccessLogged(app, metrics_path)  # type: ignore[assignment]
-        # HTTP/1.1 only, as TFS's REST API: in granian's "auto" mode a connection that sends
-        # nothing waits for its first bytes with no timeout, while HTTP/1's header read
-        # timeout also runs from the connection's start and between its requests: it is the
-        # idle timeout. `backpressure` caps the connections served at once; more wait in the
-        # listen backlog.
-        idle_ms = int(a.rest_api_idle_timeout_seconds * 1000)
-        server = Granian(
+        # HTTP/1.1 only, as TFS's REST API. The idle timeout runs from a connection's start
+        # and between its requests; past the connection cap, clients wait in the listen
+        # backlog. Workers share the port (SO_REUSEPORT); a single server on a busy port
+        # fails to start, as TFS's does.
+        server = RestHttpServer(
             app,
-            address=a.bind_address,
-            port=a.rest_api_port,
-            interface=Interfaces.RSGI,
-            http=HTTPModes.http1,
-            http1_settings=HTTP1Settings(header_read_timeout=idle_ms if idle_ms > 0 else 2**31 - 1),
-            log_enabled=False,
+            a.bind_address,
+            a.rest_api_port,
+            max_connections=self.caps.rest,
+            idle_timeout=a.rest_api_idle_timeout_seconds,
+            max_head_bytes=a.rest_api_max_request_head_bytes,
             backlog=1024,
-            backpressure=self.caps.rest,
+            reuse_port=self.role is not None,
         )
-        bound = asyncio.get_running_loop().create_future()
-        server.on_startup(lambda: None if bound.done() else bound.set_result(None))
-        task = asyncio.create_task(server.serve())
-        done, _ = await asyncio.wait({task, bound}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            exc = task.exception()
+        try:
+            await server.start()
+        except OSError as exc:
             raise StartupError(
                 f"Failed to start HTTP Server at {a.bind_address}:{a.rest_api_port}: {exc}"
-            )
+            ) from None
+        task = asyncio.create_task(server.serve())
         self.servers.rest, self.servers.rest_task = server, task
         if self.role is not None:
             log.info("%s: HTTP/REST at %s:%d", self._worker_name(), a.bind_address, a.rest_api_port)
@@ -730,7 +715,6 @@ def configure_logging(
         )
     except OSError as exc:
         raise StartupError(f"--access_log_file: cannot open {access_log_file}: {exc}") from None
-    logging.getLogger("granian").setLevel(logging.ERROR)  # "embedded is experimental" noise
     gfile.quiet_client_loggers()  # they write signed requests at DEBUG
 
 
