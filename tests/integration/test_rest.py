@@ -1,5 +1,5 @@
 """The TFS REST API through a real server process, for what only one shows: answers over a
-socket from granian, the URL decoding granian does before the app sees a path, chunked and
+socket from servo's HTTP server, the URL decoding it does before the app sees a path, chunked and
 oversized bodies on the wire (and the connection still serving after them), the flags that
 reach the app (CORS, the body limit, the metrics page), and the Prometheus page as
 prometheus_client reads it.

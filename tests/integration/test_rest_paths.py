@@ -1,5 +1,5 @@
 """Model names and version labels holding `/`, addressed over REST with `%2F` as in TFS,
-through a real server process (granian decodes the path before the app reads it): a model
+through a real server process (the HTTP server decodes the path before the app reads it): a model
 `team/sum` served from a config file, predicted, its status and metadata read, by version
 and by label, on /v1 and /v2, and added and removed through v2's repository.
 

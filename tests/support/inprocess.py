@@ -1,5 +1,5 @@
 """The APIs in process, over a fake server core: the REST app and the gRPC services called as
-granian and grpc.aio call them, with no socket and no server process.
+servo's HTTP server and grpc.aio call them, with no socket and no server process.
 
     core = FakeCore().add("m", servable)          # any ModelServable, as version 1
     plane = data_plane(core)                      # DataPlane over the core (Runner, metrics...)
@@ -243,8 +243,8 @@ class _Scope:
 
 
 class _Protocol:
-    """granian's RSGI HTTP protocol object: the body in (whole, or in chunks of `chunk` bytes
-    when iterated), one answer out."""
+    """The RSGI HTTP protocol object, as servo's HTTP server hands it: the body in (whole, or in
+    chunks of `chunk` bytes when iterated), one answer out."""
 
     def __init__(self, body: bytes, chunk: int) -> None:
         self._body = body
@@ -306,9 +306,9 @@ class _Loop:
 
 
 class RestClient(_Loop):
-    """Calls a RestApi as granian would; every answer is checked to be JSON (but the metrics
-    page and the status page's HTML). Paths are given as granian hands them over: URL-decoded
-    already."""
+    """Calls a RestApi as the HTTP server would; every answer is checked to be JSON (but the
+    metrics page and the status page's HTML). Paths are given as the HTTP server hands them
+    over: URL-decoded already."""
 
     def __init__(self, plane: DataPlane, options: RestOptions | None = None) -> None:
         super().__init__()

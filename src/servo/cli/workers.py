@@ -5,8 +5,8 @@ N workers, each `python -m servo serve` with the same flags and `--workers=1`, t
 by the environment (`SERVO_WORKER_INDEX`, `SERVO_WORKER_COUNT`, `SERVO_WORKER_DIR`,
 `SERVO_WORKER_READY_FD`). Each worker is a whole server of its own (its sources polling the
 same base paths and --model_config_file, its manager, its loaded models) that listens on the
-same ports with SO_REUSEPORT: granian's listener has it, and gRPC's is turned on for workers
-(`grpc.so_reuseport`, off otherwise: a busy port must fail the start). Linux spreads new
+same ports with SO_REUSEPORT, set on both listeners for workers only (`grpc.so_reuseport` for
+gRPC; off otherwise: a busy port must fail the start). Linux spreads new
 connections over the listeners by a hash of their addresses, so one connection's requests
 stay with one worker, and many connections spread over all.
 

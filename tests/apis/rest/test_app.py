@@ -1,9 +1,9 @@
-"""The REST app (servo.apis.rest.app) in process, called as granian calls it, over a fake core
-serving the API tests' models (tests/apis/conftest.py): its routes, every error answer in TFS's
-words and HTTP status, the answers' forms, status and metadata, CORS, body limits and
-encodings, deadlines, and the request metrics and their page.
+"""The REST app (servo.apis.rest.app) in process, called as the HTTP server calls it, over a
+fake core serving the API tests' models (tests/apis/conftest.py): its routes, every error
+answer in TFS's words and HTTP status, the answers' forms, status and metadata, CORS, body
+limits and encodings, deadlines, and the request metrics and their page.
 
-Paths are given as granian hands them to the app, URL-decoded; the decoding itself, real
+Paths are given as the HTTP server hands them to the app, URL-decoded; the decoding itself, real
 sockets and chunked bodies on the wire are tested through a server in
 tests/integration/test_rest.py.
 """
@@ -160,8 +160,8 @@ def test_paths_are_case_insensitive_but_names_and_labels_keep_their_case(
     assert (answer.status, answer.error) == (400, "Unrecognized servable version label: STABLE")
 
 
-def test_a_name_is_taken_as_given_as_granian_decoded_it_once(rest: RestClient) -> None:
-    """granian URL-decodes a path once; the app decodes nothing more ("%5F" stays)."""
+def test_a_name_is_taken_as_the_http_server_decoded_it_once(rest: RestClient) -> None:
+    """The HTTP server URL-decodes a path once; the app decodes nothing more ("%5F" stays)."""
     answer = rest.get("/v1/models/half%5Fplus%5Ftwo")
     assert (answer.status, answer.json()) == (
         404,
@@ -181,7 +181,7 @@ def slashed(served: FakeCore) -> FakeCore:
 def test_a_name_or_label_with_a_slash_or_colon_is_read_from_the_decoded_path(
     served: FakeCore, rest: RestClient
 ) -> None:
-    """TFS matches the raw path (`a%2Fb`), then decodes; granian decoded it already (`a/b`):
+    """TFS matches the raw path (`a%2Fb`), then decodes; the HTTP server decoded it already (`a/b`):
     the app reads the decoded path every way the raw one could have been written and routes
     the reading whose name is served."""
     slashed(served)

@@ -85,7 +85,7 @@ def _v2_api(path: str) -> str:
 
 
 class _Counted:
-    """granian's HTTP protocol object as the app uses it, counting what passes."""
+    """The HTTP server's protocol object as the app uses it, counting what passes."""
 
     __slots__ = ("_entry", "_proto")
 

@@ -1,4 +1,4 @@
-"""The TFS REST API (JSON over HTTP/1.1) as an RSGI application.
+"""The TFS REST API (JSON over HTTP/1.1) as an RSGI application (served by `http_server`).
 
 Routes, as TFS matches them (case-insensitive, whole path):
 
@@ -13,10 +13,10 @@ Routes, as TFS matches them (case-insensitive, whole path):
     GET, POST /v2/...                                            the Open Inference Protocol
                                                                  (`open_inference`)
 
-TFS matches these on the raw path and then decodes the name and the label; granian hands the
-app a decoded path, so a name or label that held `%2F` or `%3A` is read from it by
-`paths` (the reading whose name is served). Any other `/v1/...` request is 400 "Malformed
-request: METHOD PATH"; everything else is 404.
+TFS matches these on the raw path and then decodes the name and the label; the HTTP server
+(`http_server`) hands the app a decoded path, so a name or label that held `%2F` or `%3A` is
+read from it by `paths` (the reading whose name is served). Any other `/v1/...` request is
+400 "Malformed request: METHOD PATH"; everything else is 404.
 Every answer is JSON (but the metrics page and the status page); errors are
 `{"error": message}` with the HTTP status of their code.
 An `OPTIONS` request (a CORS preflight) to a `/v1/...` path is 200 when it has an `Origin`
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# TFS's routes are matched on the raw path; granian hands over a decoded one, where a name or
+# TFS's routes are matched on the raw path; the app is handed a decoded one, where a name or
 # a label may hold '/' or ':' (their %2F, %3A decoded): `paths` reads it.
 _PREDICTION = re.compile(r"/v1/models/(.+):(classify|regress|predict)", re.IGNORECASE | re.DOTALL)
 _MODEL_PREFIX = "/v1/models/"
@@ -134,7 +134,7 @@ class RequestTimeout(Exception):
 
 
 async def _rest_of(pieces: Any) -> AsyncIterator[bytes]:
-    """The pieces an async iterator has left (granian's body iterator is not iterable twice)."""
+    """The pieces an async iterator has left (a body iterator is not iterable twice)."""
     while True:
         try:
             piece: bytes = await anext(pieces)

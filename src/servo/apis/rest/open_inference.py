@@ -52,7 +52,7 @@ HEADER_LENGTH = "inference-header-content-length"
 BINARY_HEADERS = [("content-type", "application/octet-stream")]
 JSON_HEADERS = [("content-type", "application/json")]
 
-# The path is granian's decoded one: a name (or a version label) may hold a '/' that was
+# The path is the HTTP server's decoded one: a name (or a version label) may hold a '/' that was
 # %2F on the wire, so the model piece is read by `paths` (strictly: no '/' in a name or a
 # version, as the protocol's own routes have it).
 _MODELS_PREFIX = "/v2/models/"
