@@ -1,0 +1,124 @@
+"""The REST port's HTTP stack, chosen by measurement: the bare predict app of bench/bare_asgi.py
+(parse the JSON, run the ONNX MLP, write the JSON) on servo's own HTTP server
+(servo.apis.rest.http_server: an asyncio protocol over httptools, on uvloop) and on granian's
+embedded server (the one servo used before), and servo itself on it with one and with two
+workers. wrk with --connections connections for --seconds, --rounds rounds alternating the
+servers; medians of requests/s, p99 and server CPU per request (utime + stime of the process
+and its children, from /proc). Loopback only; every process is stopped by its PID.
+
+    python bench/http_stack.py [--seconds 8] [--rounds 3] [--connections 16]
+
+The bare apps run in a process of their own each (`--serve STACK PORT`, internal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from compare import cpu_seconds  # noqa: E402
+from rest_predict import REPO, free_port, process, wait_http, wrk  # noqa: E402
+
+V1 = "/v1/models/mlp:predict"
+
+
+def serve(stack: str, port: int) -> None:
+    """Runs the bare app on `stack` ("servo-http" or "granian-embed") until stopped."""
+    import uvloop
+
+    from bare_asgi import rsgi_app
+
+    async def main() -> None:
+        if stack == "servo-http":
+            from servo.apis.rest.http_server import HttpServer
+
+            server = HttpServer(rsgi_app, "127.0.0.1", port)
+            await server.start()
+            await server.serve()
+        else:
+            from granian.constants import HTTPModes, Interfaces
+            from granian.server.embed import Server
+
+            embedded = Server(
+                rsgi_app,
+                address="127.0.0.1",
+                port=port,
+                interface=Interfaces.RSGI,
+                http=HTTPModes.http1,
+                log_enabled=False,
+            )
+            await embedded.serve()
+
+    uvloop.run(main())
+
+
+def commands(model: Path, port: int) -> dict[str, list[str]]:
+    servo = [
+        sys.executable,
+        "-m",
+        "servo",
+        "serve",
+        f"--port={free_port()}",
+        f"--rest_api_port={port}",
+        "--bind_address=127.0.0.1",
+        "--model_name=mlp",
+        f"--model_base_path={model.parent.parent}",
+        "--tensorflow_intra_op_parallelism=1",
+        "--log_level=warning",
+    ]
+    here = [sys.executable, __file__, "--serve"]
+    return {
+        "bare app, servo's HTTP server": [*here, "servo-http", str(port)],
+        "bare app, granian embedded": [*here, "granian-embed", str(port)],
+        "servo, 1 process": servo,
+        "servo, --workers 2": [*servo, "--workers=2"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    model = REPO / "examples" / "models" / "mlp" / "1" / "model.onnx"
+    if args.serve:
+        os.environ.setdefault("SERVO_BENCH_MODEL", str(model))
+        serve(args.serve[0], int(args.serve[1]))
+        return
+    if not model.exists():
+        sys.exit(f"{model} is missing: run `make examples` first")
+    env = {"SERVO_BENCH_MODEL": str(model), "PYTHONPATH": f"{REPO / 'src'}:{BENCH}"}
+    results: dict[str, list[tuple[float, float, float]]] = {}
+    for _ in range(args.rounds):
+        port = free_port()
+        for name, command in commands(model, port).items():
+            with process(command, env) as proc:
+                wait_http(f"http://127.0.0.1:{port}{V1}")
+                before = cpu_seconds(proc.pid)
+                got = wrk(f"http://127.0.0.1:{port}{V1}", args.seconds, args.connections)
+                spent = cpu_seconds(proc.pid) - before
+            if got["errors"]:
+                sys.exit(f"{name}: {got['errors']:.0f} answers were not 2xx")
+            cpu_us = spent / got["requests"] * 1e6
+            results.setdefault(name, []).append((got["rps"], got["p99_ms"], cpu_us))
+    print(
+        f"ONNX MLP predict, {args.connections} connections (wrk), "
+        f"{args.rounds} rounds of {args.seconds:g} s, medians"
+    )
+    print(f"| {'server':32} | req/s | p99 ms | CPU us/request |")
+    print(f"|{'-' * 34}|------:|-------:|---------------:|")
+    for name, rows in results.items():
+        rps, p99, cpu = (statistics.median(column) for column in zip(*rows, strict=True))
+        print(f"| {name:32} | {rps:,.0f} | {p99:.2f} | {cpu:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
