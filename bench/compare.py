@@ -5,12 +5,15 @@ Writes the example ONNX MLP (16 -> 64 -> 4; with --batching the large one, 512 -
 worker everywhere, by:
 
     servo     REST (TFS's predict route and v2 infer), gRPC (TFS Predict and v2 ModelInfer)
+    servo-w2  the same with --workers=2 (two server processes sharing the ports)
     kserve    KServe's Python model server (REST v1 and v2, gRPC v2)
     mlserver  MLServer with a custom runtime calling ONNX Runtime (REST and gRPC v2)
     triton    Triton through PyTriton (its Python backend; REST and gRPC v2)
     granian   the bare RSGI app of bench/bare_asgi.py on granian (REST, TFS's JSON)
     uvicorn   the bare ASGI app of bench/bare_asgi.py on uvicorn (REST, TFS's JSON)
     grpc-aio  a bare grpc.aio server doing the same work (gRPC TFS Predict)
+    grpc-sync the same on grpcio's thread-pool server (one worker thread, as servo's one)
+    grpclib   the same on grpclib (asyncio over the h2 package, no C core)
 
 The peers are installed into venvs of their own under bench/.venvs/ when missing (pinned
 versions, PEERS below). Before measuring, every endpoint is asked once and its answer must be
@@ -69,7 +72,17 @@ PEERS: dict[str, list[str]] = {
     "mlserver": ["mlserver==1.7.1", "uvloop<0.21"],
     "triton": ["nvidia-pytriton==0.7.0"],
 }
-ALL_SERVERS = ("servo", "kserve", "mlserver", "triton", "granian", "uvicorn", "grpc-aio")
+BARE_GRPC = ("grpc-aio", "grpc-sync", "grpclib")
+ALL_SERVERS = (
+    "servo",
+    "servo-w2",
+    "kserve",
+    "mlserver",
+    "triton",
+    "granian",
+    "uvicorn",
+    *BARE_GRPC,
+)
 BATCHING_SERVERS = ("servo", "kserve", "mlserver", "triton")
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -328,18 +341,19 @@ def make_servers(
 ) -> list[Server]:
     servers = []
     for name in names:
-        if name == "servo":
+        if name in ("servo", "servo-w2"):
             rest, grpc = ports.take(), ports.take()
-            flags = []
-            note = ""
+            flags = ["--workers=2"] if name == "servo-w2" else []
+            note = "2 worker processes" if name == "servo-w2" else ""
             if batching:
                 params = workdir / "servo_batching.config"
                 params.write_text(SERVO_BATCHING)
-                flags = ["--enable_batching", f"--batching_parameters_file={params}"]
-                note = f"batching: max_batch_size {MAX_BATCH}, batch_timeout_micros 0"
+                flags.extend(["--enable_batching", f"--batching_parameters_file={params}"])
+                batches = f"batching: max_batch_size {MAX_BATCH}, batch_timeout_micros 0"
+                note = f"{note}; {batches}" if note else batches
             servers.append(
                 Server(
-                    "servo",
+                    name,
                     [
                         sys.executable,
                         "-m",
@@ -504,12 +518,12 @@ def make_servers(
                     note="bare app: no batching" if batching else "",
                 )
             )
-        elif name == "grpc-aio":
+        elif name in BARE_GRPC:
             port = ports.take()
             servers.append(
                 Server(
-                    "grpc-aio",
-                    [sys.executable, __file__, "--bare-grpc", str(onnx), str(port)],
+                    name,
+                    [sys.executable, __file__, "--bare-grpc", name, str(onnx), str(port)],
                     [port],
                     [Endpoint("gRPC tfs", f"127.0.0.1:{port}")],
                     env={"PYTHONPATH": str(REPO / "src")},
@@ -822,7 +836,7 @@ def bar_chart(rows: list[Row], path: Path, title: str) -> None:
 
     measured = [r for r in rows if r.rps]
     labels = [f"{r.server}\n{r.protocol}" for r in measured]
-    colors = ["tab:blue" if r.server == "servo" else "tab:gray" for r in measured]
+    colors = ["tab:blue" if r.server.startswith("servo") else "tab:gray" for r in measured]
     figure, axes = plt.subplots(figsize=(max(6, 0.9 * len(measured) + 2), 4.5))
     bars = axes.bar(range(len(measured)), [r.rps for r in measured], color=colors)
     axes.bar_label(bars, labels=[f"{r.rps:,.0f}" for r in measured], fontsize=8)
@@ -837,10 +851,10 @@ def bar_chart(rows: list[Row], path: Path, title: str) -> None:
 # -- the bare grpc.aio server (a process of its own) -------------------------------------------
 
 
-def bare_grpc(model: str, port: int) -> None:
+def bare_grpc(kind: str, model: str, port: int) -> None:
+    """TFS Predict on one ONNX Runtime session, on the gRPC stack `kind` (BARE_GRPC)."""
     import asyncio
 
-    import grpc
     import numpy as np
     import onnxruntime as ort
 
@@ -851,28 +865,80 @@ def bare_grpc(model: str, port: int) -> None:
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
-    async def predict(request: Any, context: Any) -> Any:
+    def predict(request: Any) -> Any:
         y = session.run(None, {"x": to_ndarray(request.inputs["x"])})[0]
         response = predict_pb2.PredictResponse()
         from_ndarray(np.asarray(y), into=response.outputs["y"])
         return response
 
-    async def serve() -> None:
-        handler = grpc.method_handlers_generic_handler(
+    if kind == "grpclib":
+        grpclib_server(predict, port)
+        return
+
+    import grpc
+
+    def handler(method: Any) -> Any:
+        return grpc.method_handlers_generic_handler(
             "tensorflow.serving.PredictionService",
             {
                 "Predict": grpc.unary_unary_rpc_method_handler(
-                    predict,
+                    method,
                     request_deserializer=predict_pb2.PredictRequest.FromString,
                     response_serializer=predict_pb2.PredictResponse.SerializeToString,
                 )
             },
         )
+
+    if kind == "grpc-sync":
+        from concurrent.futures import ThreadPoolExecutor
+
+        server = grpc.server(ThreadPoolExecutor(max_workers=1))
+        server.add_generic_rpc_handlers([handler(lambda request, context: predict(request))])
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        server.wait_for_termination()
+        return
+
+    async def predict_aio(request: Any, context: Any) -> Any:
+        return predict(request)
+
+    async def serve() -> None:
         server = grpc.aio.server()
-        server.add_generic_rpc_handlers([handler])
+        server.add_generic_rpc_handlers([handler(predict_aio)])
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+def grpclib_server(predict: Any, port: int) -> None:
+    import asyncio
+
+    import grpclib.const
+    import grpclib.server
+
+    from servo.protos import predict_pb2
+
+    class Service:
+        async def Predict(self, stream: Any) -> None:  # gRPC's method name
+            request = await stream.recv_message()
+            await stream.send_message(predict(request))
+
+        def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+            return {
+                PREDICT: grpclib.const.Handler(
+                    self.Predict,
+                    grpclib.const.Cardinality.UNARY_UNARY,
+                    predict_pb2.PredictRequest,
+                    predict_pb2.PredictResponse,
+                )
+            }
+
+    async def serve() -> None:
+        server = grpclib.server.Server([Service()])
+        await server.start("127.0.0.1", port)
+        await server.wait_closed()
 
     asyncio.run(serve())
 
@@ -982,12 +1048,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", action="store_true", help="the large MLP, batching on")
     parser.add_argument("--port-base", type=int, default=0, help="ports from here on")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the table")
-    parser.add_argument("--bare-grpc", nargs=2, help=argparse.SUPPRESS)  # internal: MODEL PORT
+    parser.add_argument("--bare-grpc", nargs=3, help=argparse.SUPPRESS)  # KIND MODEL PORT
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
     sys.path.insert(0, str(BENCH))
     if args.bare_grpc:
-        bare_grpc(args.bare_grpc[0], int(args.bare_grpc[1]))
+        bare_grpc(args.bare_grpc[0], args.bare_grpc[1], int(args.bare_grpc[2]))
         return 0
     default = BATCHING_SERVERS if args.batching else ALL_SERVERS
     args.servers = args.servers.split(",") if args.servers else list(default)
