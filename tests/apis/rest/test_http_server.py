@@ -172,6 +172,30 @@ async def test_head_answers_carry_no_body_and_connection_close_from_the_app_clos
     assert rest.count(b"connection: close") == 1 and rest.endswith(b"twelve bytes")
 
 
+@on_uvloop
+async def test_the_content_length_is_the_servers_but_for_a_head_answer_the_app_measured() -> None:
+    """An app answering HEAD itself gives the GET answer's length with no body; elsewhere
+    the server writes the body's true length once, whatever the app said."""
+
+    async def answer(scope: Any, proto: Any) -> None:
+        if scope.method == "HEAD":
+            proto.response_bytes(200, [("content-length", "15728")], b"")
+        else:
+            proto.response_bytes(200, [("Content-Length", "99")], b"four")
+
+    async with serving(App(answer)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        both = await read_to_eof(reader)
+        writer.close()
+    head, _, rest = both.partition(b"\r\n\r\n")
+    assert head.lower().count(b"content-length") == 1 and b"content-length: 15728" in head
+    get, _, body = rest.partition(b"\r\n\r\n")
+    assert get.lower().count(b"content-length") == 1 and b"content-length: 4" in get
+    assert body.startswith(b"four")
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [

@@ -40,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from email.utils import formatdate
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import httptools
@@ -477,11 +477,9 @@ class HttpConnection(asyncio.Protocol):
     def respond(
         self, request: Request, status: int, headers: list[tuple[str, str]], body: bytes
     ) -> None:
-        keep = request.keep_alive and not self._closing and self.server.serving
         block = self.server.header_block(headers)
-        if block is None:  # the app says close
-            keep = False
-            block = self.server.header_block([h for h in headers if h[0] != "connection"]) or ""
+        keep = request.keep_alive and not self._closing and self.server.serving and not block.close
+        length = block.length if request.head and block.length is not None else len(body)
         line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
         if keep:
             ending = (
@@ -490,7 +488,7 @@ class HttpConnection(asyncio.Protocol):
         else:
             ending = "connection: close\r\n\r\n"
             self._closing = True
-        head = f"{line}{block}content-length: {len(body)}\r\ndate: {_date.value()}\r\n{ending}"
+        head = f"{line}{block.lines}content-length: {length}\r\ndate: {_date.value()}\r\n{ending}"
         data = head.encode("latin-1")
         if request.head:
             self.write(data)
@@ -545,7 +543,7 @@ class HttpServer:
         self._opening = 0  # accepted sockets whose connection is not made yet
         self._ended: asyncio.Event | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._heads: dict[tuple[tuple[str, str], ...], str | None] = {}
+        self._heads: dict[tuple[tuple[str, str], ...], HeaderBlock] = {}
 
     @property
     def connections(self) -> int:
@@ -678,18 +676,32 @@ class HttpServer:
 
     # -- answers ---------------------------------------------------------------------------------
 
-    def header_block(self, headers: list[tuple[str, str]]) -> str | None:
-        """The app's headers as one block of lines; None when they say `connection: close`.
-        Apps answer with a few constant header lists, so blocks are kept."""
+    def header_block(self, headers: list[tuple[str, str]]) -> HeaderBlock:
+        """The app's headers as one block of lines, but `connection` and `content-length`
+        (the server writes both). Apps answer with a few constant header lists, so blocks
+        are kept."""
         key = tuple(headers)
         try:
             return self._heads[key]
         except KeyError:
             pass
-        block: str | None = "".join(f"{name}: {value}\r\n" for name, value in headers)
-        if any(n.lower() == "connection" and v.lower() == "close" for n, v in headers):
-            block = None
+        lines, close, length = [], False, None
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "connection":
+                close = close or value.strip().lower() == "close"
+            elif lower == "content-length":
+                length = value.strip()
+            else:
+                lines.append(f"{name}: {value}\r\n")
+        block = HeaderBlock("".join(lines), close, length)
         if len(self._heads) >= _HEAD_CACHE_SIZE:
             self._heads.clear()
         self._heads[key] = block
         return block
+
+
+class HeaderBlock(NamedTuple):
+    lines: str  # "name: value\r\n" each
+    close: bool  # the app asks for the connection to close after this answer
+    length: str | None  # the app's content-length: a HEAD answer's, the GET answer's length
