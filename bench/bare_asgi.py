@@ -2,7 +2,8 @@
 predict route (parse the JSON body, run the ONNX model, write the JSON answer), with the same
 libraries (orjson, numpy, ONNX Runtime) and nothing else: no routing, no model manager, no
 checks. `app` is the ASGI form, run with uvicorn (uvloop, httptools); `rsgi_app` the RSGI form,
-run with granian (uvloop), servo's own HTTP stack. The model path is in SERVO_BENCH_MODEL."""
+run with granian (uvloop) or servo's own HTTP server (bench/http_stack.py). The model path is
+in SERVO_BENCH_MODEL."""
 
 from __future__ import annotations
 

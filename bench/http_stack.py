@@ -2,11 +2,16 @@
 (parse the JSON, run the ONNX MLP, write the JSON) on servo's own HTTP server
 (servo.apis.rest.http_server: an asyncio protocol over httptools, on uvloop) and on granian's
 embedded server (the one servo used before), and servo itself on it with one and with two
-workers. wrk with --connections connections for --seconds, --rounds rounds alternating the
-servers; medians of requests/s, p99 and server CPU per request (utime + stime of the process
-and its children, from /proc). Loopback only; every process is stopped by its PID.
+workers. wrk with --connections connections for --seconds (after a 1 s warm-up), --rounds
+rounds alternating the servers; medians of requests/s, p99 and server CPU per request (utime +
+stime of the process and its children, from /proc). Loopback only; every process is stopped
+by its PID.
 
     python bench/http_stack.py [--seconds 8] [--rounds 3] [--connections 16]
+                               [--also-servo OTHER_CHECKOUT/src]
+
+`--also-servo` adds servo from another checkout's sources (one process and --workers 2) to the
+same rounds: servo before and after a change, side by side.
 
 The bare apps run in a process of their own each (`--serve STACK PORT`, internal).
 """
@@ -58,7 +63,9 @@ def serve(stack: str, port: int) -> None:
     uvloop.run(main())
 
 
-def commands(model: Path, port: int) -> dict[str, list[str]]:
+def commands(model: Path, port: int, also: Path | None) -> dict[str, tuple[list[str], str]]:
+    """Each server's command and the PYTHONPATH it runs with."""
+    here_path = f"{REPO / 'src'}:{BENCH}"
     servo = [
         sys.executable,
         "-m",
@@ -73,12 +80,16 @@ def commands(model: Path, port: int) -> dict[str, list[str]]:
         "--log_level=warning",
     ]
     here = [sys.executable, __file__, "--serve"]
-    return {
-        "bare app, servo's HTTP server": [*here, "servo-http", str(port)],
-        "bare app, granian embedded": [*here, "granian-embed", str(port)],
-        "servo, 1 process": servo,
-        "servo, --workers 2": [*servo, "--workers=2"],
+    servers = {
+        "bare app, servo's HTTP server": ([*here, "servo-http", str(port)], here_path),
+        "bare app, granian embedded": ([*here, "granian-embed", str(port)], here_path),
+        "servo, 1 process": (servo, here_path),
+        "servo, --workers 2": ([*servo, "--workers=2"], here_path),
     }
+    if also is not None:
+        servers[f"{also}: 1 process"] = (servo, str(also))
+        servers[f"{also}: --workers 2"] = ([*servo, "--workers=2"], str(also))
+    return servers
 
 
 def main() -> None:
@@ -86,6 +97,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--also-servo", type=Path, help="another checkout's src directory")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     model = REPO / "examples" / "models" / "mlp" / "1" / "model.onnx"
@@ -95,13 +107,16 @@ def main() -> None:
         return
     if not model.exists():
         sys.exit(f"{model} is missing: run `make examples` first")
-    env = {"SERVO_BENCH_MODEL": str(model), "PYTHONPATH": f"{REPO / 'src'}:{BENCH}"}
+    if args.also_servo is not None and not (args.also_servo / "servo").is_dir():
+        sys.exit(f"--also-servo {args.also_servo}: no servo package there")
     results: dict[str, list[tuple[float, float, float]]] = {}
     for _ in range(args.rounds):
         port = free_port()
-        for name, command in commands(model, port).items():
+        for name, (command, path) in commands(model, port, args.also_servo).items():
+            env = {"SERVO_BENCH_MODEL": str(model), "PYTHONPATH": path}
             with process(command, env) as proc:
                 wait_http(f"http://127.0.0.1:{port}{V1}")
+                wrk(f"http://127.0.0.1:{port}{V1}", 1, args.connections)  # warm-up
                 before = cpu_seconds(proc.pid)
                 got = wrk(f"http://127.0.0.1:{port}{V1}", args.seconds, args.connections)
                 spent = cpu_seconds(proc.pid) - before
@@ -113,11 +128,12 @@ def main() -> None:
         f"ONNX MLP predict, {args.connections} connections (wrk), "
         f"{args.rounds} rounds of {args.seconds:g} s, medians"
     )
-    print(f"| {'server':32} | req/s | p99 ms | CPU us/request |")
-    print(f"|{'-' * 34}|------:|-------:|---------------:|")
+    width = max(len(name) for name in results)
+    print(f"| {'server':{width}} | req/s | p99 ms | CPU us/request |")
+    print(f"|{'-' * (width + 2)}|------:|-------:|---------------:|")
     for name, rows in results.items():
         rps, p99, cpu = (statistics.median(column) for column in zip(*rows, strict=True))
-        print(f"| {name:32} | {rps:,.0f} | {p99:.2f} | {cpu:.0f} |")
+        print(f"| {name:{width}} | {rps:,.0f} | {p99:.2f} | {cpu:.0f} |")
 
 
 if __name__ == "__main__":

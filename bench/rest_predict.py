@@ -2,11 +2,12 @@
 
 Writes the example ONNX MLP (16 float inputs, 64 hidden units, 4 outputs), starts servo on it,
 the bare app of bench/bare_asgi.py on uvicorn (ASGI; uvloop + httptools) and on granian (RSGI;
-uvloop; servo's HTTP stack), and, with --kserve-python, KServe's Python server, all on loopback
-ports, and drives each with wrk: 16 connections, one thread, a one-row predict body, a warm-up
-and then a measured run, in turns (servo, bare, servo, bare, ...) so all see the same noise.
-Prints requests/s and p50/p99 latency per round and the median over rounds. Every process it
-starts is stopped. Needs wrk (Debian package `wrk`; `make bench` installs it).
+uvloop; the server servo ran on before its own), and, with --kserve-python, KServe's Python
+server, all on loopback ports, and drives each with wrk: 16 connections, one thread, a one-row
+predict body, a warm-up and then a measured run, in turns (servo, bare, servo, bare, ...) so
+all see the same noise. Prints requests/s and p50/p99 latency per round and the median over
+rounds. Every process it starts is stopped. Needs wrk (Debian package `wrk`; `make bench`
+installs it).
 
     python bench/rest_predict.py [--seconds 10] [--rounds 3] [--connections 16]
                                  [--also-servo OTHER_CHECKOUT/src ...]
