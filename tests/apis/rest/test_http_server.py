@@ -6,6 +6,7 @@ the end of an answer or of the connection) within a bound."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -218,6 +219,34 @@ async def test_malformed_and_oversized_heads_are_refused_and_closed(
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
     assert b"connection: close" in answer and b'{"error": ' in answer
     assert app.seen == []
+
+
+@on_uvloop
+async def test_a_closing_answer_reaches_a_client_that_still_sends() -> None:
+    """A request asking to close, then more input sent before the client reads: the server
+    answers, half-closes and reads on (dropping it). Closed with input unread, the socket
+    would be reset, and the part of the answer not yet delivered dropped with it."""
+    size = 16 * 1024 * 1024
+
+    async def big(scope: Any, proto: Any) -> None:
+        proto.response_bytes(200, [("connection", "close")], b"a" * size)
+
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as conn:
+            conn.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+            with contextlib.suppress(OSError):  # a reset shows in what is read below
+                conn.sendall(b"x" * 1_000_000)
+            chunks = []
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := conn.recv(1 << 20):
+                    chunks.append(chunk)
+            return b"".join(chunks)
+
+    async with serving(App(big)) as server:
+        answer = await asyncio.to_thread(client, server.bound_port)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in head
+    assert len(body) == size
 
 
 @on_uvloop

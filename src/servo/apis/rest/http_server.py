@@ -451,7 +451,7 @@ class HttpConnection(asyncio.Protocol):
                 self.close()
         self._active = None
         if self._closing:
-            if self._parsing is None:
+            if self._parsing is None and not self._draining:  # draining closes by itself
                 self.close()
             return
         if self._queued:
