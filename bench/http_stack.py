@@ -19,9 +19,10 @@ The bare apps run in a process of their own each (`--serve STACK PORT`, internal
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -100,13 +101,20 @@ def main() -> None:
     parser.add_argument("--also-servo", type=Path, help="another checkout's src directory")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = REPO / "examples" / "models" / "mlp" / "1" / "model.onnx"
     if args.serve:
-        os.environ.setdefault("SERVO_BENCH_MODEL", str(model))
         serve(args.serve[0], int(args.serve[1]))
         return
-    if not model.exists():
-        sys.exit(f"{model} is missing: run `make examples` first")
+    with tempfile.TemporaryDirectory(prefix="servo-http-stack-") as tmp:
+        subprocess.run(
+            [sys.executable, "scripts/make_example_models.py", tmp, "--only", "mlp"],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        run(args, Path(tmp) / "mlp" / "1" / "model.onnx")
+
+
+def run(args: argparse.Namespace, model: Path) -> None:
     if args.also_servo is not None and not (args.also_servo / "servo").is_dir():
         sys.exit(f"--also-servo {args.also_servo}: no servo package there")
     results: dict[str, list[tuple[float, float, float]]] = {}
