@@ -6,9 +6,9 @@ by the environment (`SERVO_WORKER_INDEX`, `SERVO_WORKER_COUNT`, `SERVO_WORKER_DI
 `SERVO_WORKER_READY_FD`). Each worker is a whole server of its own (its sources polling the
 same base paths and --model_config_file, its manager, its loaded models) that listens on the
 same ports with SO_REUSEPORT, set on both listeners for workers only (`grpc.so_reuseport` for
-gRPC; off otherwise: a busy port must fail the start). Linux spreads new
-connections over the listeners by a hash of their addresses, so one connection's requests
-stay with one worker, and many connections spread over all.
+gRPC; off otherwise: a busy port must fail the start). Linux spreads new connections over
+the listeners by a hash of their addresses, so one connection's requests stay with one
+worker, and many connections spread over all.
 
 The supervisor says the ports are open ("Running gRPC ModelServer at ...", "Exporting
 HTTP/REST API at:...") once every worker has written to its ready pipe, i.e. once every

@@ -2,11 +2,11 @@
 
 TFS matches its route regexes on the raw path, where a name or a label cannot hold `/` or
 `:` (`/v1/models/([^/:]+)...`), and then URL-decodes the captured name and label, so a model
-named `a/b` is addressed as `/v1/models/a%2Fb:predict`. The REST app is handed
-only the decoded path (`/v1/models/a/b:predict`), as RSGI's scope carries it (servo's HTTP
-server, `http_server`, keeps the form of granian's, the server the app was first written
-for), so it cannot see where the `%2F`s were. servo reads the decoded path the ways the raw
-one could have been written:
+named `a/b` is addressed as `/v1/models/a%2Fb:predict`. The REST app is handed only the
+decoded path (`/v1/models/a/b:predict`), as RSGI's scope carries it (servo's HTTP server,
+`http_server`, keeps the form of granian's, the server the app was first written for), so it
+cannot see where the `%2F`s were. servo reads the decoded path the ways the raw one could
+have been written:
 
 - `readings` lists every split of the piece between the route's prefix and its verb or
   subresource into name [`/versions/V` | `/labels/L`], the reading TFS gives an unencoded
@@ -19,8 +19,8 @@ So every path TFS routes to a served model routes to it here, and an encoded `/`
 version label works the same way. What differs: a path that names a served model with its
 `/` left unencoded (`/v1/models/a/b:predict` for a model `a/b`) is served, where TFS answers
 400 "Malformed request"; and when two served names are both readings of one path (models
-`a` and `a/versions/1`, say), the shorter name is meant. Decoding is `urllib.parse.unquote`'s: a
-`%XX` that is not UTF-8 reads as U+FFFD, so such names cannot be addressed.
+`a` and `a/versions/1`, say), the shorter name is meant. Decoding is `urllib.parse.unquote`'s:
+a `%XX` that is not UTF-8 reads as U+FFFD, so such names cannot be addressed.
 """
 
 from __future__ import annotations
