@@ -5,9 +5,11 @@ written in (`app.__rsgi__(scope, proto)`: `proto()` the whole body, `aiter(proto
 
 Chosen by measurement (bench/http_stack.py, and servo on each server side by side): servo's
 requests are bound by the one Python thread that runs them, and granian's embedded server
-hands every request from its Rust threads to that thread and back. On this machine servo's
-REST predict on this server spends about a quarter less CPU per request than on granian
-(127 against 161 to 175 us) and, with `--workers 2`, serves about a fifth more.
+hands every request from its Rust threads to that thread and back. On the development machine
+servo's REST predict on this server spends 15 to 25% less CPU per request than on granian
+(168 against 197 us in one run, 127 against 161 to 175 in another) and, with `--workers 2`,
+serves about a fifth more; one process serves up to a fifth less, as granian wrote the
+answers on its threads on another CPU (README, Performance).
 
 What it does, and the flags behind it:
 - keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked), pipelined requests answered in order;
@@ -17,8 +19,12 @@ What it does, and the flags behind it:
   listen backlog, holding no descriptor of the process;
 - `idle_timeout` (--rest_api_idle_timeout_seconds): a connection that has not sent a whole
   request head for that long (from its start, or since its last answer) is closed;
-- request heads over `max_head_bytes` are refused with 431, malformed requests with 400, both
-  closing the connection; the body's limits and read deadline are the app's;
+- request heads over `max_head_bytes` (--rest_api_max_request_head_bytes) are refused with
+  431, malformed requests with 400, both closing the connection; the body's limits and read
+  deadline are the app's;
+- an answer that closes the connection is followed by a half-close, and what the client still
+  sends is read and dropped for up to 2 s: closed with input unread, the socket would be
+  reset, and the part of the answer still in flight lost;
 - `stop()`: stops accepting, closes idle connections, lets requests in flight finish (their
   answers say `connection: close`); `serve()` returns once every connection has ended.
 
