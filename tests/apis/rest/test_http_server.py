@@ -250,6 +250,60 @@ async def test_a_closing_answer_reaches_a_client_that_still_sends() -> None:
 
 
 @on_uvloop
+async def test_a_pipelined_body_is_held_back_until_its_request_s_turn() -> None:
+    """While the first request is answered, the body of one pipelined behind it is buffered
+    only up to a bound (its size is the app's to check, once it starts); then the connection
+    stops being read, and reading goes on when that request's turn comes."""
+    release = asyncio.Event()
+
+    async def slow_then_count(scope: Any, proto: Any) -> None:
+        if scope.path == "/slow":
+            await release.wait()
+            proto.response_bytes(200, [], b"slow")
+        else:
+            size = 0
+            async for piece in proto:
+                size += len(piece)
+            proto.response_bytes(200, [], str(size).encode())
+
+    length = 64 * 1024 * 1024
+
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as conn:
+            conn.sendall(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+            conn.sendall(b"POST /big HTTP/1.1\r\nHost: h\r\nConnection: close\r\n")
+            conn.sendall(f"Content-Length: {length}\r\n\r\n".encode())
+            conn.setblocking(False)
+            sent, piece = 0, b"z" * 65536
+            while sent < length:  # until the server stops reading and the buffers fill
+                try:
+                    sent += conn.send(piece[: length - sent])
+                except BlockingIOError:
+                    break
+            loop.call_soon_threadsafe(sent_first.set_result, sent)
+            conn.settimeout(BOUND)
+            conn.sendall(b"z" * (length - sent))  # goes on once the server reads again
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    loop = asyncio.get_running_loop()
+    sent_first: asyncio.Future[int] = loop.create_future()
+    async with serving(App(slow_then_count)) as server:
+        answers = asyncio.create_task(asyncio.to_thread(client, server.bound_port))
+        sent = await asyncio.wait_for(sent_first, BOUND)
+        (conn,) = server._connections
+        queued = conn._queued[0]
+        assert sent < length  # the server stopped reading before the body's end
+        assert queued._size <= 2 * 1024 * 1024  # the high water mark and one read past it
+        release.set()
+        answer = await asyncio.wait_for(answers, BOUND)
+    assert answer.count(b"HTTP/1.1 200 OK") == 2
+    assert answer.endswith(str(length).encode())
+
+
+@on_uvloop
 async def test_a_head_that_never_ends_is_refused_once_past_the_limit() -> None:
     """A header line sent piece by piece without its end: the parser would hold it whole, so
     the bytes read into an unfinished head are bounded too (431 past the limit)."""

@@ -12,8 +12,9 @@ serves about a fifth more; one process serves up to a fifth less, as granian wro
 answers on its threads on another CPU (README, Performance).
 
 What it does, and the flags behind it:
-- keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked), pipelined requests answered in order;
-  `Expect: 100-continue` answered when the app reads the body;
+- keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked), pipelined requests answered in order
+  (16 waiting at most, with at most 1 MiB of their bodies read ahead of their turn; then the
+  connection is not read); `Expect: 100-continue` answered when the app reads the body;
 - at most `max_connections` connections at once (--rest_api_max_connections, fitted under the
   open-file limit): past it the listening socket is not read, so new clients wait in the
   listen backlog, holding no descriptor of the process;
@@ -148,8 +149,8 @@ class Request:
             return  # answered without it: the rest is dropped
         self._chunks.append(data)
         self._size += len(data)
-        if self._streaming and self._size > _HIGH_WATER:
-            self._conn.pause_body()
+        if (self._streaming and self._size > _HIGH_WATER) or self._conn.read_ahead_full(self):
+            self._conn.pause_body()  # read on once the app takes it, or once it is its turn
         self._wake()
 
     def end(self) -> None:
@@ -316,6 +317,14 @@ class HttpConnection(asyncio.Protocol):
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
 
+    def read_ahead_full(self, request: Request) -> bool:
+        """Whether `request` waits behind the one being answered (its app not started:
+        nothing takes its body yet, nor has checked its size) and the bodies read ahead for
+        the waiting requests are past the high water mark."""
+        if request is self._active:
+            return False
+        return sum(waiting._size for waiting in self._queued) > _HIGH_WATER
+
     def pause_body(self) -> None:
         self._body_paused = True
         self._stop_reading()
@@ -407,6 +416,7 @@ class HttpConnection(asyncio.Protocol):
         goes on in a task from there. One still waiting for its body runs in a task from
         its start, so that the body's read deadline (which needs its task) holds."""
         self._active = request
+        self.resume_body()  # its body, held back while it waited, may come on
         coro = self.server.app.__rsgi__(request.scope, request)
         context = contextvars.copy_context()  # each request its own (the access log's)
         if not request.complete:
