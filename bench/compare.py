@@ -12,7 +12,7 @@ worker everywhere, by:
     granian   the bare RSGI app of bench/bare_asgi.py on granian (REST, TFS's JSON)
     uvicorn   the bare ASGI app of bench/bare_asgi.py on uvicorn (REST, TFS's JSON)
     grpc-aio  a bare grpc.aio server doing the same work (gRPC TFS Predict)
-    grpc-sync the same on grpcio's thread-pool server (one worker thread, as servo's one)
+    grpc-sync the same on grpcio's thread-pool server (one worker thread runs the calls)
     grpclib   the same on grpclib (asyncio over the h2 package, no C core)
 
 The peers are installed into venvs of their own under bench/.venvs/ when missing (pinned
@@ -848,7 +848,7 @@ def bar_chart(rows: list[Row], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-# -- the bare grpc.aio server (a process of its own) -------------------------------------------
+# -- the bare gRPC servers (a process of their own) -------------------------------------------
 
 
 def bare_grpc(kind: str, model: str, port: int) -> None:
