@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from servo.apis.rest.http_server import DEFAULT_MAX_HEAD_BYTES
 from servo.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
 from servo.platforms.python import ISOLATIONS, THREAD
 from servo.platforms.router import PLATFORMS
@@ -524,7 +525,7 @@ SERVO_FLAGS: tuple[Flag, ...] = (
     Flag(
         "rest_api_max_request_head_bytes",
         parse_positive_count,
-        65536,
+        DEFAULT_MAX_HEAD_BYTES,
         "Largest REST request head (request line and headers) read; a larger one gets 431 "
         "and the connection is closed.",
     ),

@@ -220,6 +220,8 @@ class HttpConnection(asyncio.Protocol):
         self.idle_since: float | None = server.loop.time()  # None while a request is read
         self._url = b""
         self._headers = Headers()
+        # A head is bounded twice: by what the parser hands over (a head whose end came in
+        # one read) and by the bytes read while it is unfinished (the parser holds those).
         self._head_bytes = 0
         self._in_head = False  # a request's head has begun and not ended
         self._head_read = 0  # bytes of the reads since then, the one that began it whole
