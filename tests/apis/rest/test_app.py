@@ -1151,3 +1151,39 @@ def test_servo_errors_of_the_plane_keep_their_code_in_the_answer(served: FakeCor
         assert (answer.status, answer.error) == (503, "try later")
     finally:
         rest.close()
+
+
+class _RefusingWatch:
+    """A read watch that fails any read put under it."""
+
+    timeout = 30.0
+
+    async def read(self, work: object) -> bytes:
+        raise AssertionError("a body read went through the read deadline's watch")
+
+
+def test_a_body_that_has_come_whole_is_read_without_the_deadline_watch(
+    plain: RestClient,
+) -> None:
+    # servo's HTTP server marks a request whose body has arrived `complete`: there is no wait
+    # to bound. One still arriving (`complete` false, or a server that does not say) is read
+    # under the watch, as the 408 of tests/integration/test_connections.py needs.
+    from tests.support.inprocess import _Protocol, _Scope
+
+    plain.app._read_watch = _RefusingWatch()  # type: ignore[assignment]
+    body = b'{"instances": [1.0]}'
+    scope = _Scope("POST", f"{H2}:predict", {"content-length": str(len(body))})
+
+    def send(complete: bool | None) -> tuple[int, list[tuple[str, str]], bytes]:
+        proto = _Protocol(body, 1000)
+        if complete is not None:
+            proto.complete = complete  # type: ignore[attr-defined]
+        plain.run(plain.app.__rsgi__(scope, proto))
+        assert proto.answer is not None
+        return proto.answer
+
+    status, _, answer = send(True)
+    assert (status, json.loads(answer)) == (200, {"predictions": [2.5]})
+    for complete in (False, None):
+        status, _, answer = send(complete)
+        assert status == 500 and b"read deadline's watch" in answer, (complete, answer)
