@@ -66,10 +66,19 @@ def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
     assert args.rest_api_idle_timeout_seconds == 30.0
     assert args.rest_api_read_timeout_seconds == 30.0
     assert args.rest_api_max_request_head_bytes == 65536
+    assert args.rest_api_max_pipelined_requests == 16
+    assert args.rest_api_max_read_ahead_bytes == 1024 * 1024
+    assert args.rest_api_close_linger_seconds == 2.0
     assert args.grpc_max_connection_idle_seconds == 300.0
     assert args.open_files_reserve == 256
     assert args.shutdown_grace_period_seconds == 30.0
-    for bad in ("--rest_api_max_connections=0", "--rest_api_idle_timeout_seconds=-1"):
+    for bad in (
+        "--rest_api_max_connections=0",
+        "--rest_api_idle_timeout_seconds=-1",
+        "--rest_api_max_pipelined_requests=0",
+        "--rest_api_max_read_ahead_bytes=0",
+        "--rest_api_close_linger_seconds=-1",
+    ):
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([bad])
         assert exit_info.value.code == 2

@@ -15,7 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from servo.apis.rest.http_server import DEFAULT_MAX_HEAD_BYTES
+from servo.apis.rest.http_server import (
+    DEFAULT_CLOSE_LINGER_SECONDS,
+    DEFAULT_MAX_HEAD_BYTES,
+    DEFAULT_MAX_PIPELINED,
+    DEFAULT_MAX_READ_AHEAD_BYTES,
+)
 from servo.decoded_size import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TENSOR_BYTES
 from servo.platforms.python import ISOLATIONS, THREAD
 from servo.platforms.router import PLATFORMS
@@ -528,6 +533,29 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         DEFAULT_MAX_HEAD_BYTES,
         "Largest REST request head (request line and headers) read; a larger one gets 431 "
         "and the connection is closed.",
+    ),
+    Flag(
+        "rest_api_max_pipelined_requests",
+        parse_positive_count,
+        DEFAULT_MAX_PIPELINED,
+        "Most REST requests one connection may send ahead of the one being answered "
+        "(HTTP/1.1 pipelining); past it the connection is not read until answers go out.",
+    ),
+    Flag(
+        "rest_api_max_read_ahead_bytes",
+        parse_byte_count,
+        DEFAULT_MAX_READ_AHEAD_BYTES,
+        "Most bytes of REST request bodies one connection buffers before they are read: a "
+        "body streamed in, and those of pipelined requests waiting their turn; past it the "
+        "connection is not read until they are taken.",
+    ),
+    Flag(
+        "rest_api_close_linger_seconds",
+        parse_seconds,
+        DEFAULT_CLOSE_LINGER_SECONDS,
+        "After an answer that closes a REST connection (an error such as 413 or 431 while "
+        "the request still arrives), how long what the client still sends is read and "
+        "dropped so that the client gets the answer before the close; 0 closes at once.",
     ),
     Flag(
         "rest_api_read_timeout_seconds",

@@ -493,6 +493,9 @@ class ModelServer:
             max_connections=self.caps.rest,
             idle_timeout=a.rest_api_idle_timeout_seconds,
             max_head_bytes=a.rest_api_max_request_head_bytes,
+            max_pipelined=a.rest_api_max_pipelined_requests,
+            max_read_ahead_bytes=a.rest_api_max_read_ahead_bytes,
+            close_linger=a.rest_api_close_linger_seconds,
             backlog=1024,
             reuse_port=self.role is not None,
         )

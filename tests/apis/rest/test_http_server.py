@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import uvloop
 
-from servo.apis.rest.http_server import HttpServer
+from servo.apis.rest.http_server import DEFAULT_MAX_READ_AHEAD_BYTES, HttpConnection, HttpServer
 
 BOUND = 20.0  # seconds: a bound on every wait, not a timing
+ONE_READ = 256 * 1024  # at most what uvloop reads from a socket at once (250 KiB)
 
 
 def on_uvloop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
@@ -84,6 +85,16 @@ async def read_answer(reader: asyncio.StreamReader) -> bytes:
 
 async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.read(), BOUND)
+
+
+async def until(state: Callable[[], bool]) -> None:
+    """Waits, a loop turn at a time, for `state()` to hold (within BOUND)."""
+
+    async def poll() -> None:
+        while not state():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(poll(), BOUND)
 
 
 @on_uvloop
@@ -249,11 +260,15 @@ async def test_a_closing_answer_reaches_a_client_that_still_sends() -> None:
     assert len(body) == size
 
 
+@pytest.mark.parametrize("read_ahead", [None, 64 * 1024])
 @on_uvloop
-async def test_a_pipelined_body_is_held_back_until_its_request_s_turn() -> None:
+async def test_a_pipelined_body_is_held_back_until_its_request_s_turn(
+    read_ahead: int | None,
+) -> None:
     """While the first request is answered, the body of one pipelined behind it is buffered
     only up to a bound (its size is the app's to check, once it starts); then the connection
-    stops being read, and reading goes on when that request's turn comes."""
+    stops being read, and reading goes on when that request's turn comes. The bound is
+    `max_read_ahead_bytes` (1 MiB unless set)."""
     release = asyncio.Event()
 
     async def slow_then_count(scope: Any, proto: Any) -> None:
@@ -290,17 +305,139 @@ async def test_a_pipelined_body_is_held_back_until_its_request_s_turn() -> None:
 
     loop = asyncio.get_running_loop()
     sent_first: asyncio.Future[int] = loop.create_future()
-    async with serving(App(slow_then_count)) as server:
+    options = {} if read_ahead is None else {"max_read_ahead_bytes": read_ahead}
+    limit = read_ahead or DEFAULT_MAX_READ_AHEAD_BYTES
+    async with serving(App(slow_then_count), **options) as server:
         answers = asyncio.create_task(asyncio.to_thread(client, server.bound_port))
         sent = await asyncio.wait_for(sent_first, BOUND)
         (conn,) = server._connections
         queued = conn._queued[0]
         assert sent < length  # the server stopped reading before the body's end
-        assert queued._size <= 2 * 1024 * 1024  # the high water mark and one read past it
+        assert queued._size <= limit + ONE_READ  # the bound, and the read that passed it
         release.set()
         answer = await asyncio.wait_for(answers, BOUND)
     assert answer.count(b"HTTP/1.1 200 OK") == 2
     assert answer.endswith(str(length).encode())
+
+
+class RecordingTransport:
+    """A transport that keeps what is written and whether reading is paused."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.paused = False
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else None
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@on_uvloop
+async def test_a_body_read_ahead_stays_held_when_the_request_before_it_starts() -> None:
+    """One read brings a request and, pipelined behind it, a body past the read-ahead bound:
+    reading stops, and stays stopped when the first request's app starts at the read's end
+    (only the waiting request's turn, or its app taking the body, reads on)."""
+    release = asyncio.Event()
+
+    async def held_first(scope: Any, proto: Any) -> None:
+        if scope.path == "/held":
+            await release.wait()
+        size = 0
+        async for piece in proto:
+            size += len(piece)
+        proto.response_bytes(200, [], f"{scope.path} {size}".encode())
+
+    async with serving(App(held_first), max_read_ahead_bytes=1024) as server:
+        conn = HttpConnection(server)
+        transport = RecordingTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        head = b"GET /held HTTP/1.1\r\nHost: h\r\n\r\n"
+        head += b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 8192\r\n\r\n"
+        conn.data_received(head + b"z" * 4096)
+        assert transport.paused  # held by the body read ahead, not resumed by /held's start
+        release.set()
+        await until(lambda: not transport.paused)  # /big's turn: its app takes its body
+        conn.data_received(b"z" * 4096)
+        await until(lambda: transport.written.endswith(b"/big 8192"))
+        conn.connection_lost(None)
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 2
+
+
+@pytest.mark.parametrize("max_pipelined", [1, 3])
+@on_uvloop
+async def test_past_the_pipelining_bound_the_connection_is_not_read(max_pipelined: int) -> None:
+    """Requests pipelined behind one being answered wait their turn up to `max_pipelined`;
+    then the connection stops being read, and is read again as answers go out. Every request
+    is answered, in order."""
+    release = asyncio.Event()
+
+    async def held_first(scope: Any, proto: Any) -> None:
+        if scope.path == "/held":
+            await release.wait()
+        proto.response_bytes(200, [], scope.path.encode())
+
+    app = App(held_first)
+    async with serving(app, max_pipelined=max_pipelined) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"GET /held HTTP/1.1\r\nHost: h\r\n\r\n")
+        await until(lambda: len(app.seen) == 1)
+        (conn,) = server._connections
+        for n in range(max_pipelined):  # one at a time, so that each is read on its own
+            writer.write(f"GET /{n} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+            await until(lambda n=n: len(conn._queued) == n + 1)  # type: ignore[misc]
+            assert conn._paused == (n + 1 == max_pipelined)
+        writer.write(b"GET /last HTTP/1.1\r\nHost: h\r\n\r\n")  # waits in the socket
+        assert len(conn._queued) == max_pipelined
+        release.set()
+        answers = b""
+        for _ in range(max_pipelined + 2):
+            answers += await asyncio.wait_for(read_answer(reader), BOUND)
+        writer.close()
+    order = [b"/held", *(f"/{n}".encode() for n in range(max_pipelined)), b"/last"]
+    positions = [answers.index(b"\r\n\r\n" + path) for path in order]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize("linger", [None, 0.0])
+@on_uvloop
+async def test_a_closing_answer_lingers_unless_the_linger_is_zero(linger: float | None) -> None:
+    """After an answer that closes, the server half-closes and reads on (for
+    `close_linger` seconds, 2 by default); with 0 it closes the connection at once. Either
+    way the client reads the whole answer and then the end of the connection."""
+    connections: list[Any] = []
+
+    async def closing(scope: Any, proto: Any) -> None:
+        connections.append(proto._conn)
+        proto.response_bytes(200, [("connection", "close")], b"bye")
+
+    options = {} if linger is None else {"close_linger": linger}
+    async with serving(App(closing), **options) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        everything = await read_to_eof(reader)
+        (conn,) = connections
+        if linger is None:
+            assert conn._draining and server.connections == 1  # until the client closes
+        else:
+            assert not conn._draining
+            await until(lambda: server.connections == 0)  # the client has not closed
+        writer.close()
+    assert everything.startswith(b"HTTP/1.1 200 OK") and everything.endswith(b"bye")
 
 
 @on_uvloop

@@ -13,8 +13,10 @@ answers on its threads on another CPU (README, Performance).
 
 What it does, and the flags behind it:
 - keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked), pipelined requests answered in order
-  (16 waiting at most, with at most 1 MiB of their bodies read ahead of their turn; then the
-  connection is not read); `Expect: 100-continue` answered when the app reads the body;
+  (`max_pipelined` waiting at most, --rest_api_max_pipelined_requests, with at most
+  `max_read_ahead_bytes` of bodies buffered before the app takes them,
+  --rest_api_max_read_ahead_bytes; then the connection is not read until the app catches
+  up); `Expect: 100-continue` answered when the app reads the body;
 - at most `max_connections` connections at once (--rest_api_max_connections, fitted under the
   open-file limit): past it the listening socket is not read, so new clients wait in the
   listen backlog, holding no descriptor of the process;
@@ -24,8 +26,9 @@ What it does, and the flags behind it:
   431, malformed requests with 400, both closing the connection; the body's limits and read
   deadline are the app's;
 - an answer that closes the connection is followed by a half-close, and what the client still
-  sends is read and dropped for up to 2 s: closed with input unread, the socket would be
-  reset, and the part of the answer still in flight lost;
+  sends is read and dropped for up to `close_linger` seconds (--rest_api_close_linger_seconds;
+  0 closes at once): closed with input unread, the socket would be reset, and the part of
+  the answer still in flight lost;
 - `stop()`: stops accepting, closes idle connections, lets requests in flight finish (their
   answers say `connection: close`); `serve()` returns once every connection has ended.
 
@@ -56,13 +59,13 @@ import orjson
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
-# Bodies being streamed (`aiter(proto)`) are buffered up to this much before the connection
-# stops reading until the app takes them.
-_HIGH_WATER = 1024 * 1024
+# Bodies being streamed (`aiter(proto)`), and the bodies of pipelined requests waiting their
+# turn, are buffered up to this much before the connection stops being read.
+DEFAULT_MAX_READ_AHEAD_BYTES = 1024 * 1024
 # Requests a client may pipeline ahead of the one being answered before its connection stops
 # being read.
-_MAX_PIPELINED = 16
-_LINGER_SECONDS = 2.0  # after a closing answer: how long unread input is drained
+DEFAULT_MAX_PIPELINED = 16
+DEFAULT_CLOSE_LINGER_SECONDS = 2.0  # after a closing answer: how long unread input is drained
 _ACCEPTS_PER_WAKEUP = 64
 _HEAD_CACHE_SIZE = 256
 
@@ -149,8 +152,9 @@ class Request:
             return  # answered without it: the rest is dropped
         self._chunks.append(data)
         self._size += len(data)
-        if (self._streaming and self._size > _HIGH_WATER) or self._conn.read_ahead_full(self):
-            self._conn.pause_body()  # read on once the app takes it, or once it is its turn
+        conn = self._conn
+        if (self._streaming and self._size > conn.read_ahead) or conn.read_ahead_full(self):
+            conn.pause_body()  # read on once the app takes it, or once it is its turn
         self._wake()
 
     def end(self) -> None:
@@ -214,6 +218,8 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = server.loop
+        self.read_ahead = server.max_read_ahead_bytes
+        self.max_pipelined = server.max_pipelined
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
@@ -291,7 +297,13 @@ class HttpConnection(asyncio.Protocol):
         client could lose the answer (a 413 or 431 sent while its request still comes)."""
         transport = self.transport
         self._closing = True
-        if transport is None or transport.is_closing() or not transport.can_write_eof():
+        linger = self.server.close_linger
+        if (
+            linger <= 0
+            or transport is None
+            or transport.is_closing()
+            or not transport.can_write_eof()
+        ):
             self.close()
             return
         transport.write_eof()
@@ -300,7 +312,7 @@ class HttpConnection(asyncio.Protocol):
         if self._paused:
             self._paused = False
             transport.resume_reading()
-        self.loop.call_later(_LINGER_SECONDS, self.close)
+        self.loop.call_later(linger, self.close)
 
     def close_if_idle(self) -> None:
         """At stop: closes the connection unless a request is in progress."""
@@ -322,19 +334,25 @@ class HttpConnection(asyncio.Protocol):
     def read_ahead_full(self, request: Request) -> bool:
         """Whether `request` waits behind the one being answered (its app not started:
         nothing takes its body yet, nor has checked its size) and the bodies read ahead for
-        the waiting requests are past the high water mark."""
+        the waiting requests are past `max_read_ahead_bytes`."""
         if request is self._active:
             return False
-        return sum(waiting._size for waiting in self._queued) > _HIGH_WATER
+        return self._read_ahead() > self.read_ahead
+
+    def _read_ahead(self) -> int:
+        return sum(waiting._size for waiting in self._queued)
 
     def pause_body(self) -> None:
         self._body_paused = True
         self._stop_reading()
 
     def resume_body(self) -> None:
-        if self._body_paused:
+        """Reads on, unless the bodies of the requests still waiting are past the bound:
+        the request whose turn has come (or whose app took its body) may not be the one
+        whose body stopped the reading."""
+        if self._body_paused and self._read_ahead() <= self.read_ahead:
             self._body_paused = False
-            if len(self._queued) < _MAX_PIPELINED:
+            if len(self._queued) < self.max_pipelined:
                 self._resume_reading()
 
     # -- the parser's callbacks ------------------------------------------------------------
@@ -395,7 +413,7 @@ class HttpConnection(asyncio.Protocol):
             self._active = self._ready = request  # started once this read is parsed
         else:
             self._queued.append(request)
-            if len(self._queued) >= _MAX_PIPELINED:
+            if len(self._queued) >= self.max_pipelined:
                 self._stop_reading()
 
     def on_body(self, body: bytes) -> None:
@@ -474,7 +492,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._queued:
             self._start(self._queued.popleft())
-            if len(self._queued) < _MAX_PIPELINED and not self._body_paused:
+            if len(self._queued) < self.max_pipelined and not self._body_paused:
                 self._resume_reading()
         elif self._broken is not None:
             self._answer_broken()
@@ -544,6 +562,9 @@ class HttpServer:
         backlog: int = 1024,
         reuse_port: bool = False,
         max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
+        max_pipelined: int = DEFAULT_MAX_PIPELINED,
+        max_read_ahead_bytes: int = DEFAULT_MAX_READ_AHEAD_BYTES,
+        close_linger: float = DEFAULT_CLOSE_LINGER_SECONDS,
     ) -> None:
         self.app = app
         self.host = host
@@ -553,6 +574,9 @@ class HttpServer:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.max_head_bytes = max_head_bytes
+        self.max_pipelined = max(1, max_pipelined)
+        self.max_read_ahead_bytes = max(1, max_read_ahead_bytes)
+        self.close_linger = max(0.0, close_linger)
         self.serving = False
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
         self._socket: socket.socket | None = None
