@@ -1,5 +1,6 @@
 """servo.cli.connections: connection caps fitted under the open-file limit, gRPC's arguments
-for the connection flags, and the raise of the soft limit (in a child process)."""
+for the connection flags, the raise of the soft limit (in a child process), and the REST
+port's protocol flags as the HTTP server takes them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 
 import pytest
 
+from servo.apis.rest.http_server import HttpServer
 from servo.cli.connections import BASE_DESCRIPTORS, ConnectionCaps, fit_caps, grpc_arguments
 from servo.cli.flags import build_parser
+from servo.cli.model_server import rest_protocol_limits
 
 
 def test_caps_that_fit_are_kept() -> None:
@@ -82,3 +85,19 @@ def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([bad])
         assert exit_info.value.code == 2
+
+
+def test_the_rest_protocol_flags_reach_the_http_server() -> None:
+    args = build_parser().parse_args(
+        [
+            "--rest_api_idle_timeout_seconds=0",
+            "--rest_api_max_request_head_bytes=2048",
+            "--rest_api_max_pipelined_requests=3",
+            "--rest_api_max_read_ahead_bytes=4096",
+            "--rest_api_close_linger_seconds=0.5",
+        ]
+    )
+    server = HttpServer(object(), "127.0.0.1", 0, **rest_protocol_limits(args))
+    assert server.idle_timeout is None  # 0 turns it off
+    assert (server.max_head_bytes, server.max_pipelined) == (2048, 3)
+    assert (server.max_read_ahead_bytes, server.close_linger) == (4096, 0.5)

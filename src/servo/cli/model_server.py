@@ -72,6 +72,18 @@ class StartupError(Exception):
     """The server cannot start; the message says why."""
 
 
+def rest_protocol_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The REST port's HTTP limits from their flags, as servo.apis.rest.http_server takes
+    them (the connection cap aside: it is fitted to the open-file limit first)."""
+    return {
+        "idle_timeout": args.rest_api_idle_timeout_seconds,
+        "max_head_bytes": args.rest_api_max_request_head_bytes,
+        "max_pipelined": args.rest_api_max_pipelined_requests,
+        "max_read_ahead_bytes": args.rest_api_max_read_ahead_bytes,
+        "close_linger": args.rest_api_close_linger_seconds,
+    }
+
+
 def startup_error(exc: Exception) -> StartupError:
     """The start-up failure of a config problem; a file protobuf's parser refused (its lines
     logged) fails as TFS's start fails: `Failed to start server. Error: INVALID_ARGUMENT:
@@ -491,11 +503,7 @@ class ModelServer:
             a.bind_address,
             a.rest_api_port,
             max_connections=self.caps.rest,
-            idle_timeout=a.rest_api_idle_timeout_seconds,
-            max_head_bytes=a.rest_api_max_request_head_bytes,
-            max_pipelined=a.rest_api_max_pipelined_requests,
-            max_read_ahead_bytes=a.rest_api_max_read_ahead_bytes,
-            close_linger=a.rest_api_close_linger_seconds,
+            **rest_protocol_limits(a),
             backlog=1024,
             reuse_port=self.role is not None,
         )
