@@ -15,8 +15,9 @@ import base64
 import gzip
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -1154,11 +1155,13 @@ def test_servo_errors_of_the_plane_keep_their_code_in_the_answer(served: FakeCor
 
 
 class _RefusingWatch:
-    """A read watch that fails any read put under it."""
+    """A read watch that fails any read put under it (closing the read it refuses, which
+    would otherwise be left never awaited)."""
 
     timeout = 30.0
 
-    async def read(self, work: object) -> bytes:
+    async def read(self, work: Coroutine[Any, Any, bytes]) -> bytes:
+        work.close()
         raise AssertionError("a body read went through the read deadline's watch")
 
 
