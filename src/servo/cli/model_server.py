@@ -57,6 +57,7 @@ from servo.util.own_thread import on_own_thread
 if TYPE_CHECKING:
     from servo.apis.grpc.health import ModelHealthServicer
     from servo.apis.grpc.profiler import ProfilerServices
+    from servo.apis.rest.access import AccessLogged
     from servo.batching.batching_servable import BatchingWrapper
     from servo.server.request_logger import ServerRequestLogger
 
@@ -309,7 +310,8 @@ class ModelServer:
             except OSError as exc:
                 log.warning("Cannot prune the model cache: %s", exc)
 
-    async def start_apis(self) -> None:
+    def build_plane(self) -> DataPlane:
+        """The runner and the data plane over the loaded core, as the APIs use them."""
         a = self.args
         assert self.core is not None
         # A version's default share: --rest_api_num_threads (at most 4 per CPU), and never
@@ -335,6 +337,12 @@ class ModelServer:
             method_name_check=a.enable_signature_method_name_check,
             access_log=a.access_log,
         )
+        return self.plane
+
+    async def start_apis(self) -> None:
+        a = self.args
+        self.build_plane()
+        assert self.core is not None
         self.repository = ModelRepository(self.core, self.grants())
         if self.worker_metrics is not None:
             await self.worker_metrics.start()  # before the page can ask the siblings
@@ -471,11 +479,13 @@ class ModelServer:
         models load: they and the polling need descriptors too)."""
         self.caps = connection_caps(self.caps, self.args.open_files_reserve)
 
-    async def _start_rest(self) -> None:
+    def rest_app(self) -> RestApi | AccessLogged:
+        """The REST port's app (servo.apis.rest.app) over the data plane, as the HTTP server
+        runs it: under the access log when --access_log is on."""
         a = self.args
         assert self.plane is not None
         timeout = a.rest_api_timeout_in_ms / 1000 if a.rest_api_timeout_in_ms > 0 else None
-        app = RestApi(
+        app: RestApi | AccessLogged = RestApi(
             self.plane,
             RestOptions(
                 timeout=timeout,
@@ -493,7 +503,12 @@ class ModelServer:
             from servo.apis.rest.access import AccessLogged
 
             metrics_path = self.prometheus.path if self.prometheus.enabled else None
-            app = AccessLogged(app, metrics_path)  # type: ignore[assignment]
+            app = AccessLogged(app, metrics_path)
+        return app
+
+    async def _start_rest(self) -> None:
+        a = self.args
+        app = self.rest_app()
         # HTTP/1.1 only, as TFS's REST API. The idle timeout runs from a connection's start
         # and between its requests; past the connection cap, clients wait in the listen
         # backlog. Workers share the port (SO_REUSEPORT); a single server on a busy port
