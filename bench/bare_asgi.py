@@ -24,7 +24,7 @@ _HEADERS = [(b"content-type", b"application/json")]
 _RSGI_HEADERS = [("content-type", "application/json")]
 
 
-def _predict(body: bytes) -> bytes:
+def predict(body: bytes) -> bytes:
     x = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
     y = _session.run(_OUTPUTS, {_INPUT: x})[0]
     return orjson.dumps({"predictions": y}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -39,7 +39,7 @@ async def app(scope, receive, send):
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    answer = _predict(body)
+    answer = predict(body)
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": answer})
 
@@ -48,7 +48,7 @@ class _RsgiApp:
     async def __rsgi__(self, scope, proto):
         if scope.proto != "http":
             return
-        proto.response_bytes(200, _RSGI_HEADERS, _predict(await proto()))
+        proto.response_bytes(200, _RSGI_HEADERS, predict(await proto()))
 
 
 rsgi_app = _RsgiApp()

@@ -1,8 +1,9 @@
 """The REST port's HTTP stack, chosen by measurement: the bare predict app of bench/bare_asgi.py
 (parse the JSON, run the ONNX MLP, write the JSON) on servo's own HTTP server
-(servo.apis.rest.http_server: an asyncio protocol over httptools, on uvloop) and on granian's
-embedded server (the one servo used before), and servo itself on it with one and with two
-workers. wrk with --connections connections for --seconds (after a 1 s warm-up), --rounds
+(servo.apis.rest.http_server: an asyncio protocol over httptools, on uvloop), on granian's
+embedded server (the one servo used before) and on socketify (uWebSockets, C++, its own event
+loop on the Python thread, called through CFFI), and servo itself on its server with one and
+with two workers. wrk with --connections connections for --seconds (after a 1 s warm-up), --rounds
 rounds alternating the servers; medians of requests/s, p99 and server CPU per request (utime +
 stime of the process and its children, from /proc). Loopback only; every process is stopped
 by its PID.
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -35,7 +37,11 @@ V1 = "/v1/models/mlp:predict"
 
 
 def serve(stack: str, port: int) -> None:
-    """Runs the bare app on `stack` ("servo-http" or "granian-embed") until stopped."""
+    """Runs the bare app on `stack` ("servo-http", "granian-embed" or "socketify") until
+    stopped."""
+    if stack == "socketify":
+        serve_socketify(port)
+        return
     import uvloop
 
     from bare_asgi import rsgi_app
@@ -64,6 +70,33 @@ def serve(stack: str, port: int) -> None:
     uvloop.run(main())
 
 
+def serve_socketify(port: int) -> None:
+    """The bare predict on socketify: its handlers are plain callbacks, the body comes in
+    pieces (`on_data`), and the answer is written once it is whole."""
+    # ONNX Runtime first: it crashes (SIGSEGV) when it loads after socketify's library.
+    from bare_asgi import predict  # noqa: I001
+    from socketify import App
+
+    def on_predict(res: Any, req: Any) -> None:
+        pieces: list[bytes] = []
+
+        def on_data(res: Any, piece: bytes, last: bool) -> None:
+            if piece:
+                pieces.append(piece)
+            if last:
+                answer = predict(b"".join(pieces))
+                res.write_header("content-type", "application/json")
+                res.end(answer)
+
+        res.on_aborted(lambda res: None)  # socketify requires one before the body is read
+        res.on_data(on_data)
+
+    app = App()
+    app.post(V1, on_predict)
+    app.listen(port, lambda config: None)
+    app.run()
+
+
 def commands(model: Path, port: int, also: Path | None) -> dict[str, tuple[list[str], str]]:
     """Each server's command and the PYTHONPATH it runs with."""
     here_path = f"{REPO / 'src'}:{BENCH}"
@@ -84,6 +117,7 @@ def commands(model: Path, port: int, also: Path | None) -> dict[str, tuple[list[
     servers = {
         "bare app, servo's HTTP server": ([*here, "servo-http", str(port)], here_path),
         "bare app, granian embedded": ([*here, "granian-embed", str(port)], here_path),
+        "bare app, socketify": ([*here, "socketify", str(port)], here_path),
         "servo, 1 process": (servo, here_path),
         "servo, --workers 2": ([*servo, "--workers=2"], here_path),
     }
