@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import resource
 import socket
 from collections.abc import Iterator
@@ -210,3 +211,63 @@ def grpc_answers(server: ServerProcess) -> bool:
             return model_version_states(server, stubs, "m") == {1: 30}
         except grpc.RpcError:
             return False
+
+
+def test_request_bodies_held_over_every_connection_are_bounded(tmp_path: Path) -> None:
+    """Bodies whose requests have not ended count against --rest_api_max_buffered_body_bytes
+    as they arrive: two clients that send 3,900 of their 4,000 bytes and stall hold 7,800 of
+    its 8,192, the request whose body passes it gets 503 with TFS's JSON error and its
+    connection closes, and once a stalled client goes the same request is served."""
+    base = write_python_model(tmp_path / "m", VERSION_MODEL, version=1)
+    with running_server(
+        [
+            "--model_name=m",
+            f"--model_base_path={base}",
+            "--model_platform=python",
+            "--rest_api_max_body_bytes=4096",
+            "--rest_api_max_buffered_body_bytes=8192",
+        ]
+    ) as server:
+        body = b'{"instances": [' + b" " * 380 + b"1.0]}"
+        request = (
+            f"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        stalled = [connect(server.rest_port) for _ in range(2)]
+        try:
+            for conn in stalled:
+                conn.sendall(
+                    b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n"
+                    b'\r\n{"instances": ' + b" " * (3900 - 14)
+                )
+
+            # Refused once both stalled bodies have been read (7,800 + 400 bytes).
+            def refused() -> bytes | None:
+                with connect(server.rest_port) as conn:
+                    conn.sendall(request)
+                    answer = read_to_eof(conn)
+                return answer if answer.startswith(b"HTTP/1.1 503 ") else None
+
+            answer = wait_until(refused, what="a request past the bound refused")
+            assert b"connection: close" in answer
+            error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+            assert error.startswith(
+                "This request's body took the request bodies the server holds to 8200 bytes, "
+                "past its bound of 8192 (--rest_api_max_buffered_body_bytes)"
+            )
+            assert error.endswith("; retry later")
+        finally:
+            stalled.pop().close()
+        served = wait_until(
+            lambda: (
+                answer
+                if (
+                    answer := httpx.post(f"{server.rest}/v1/models/m:predict", content=body)
+                ).status_code
+                == 200
+                else None
+            ),
+            what="the request served once a stalled client left",
+        )
+        assert served.json() == {"predictions": [1.0]}
+        for conn in stalled:
+            conn.close()

@@ -72,6 +72,7 @@ def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
     assert args.rest_api_max_pipelined_requests == 16
     assert args.rest_api_max_read_ahead_bytes == 1024 * 1024
     assert args.rest_api_close_linger_seconds == 2.0
+    assert args.rest_api_max_buffered_body_bytes == 2**30
     assert args.grpc_max_connection_idle_seconds == 300.0
     assert args.open_files_reserve == 256
     assert args.shutdown_grace_period_seconds == 30.0
@@ -81,6 +82,7 @@ def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
         "--rest_api_max_pipelined_requests=0",
         "--rest_api_max_read_ahead_bytes=0",
         "--rest_api_close_linger_seconds=-1",
+        "--rest_api_max_buffered_body_bytes=0",
     ):
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([bad])
@@ -95,9 +97,28 @@ def test_the_rest_protocol_flags_reach_the_http_server() -> None:
             "--rest_api_max_pipelined_requests=3",
             "--rest_api_max_read_ahead_bytes=4096",
             "--rest_api_close_linger_seconds=0.5",
+            "--rest_api_max_buffered_body_bytes=134217728",
         ]
     )
     server = HttpServer(object(), "127.0.0.1", 0, **rest_protocol_limits(args))
+    assert server.max_buffered_body_bytes == 128 * 2**20
     assert server.idle_timeout is None  # 0 turns it off
     assert (server.max_head_bytes, server.max_pipelined) == (2048, 3)
     assert (server.max_read_ahead_bytes, server.close_linger) == (4096, 0.5)
+
+
+def test_the_bound_on_bodies_held_cannot_be_below_the_largest_body(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_flags(["--rest_api_max_buffered_body_bytes=1048576"])
+    assert exit_info.value.code == 2
+    assert (
+        "--rest_api_max_buffered_body_bytes=1048576 is below --rest_api_max_body_bytes=67108864"
+        in capsys.readouterr().err
+    )
+    args = parser.parse_flags(
+        ["--rest_api_max_buffered_body_bytes=1048576", "--rest_api_max_body_bytes=1048576"]
+    )
+    assert args.rest_api_max_buffered_body_bytes == args.rest_api_max_body_bytes == 2**20

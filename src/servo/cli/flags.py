@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from servo.apis.rest.http_server import (
     DEFAULT_CLOSE_LINGER_SECONDS,
+    DEFAULT_MAX_BUFFERED_BODY_BYTES,
     DEFAULT_MAX_HEAD_BYTES,
     DEFAULT_MAX_PIPELINED,
     DEFAULT_MAX_READ_AHEAD_BYTES,
@@ -550,6 +551,14 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "connection is not read until they are taken.",
     ),
     Flag(
+        "rest_api_max_buffered_body_bytes",
+        parse_byte_count,
+        DEFAULT_MAX_BUFFERED_BODY_BYTES,
+        "Most bytes of REST request bodies held at once over every connection, counted as "
+        "they arrive until their requests end; the request whose body passes it gets 503 "
+        "(retry later) and its connection is closed. At least --rest_api_max_body_bytes.",
+    ),
+    Flag(
         "rest_api_close_linger_seconds",
         parse_seconds,
         DEFAULT_CLOSE_LINGER_SECONDS,
@@ -695,6 +704,13 @@ class FlagParser(argparse.ArgumentParser):
         args, unknown = self.parse_known_args(argv)
         if unknown:
             self.error(unknown_flag_message(unknown[0], self.flag_names()))
+        held, largest = args.rest_api_max_buffered_body_bytes, args.rest_api_max_body_bytes
+        if held < largest:
+            self.error(
+                f"--rest_api_max_buffered_body_bytes={held} is below --rest_api_max_body_bytes="
+                f"{largest}: a body of the largest size accepted could never be read; raise "
+                "the first or lower the second"
+            )
         return args
 
     def flag_names(self) -> list[str]:

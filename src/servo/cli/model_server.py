@@ -81,6 +81,7 @@ def rest_protocol_limits(args: argparse.Namespace) -> dict[str, Any]:
         "max_head_bytes": args.rest_api_max_request_head_bytes,
         "max_pipelined": args.rest_api_max_pipelined_requests,
         "max_read_ahead_bytes": args.rest_api_max_read_ahead_bytes,
+        "max_buffered_body_bytes": args.rest_api_max_buffered_body_bytes,
         "close_linger": args.rest_api_close_linger_seconds,
     }
 

@@ -25,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from servo.apis.rest.app import DRAIN_BYTES, OPENAPI_FILE, OPENAPI_PATH, RestOptions
+from servo.apis.rest.http_server import BodyBudgetExceeded
 from servo.core.servable_state import ManagerState
 from servo.core.status import Code, ServoError, Status
 from servo.decoded_size import DecodeLimits
@@ -1190,3 +1191,48 @@ def test_a_body_that_has_come_whole_is_read_without_the_deadline_watch(
     for complete in (False, None):
         status, _, answer = send(complete)
         assert status == 500 and b"read deadline's watch" in answer, (complete, answer)
+
+
+class _OverBudget:
+    """A proto whose body read fails as servo's HTTP server's does when the body takes the
+    server past --rest_api_max_buffered_body_bytes."""
+
+    complete = False
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, list[tuple[str, str]], bytes] | None = None
+
+    async def __call__(self) -> bytes:
+        raise BodyBudgetExceeded("The server holds 9 bytes of request bodies; retry later")
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise BodyBudgetExceeded("The server holds 9 bytes of request bodies; retry later")
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.answer = (status, headers, body)
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/models/half_plus_three:predict", {"content-length": "20"}),
+        ("/v1/models/half_plus_three:predict", {"transfer-encoding": "chunked"}),
+        ("/v2/models/half_plus_three/infer", {"transfer-encoding": "chunked"}),
+    ],
+)
+def test_a_body_past_the_servers_bound_is_a_503_counted_unavailable(
+    rest: RestClient, metrics: ServerMetrics, path: str, headers: dict[str, str]
+) -> None:
+    from tests.support.inprocess import _Scope
+
+    proto = _OverBudget()
+    rest.run(rest.app.__rsgi__(_Scope("POST", path, headers), proto))
+    assert proto.answer is not None
+    status, _, body = proto.answer
+    assert status == 503
+    assert json.loads(body) == {"error": "The server holds 9 bytes of request bodies; retry later"}
+    if path.startswith("/v1"):
+        assert metrics.request_count.value("half_plus_three", "UNAVAILABLE") == 1

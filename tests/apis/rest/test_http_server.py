@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 import uvloop
 
-from servo.apis.rest.http_server import DEFAULT_MAX_READ_AHEAD_BYTES, HttpConnection, HttpServer
+from servo.apis.rest.http_server import (
+    DEFAULT_MAX_BUFFERED_BODY_BYTES,
+    DEFAULT_MAX_READ_AHEAD_BYTES,
+    BodyBudgetExceeded,
+    HttpConnection,
+    HttpServer,
+)
 
 BOUND = 20.0  # seconds: a bound on every wait, not a timing
 ONE_READ = 256 * 1024  # at most what uvloop reads from a socket at once (250 KiB)
@@ -327,6 +333,7 @@ class RecordingTransport:
         self.written = b""
         self.paused = False
         self.closed = False
+        self.eof = False
 
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 1) if name == "peername" else None
@@ -345,6 +352,12 @@ class RecordingTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
 
 
 @on_uvloop
@@ -474,6 +487,173 @@ async def test_an_app_that_fails_or_answers_nothing_gets_a_500_and_the_connectio
             writer.close()
             assert answer.startswith(b"HTTP/1.1 500 "), answer
             assert b"without an answer" in answer
+
+
+def post(path: str, length: int, body: bytes = b"") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {length}\r\n\r\n".encode() + body
+
+
+def chunked(path: str, *pieces: bytes, last: bool = True) -> bytes:
+    """A chunked request's head and `pieces`, and its end when `last`."""
+    head = f"POST {path} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    return head + chunks(*pieces, last=last)
+
+
+def chunks(*pieces: bytes, last: bool = True) -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return body + (b"0\r\n\r\n" if last else b"")
+
+
+class Holding:
+    """An app that reads each body whole and, for /hold, keeps its request open until
+    `release`; a body past the server's bound answers 503 with the server's reason."""
+
+    def __init__(self, pieces: bool = False) -> None:
+        self.release = asyncio.Event()
+        self.held = 0
+        self.paths: list[str] = []
+        self.pieces = pieces  # read bodies as they come (`aiter(proto)`), not whole
+
+    async def read(self, proto: Any) -> bytes:
+        if not self.pieces:
+            return await proto()  # type: ignore[no-any-return]
+        return b"".join([piece async for piece in proto])
+
+    async def __call__(self, scope: Any, proto: Any) -> None:
+        self.paths.append(scope.path)
+        try:
+            body = await self.read(proto)
+        except BodyBudgetExceeded as exc:
+            proto.response_bytes(503, [], str(exc).encode())
+            return
+        if scope.path == "/hold":
+            self.held += 1
+            await self.release.wait()
+        proto.response_bytes(200, [], f"{scope.path} {len(body)}".encode())
+
+
+def test_the_default_bound_on_bodies_held_is_sixteen_of_the_largest_rest_body() -> None:
+    assert DEFAULT_MAX_BUFFERED_BODY_BYTES == 16 * 64 * 2**20
+    assert HttpServer(App(), "127.0.0.1", 0).max_buffered_body_bytes == 2**30
+
+
+@on_uvloop
+async def test_bodies_held_over_every_connection_are_bounded_as_they_arrive() -> None:
+    """A body counts from its first byte until its request ends: the request whose body takes
+    the server past the bound fails its read (503 here) and its connection closes, a body
+    only announced holds nothing, and once the holding request ends the same request is
+    served."""
+    holding = Holding()
+    async with serving(App(holding), max_buffered_body_bytes=10_000) as server:
+        port = server.bound_port
+        _, hold = await asyncio.open_connection("127.0.0.1", port)
+        hold.write(post("/hold", 6000, b"h" * 6000))
+        await until(lambda: holding.held == 1)
+        assert server.body_bytes == 6000
+
+        _, waits = await asyncio.open_connection("127.0.0.1", port)
+        waits.write(post("/later", 1_000_000))  # announced, not sent: nothing held
+        waits.write(b"w" * 500)
+        await until(lambda: server.body_bytes == 6500)
+
+        refused = await exchange(port, post("/x", 4000, b"x" * 4000))
+        assert refused.startswith(b"HTTP/1.1 503 ") and b"connection: close" in refused
+        assert b"to 10500 bytes, past its bound of 10000" in refused
+        assert b"--rest_api_max_buffered_body_bytes" in refused and b"retry later" in refused
+        await until(lambda: server.body_bytes == 6500)
+        fits = await exchange(port, post("/fits", 3500, b"f" * 3500))
+        assert fits.endswith(b"/fits 3500")
+        assert server.body_bytes == 6500
+
+        waits.close()  # /later's client leaves: its 500 bytes are given back
+        await until(lambda: server.body_bytes == 6000)
+        holding.release.set()
+        await until(lambda: server.body_bytes == 0)
+        served = await exchange(port, post("/x", 4000, b"x" * 4000))
+        assert served.endswith(b"/x 4000")
+        hold.close()
+
+
+@pytest.mark.parametrize("pieces", [False, True], ids=["whole", "pieces"])
+@on_uvloop
+async def test_a_chunked_body_past_the_bound_ends_its_request_and_its_connection(
+    pieces: bool,
+) -> None:
+    """A chunked body counts as it comes: the piece that takes the server past the bound
+    fails the app's read, whole or piece by piece (`BodyBudgetExceeded`), the answer closes
+    the connection, and the bytes it held are given back."""
+    holding = Holding(pieces)
+    async with serving(App(holding), max_buffered_body_bytes=10_000) as server:
+        port = server.bound_port
+        _, hold = await asyncio.open_connection("127.0.0.1", port)
+        hold.write(post("/hold", 6000, b"h" * 6000))
+        await until(lambda: holding.held == 1)
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(chunked("/stream", b"a" * 3000, last=False))
+        await until(lambda: server.body_bytes == 9000)
+        writer.write(chunks(b"b" * 1001, last=False))  # 10,001 bytes held; no end comes
+        answer = await read_to_eof(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"connection: close" in answer
+        assert b"to 10001 bytes" in answer and b"--rest_api_max_buffered_body_bytes" in answer
+        await until(lambda: server.body_bytes == 6000)
+
+        fits = await exchange(port, chunked("/small", b"s" * 4000))
+        assert fits.endswith(b"/small 4000")
+        holding.release.set()
+        await until(lambda: server.body_bytes == 0)
+        hold.close()
+
+
+@on_uvloop
+async def test_past_the_bound_a_chunked_body_s_connection_is_not_read_until_answered() -> None:
+    """The read that takes the server past the bound stops the connection's reading (what
+    follows would only be dropped), also once the request's turn comes behind a pipelined
+    one and while its app has not read yet; the closing answer's linger reads and drops."""
+    first, reads = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Any, proto: Any) -> None:
+        await (first if scope.path == "/first" else reads).wait()
+        try:
+            await proto()
+        except BodyBudgetExceeded:
+            proto.response_bytes(503, [], b"")
+            return
+        proto.response_bytes(200, [], b"")
+
+    async with serving(App(app), max_buffered_body_bytes=1000) as server:
+        conn = HttpConnection(server)
+        transport = RecordingTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(
+            b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"
+            + chunked("/stream", b"a" * 1001, b"b" * 500, last=False)
+        )
+        assert transport.paused
+        assert server.body_bytes == 1001  # what followed the bound's read was dropped
+        first.set()  # /first is answered and /stream's app starts, not reading yet
+        await until(lambda: transport.written.startswith(b"HTTP/1.1 200 "))
+        assert transport.paused
+        reads.set()
+        await until(lambda: transport.eof)  # answered 503, half-closed
+        assert b"HTTP/1.1 503 " in transport.written and not transport.paused
+        conn.connection_lost(None)
+    assert server.body_bytes == 0
+
+
+@on_uvloop
+async def test_a_request_that_leaves_gives_back_the_bytes_it_held() -> None:
+    """Bodies counted for requests that never end (their client left before the body came,
+    or while a pipelined request waited its turn) are given back with the connection."""
+    holding = Holding()
+    async with serving(App(holding), max_buffered_body_bytes=10_000) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(post("/hold", 100, b"h" * 100) + post("/queued", 5000, b"q" * 10))
+        await until(lambda: holding.held == 1 and server.body_bytes == 110)
+        writer.close()
+        await until(lambda: server.body_bytes == 0)
+        holding.release.set()
 
 
 @on_uvloop

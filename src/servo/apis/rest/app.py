@@ -48,6 +48,7 @@ from google.protobuf.message import Message
 from servo.apis import messages
 from servo.apis.data_plane import DataPlane, ExampleResults, ModelSpec, Prediction
 from servo.apis.rest import json_codec, open_inference, paths, status_page
+from servo.apis.rest.http_server import BodyBudgetExceeded
 from servo.apis.rest.read_watch import ReadTimeout, ReadWatch
 from servo.core.servable_id import ServableId
 from servo.core.status import Code, ServoError
@@ -339,18 +340,21 @@ class RestApi:
             )
             raise RequestTooLarge(message, read_whole)
         watch = self._read_watch
-        # A body that has come whole (servo's HTTP server says so: `complete`) is read with no
-        # wait, so no deadline is needed: the watch's bookkeeping is skipped.
-        if watch is None or getattr(proto, "complete", False):
-            body = await self._receive(proto, length, limit)
-        else:
-            try:
+        try:
+            # A body that has come whole (servo's HTTP server says so: `complete`) is read
+            # with no wait, so no deadline is needed: the watch's bookkeeping is skipped.
+            if watch is None or getattr(proto, "complete", False):
+                body = await self._receive(proto, length, limit)
+            else:
                 body = await watch.read(self._receive(proto, length, limit))
-            except ReadTimeout:
-                raise RequestTimeout(
-                    f"The request body did not arrive within {watch.timeout:g} s "
-                    "(--rest_api_read_timeout_seconds)"
-                ) from None
+        except ReadTimeout:
+            assert watch is not None
+            raise RequestTimeout(
+                f"The request body did not arrive within {watch.timeout:g} s "
+                "(--rest_api_read_timeout_seconds)"
+            ) from None
+        except BodyBudgetExceeded as exc:  # the server's bound on the bodies held at once
+            raise ServoError(Code.UNAVAILABLE, str(exc)) from None
         encoding = (scope.headers.get("content-encoding") or "").strip().lower()
         if encoding == "gzip":
             body = _gunzip(body, limit)

@@ -25,6 +25,13 @@ What it does, and the flags behind it:
 - request heads over `max_head_bytes` (--rest_api_max_request_head_bytes) are refused with
   431, malformed requests with 400, both closing the connection; the body's limits and read
   deadline are the app's;
+- the request bodies held at once, over every connection, are bounded by
+  `max_buffered_body_bytes` (--rest_api_max_buffered_body_bytes): a body's bytes count as
+  they arrive until its request ends (the app holds them until then), and the read that
+  takes the server past the bound fails that request's body read (`BodyBudgetExceeded`,
+  which the app answers 503) and closes its connection once answered. What arrived counts,
+  not what a Content-Length announces: a client that announces a large body and sends
+  nothing holds nothing;
 - an answer that closes the connection is followed by a half-close, and what the client still
   sends is read and dropped for up to `close_linger` seconds (--rest_api_close_linger_seconds;
   0 closes at once): closed with input unread, the socket would be reset, and the part of
@@ -45,6 +52,7 @@ import contextvars
 import errno
 import http
 import logging
+import math
 import socket
 import time
 from collections import deque
@@ -66,6 +74,9 @@ DEFAULT_MAX_READ_AHEAD_BYTES = 1024 * 1024
 # being read.
 DEFAULT_MAX_PIPELINED = 16
 DEFAULT_CLOSE_LINGER_SECONDS = 2.0  # after a closing answer: how long unread input is drained
+# The request bodies held at once, over every connection (--rest_api_max_buffered_body_bytes):
+# sixteen bodies of the largest size the REST app takes by default.
+DEFAULT_MAX_BUFFERED_BODY_BYTES = 1024 * 1024 * 1024
 _ACCEPTS_PER_WAKEUP = 64
 _HEAD_CACHE_SIZE = 256
 
@@ -73,6 +84,11 @@ _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in http.HTTPStatus
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class BodyBudgetExceeded(Exception):
+    """A body took the server past its bound on the request bodies held at once: the request
+    cannot be read on (its connection closes once it is answered)."""
 
 
 class Headers(dict[str, str]):
@@ -120,11 +136,13 @@ class Request:
         "_chunks",
         "_conn",
         "_continue",
+        "_over",
         "_size",
         "_streaming",
         "_waiter",
         "complete",
         "head",
+        "held",
         "keep_alive",
         "responded",
         "scope",
@@ -138,6 +156,8 @@ class Request:
         self.head = scope.method == "HEAD"
         self._chunks: list[bytes] = []
         self._size = 0  # bytes buffered, not yet taken by the app
+        self.held = 0  # bytes of its body counted against the server's bound
+        self._over: str | None = None  # why its body cannot be read on (the bound's message)
         self._waiter: asyncio.Future[None] | None = None
         self._streaming = False
         self._continue = scope.headers.get("expect", "").lower() == "100-continue"
@@ -148,17 +168,26 @@ class Request:
     # -- the body, as the parser delivers it --------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        if self.responded:
-            return  # answered without it: the rest is dropped
+        if self.responded or self._over is not None:
+            return  # answered without it, or past the bound: the rest is dropped
         self._chunks.append(data)
         self._size += len(data)
         conn = self._conn
+        conn.take_body_bytes(self, len(data))
         if (self._streaming and self._size > conn.read_ahead) or conn.read_ahead_full(self):
             conn.pause_body()  # read on once the app takes it, or once it is its turn
         self._wake()
 
     def end(self) -> None:
         self.complete = True
+        self._wake()
+
+    def overflow(self, message: str) -> None:
+        """Its body took the server past the bound: the app's read raises, the answer
+        closes the connection."""
+        self._over = message
+        self.keep_alive = False
+        self._chunks, self._size = [], 0
         self._wake()
 
     def _wake(self) -> None:
@@ -181,8 +210,10 @@ class Request:
 
     async def __call__(self) -> bytes:
         """The whole body."""
-        while not self.complete:
+        while not self.complete and self._over is None:
             await self._more()
+        if self._over is not None:
+            raise BodyBudgetExceeded(self._over)
         chunks = self._chunks
         self._chunks, self._size = [], 0
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -193,6 +224,8 @@ class Request:
     async def _pieces(self) -> AsyncIterator[bytes]:
         self._streaming = True
         while True:
+            if self._over is not None:
+                raise BodyBudgetExceeded(self._over)
             if self._chunks:
                 chunks = self._chunks
                 self._chunks, self._size = [], 0
@@ -237,6 +270,7 @@ class HttpConnection(asyncio.Protocol):
         self._paused = False
         self._body_paused = False
         self._broken: tuple[int, str] | None = None  # a parse error, answered in turn
+        self._over_budget = False  # a body of this connection took the server past its bound
         self._ready: Request | None = None  # parsed head, its app to start after this read
         self._closing = False
         self._draining = False  # answered and half-closed: input is read and dropped
@@ -253,8 +287,10 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         for request in (self._active, self._parsing, *self._queued):
-            if request is not None and not request.complete and request.task is not None:
-                request.task.cancel()  # waiting for a body that will not come
+            if request is not None:
+                self.release_body_bytes(request)
+                if not request.complete and request.task is not None:
+                    request.task.cancel()  # waiting for a body that will not come
         self._queued.clear()
         self.server.connection_closed(self)
 
@@ -326,7 +362,12 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._paused and not self._body_paused and self._broken is None:
+        if (
+            self._paused
+            and not self._body_paused
+            and self._broken is None
+            and not self._over_budget
+        ):
             self._paused = False
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
@@ -354,6 +395,23 @@ class HttpConnection(asyncio.Protocol):
             self._body_paused = False
             if len(self._queued) < self.max_pipelined:
                 self._resume_reading()
+
+    # -- the server's bound on the bodies held ---------------------------------------------
+
+    def take_body_bytes(self, request: Request, size: int) -> None:
+        """Counts `size` more bytes of `request`'s body; past the server's bound, the request
+        cannot be read on and the connection is not read any more."""
+        server = self.server
+        server.body_bytes += size
+        request.held += size
+        if server.body_bytes > server.max_buffered_body_bytes:
+            request.overflow(server.over_budget_message())
+            self._over_budget = True  # not read again: the answer closes (and lingers)
+            self._stop_reading()
+
+    def release_body_bytes(self, request: Request) -> None:
+        held, request.held = request.held, 0
+        self.server.body_bytes -= held
 
     # -- the parser's callbacks ------------------------------------------------------------
 
@@ -469,6 +527,7 @@ class HttpConnection(asyncio.Protocol):
         task.add_done_callback(lambda done: self._ended(request, _failure(done)))
 
     def _ended(self, request: Request, failure: BaseException | None) -> None:
+        self.release_body_bytes(request)
         cancelled = isinstance(failure, asyncio.CancelledError)
         if failure is not None and not cancelled:
             log.error(
@@ -565,6 +624,7 @@ class HttpServer:
         max_pipelined: int = DEFAULT_MAX_PIPELINED,
         max_read_ahead_bytes: int = DEFAULT_MAX_READ_AHEAD_BYTES,
         close_linger: float = DEFAULT_CLOSE_LINGER_SECONDS,
+        max_buffered_body_bytes: int = DEFAULT_MAX_BUFFERED_BODY_BYTES,
     ) -> None:
         self.app = app
         self.host = host
@@ -577,6 +637,9 @@ class HttpServer:
         self.max_pipelined = max(1, max_pipelined)
         self.max_read_ahead_bytes = max(1, max_read_ahead_bytes)
         self.close_linger = max(0.0, close_linger)
+        self.max_buffered_body_bytes = max(1, max_buffered_body_bytes)
+        self.body_bytes = 0  # of the requests not ended, over every connection
+        self._budget_logged = -math.inf  # when the bound's warning was last written
         self.serving = False
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
         self._socket: socket.socket | None = None
@@ -717,6 +780,25 @@ class HttpServer:
                     conn.close()
 
     # -- answers ---------------------------------------------------------------------------------
+
+    def over_budget_message(self) -> str:
+        """The answer to the request whose body took the server past the bound; the bound's
+        warning is written to the log at most once a minute."""
+        limit = self.max_buffered_body_bytes
+        now = time.monotonic()
+        if now - self._budget_logged >= 60:
+            self._budget_logged = now
+            log.warning(
+                "REST request bodies held reached %d bytes (--rest_api_max_buffered_body_bytes"
+                " %d): requests past it get 503",
+                self.body_bytes,
+                limit,
+            )
+        return (
+            f"This request's body took the request bodies the server holds to "
+            f"{self.body_bytes} bytes, past its bound of {limit} "
+            "(--rest_api_max_buffered_body_bytes); retry later"
+        )
 
     def header_block(self, headers: list[tuple[str, str]]) -> HeaderBlock:
         """The app's headers as one block of lines, but `connection` and `content-length`
