@@ -1236,3 +1236,47 @@ def test_a_body_past_the_servers_bound_is_a_503_counted_unavailable(
     assert json.loads(body) == {"error": "The server holds 9 bytes of request bodies; retry later"}
     if path.startswith("/v1"):
         assert metrics.request_count.value("half_plus_three", "UNAVAILABLE") == 1
+
+
+class _BoundInDrain:
+    """A body of `size` bytes in 10,000-byte pieces whose read fails, as the server's bound on
+    the bodies held would fail it, after `pieces` pieces."""
+
+    complete = False
+
+    def __init__(self, size: int, pieces: int) -> None:
+        self.size, self.pieces = size, pieces
+        self.answer: tuple[int, list[tuple[str, str]], bytes] | None = None
+
+    async def __call__(self) -> bytes:
+        raise AssertionError("a body over the limit is drained piece by piece")
+
+    async def _pieces(self) -> Any:
+        for _ in range(self.pieces):
+            yield b" " * 10_000
+        raise BodyBudgetExceeded("past the server's bound")
+
+    def __aiter__(self) -> Any:
+        return self._pieces()
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.answer = (status, headers, body)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_the_servers_bound_while_a_body_over_the_limit_is_drained_keeps_the_413(
+    rest: RestClient, chunked: bool
+) -> None:
+    # The drain reads on so that the 413 reaches a client still sending; the bound stopping
+    # it leaves the 413 (the body is too large, not the server too busy), closing the
+    # connection as its rest is unread.
+    from tests.support.inprocess import _Scope
+
+    size = 2 * MAX_BODY_BYTES
+    headers = {"transfer-encoding": "chunked"} if chunked else {"content-length": str(size)}
+    proto = _BoundInDrain(size, pieces=15)
+    rest.run(rest.app.__rsgi__(_Scope("POST", f"{H2}:predict", headers), proto))
+    assert proto.answer is not None
+    status, answer_headers, body = proto.answer
+    assert status == 413 and b"limit" in body
+    assert dict(answer_headers)["connection"] == "close"

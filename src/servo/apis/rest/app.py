@@ -378,7 +378,7 @@ class RestApi:
         watch = self._read_watch
         try:
             size = await (drop() if watch is None else watch.read(drop()))
-        except ReadTimeout:
+        except (ReadTimeout, BodyBudgetExceeded):  # the 413 stands; the connection closes
             return False
         return size == length
 
@@ -401,11 +401,14 @@ class RestApi:
                 # that the 413 reaches a client still sending: a connection closed with its
                 # data unread is reset, and the client sees no answer at all.
                 drained, read_whole = 0, True
-                async for rest in _rest_of(pieces):
-                    drained += len(rest)
-                    if drained > max(limit, DRAIN_BYTES):
-                        read_whole = False
-                        break
+                try:
+                    async for rest in _rest_of(pieces):
+                        drained += len(rest)
+                        if drained > max(limit, DRAIN_BYTES):
+                            read_whole = False
+                            break
+                except BodyBudgetExceeded:  # the server's bound: the 413 stands, unread
+                    read_whole = False
                 raise RequestTooLarge(f"Request body is over the {limit} limit", read_whole)
             chunks.append(chunk)
         return b"".join(chunks)
