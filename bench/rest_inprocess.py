@@ -34,6 +34,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from rest_predict import BODY, REPO  # noqa: E402
+from servo.cli.model_server import ModelServer  # noqa: E402
 
 PATH = "/v1/models/mlp:predict"
 
@@ -47,7 +48,7 @@ def http_request(body: bytes) -> bytes:
 
 
 class Transport:
-    """A transport that keeps the last answer written and wakes whoever waits for it."""
+    """A transport that keeps what is written and wakes whoever waits for an answer."""
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
@@ -107,10 +108,9 @@ class Connection:
         return (time.perf_counter() - started) / count * 1e6
 
 
-def build_servo(model_base: Path) -> Any:
-    """servo's REST app over a loaded server core, as `servo serve` builds them."""
+def build_servo(model_base: Path) -> tuple[ModelServer, Any]:
+    """The server (its core loaded) and its REST app, as `servo serve` builds them."""
     from servo.cli.flags import build_parser
-    from servo.cli.model_server import ModelServer
 
     args = build_parser().parse_args(
         [
