@@ -53,6 +53,26 @@ def read_to_eof(conn: socket.socket) -> bytes:
     return data
 
 
+def read_one_answer(conn: socket.socket) -> bytes:
+    """One HTTP answer, its head and its Content-Length's bytes (fails after EOF_BOUND)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"the connection ended within an answer's head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "the connection ended within an answer's body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 @contextlib.contextmanager
 def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
     """`count` TCP connections to `port` that send nothing; closed on exit."""
@@ -240,12 +260,16 @@ def test_request_bodies_held_over_every_connection_are_bounded(tmp_path: Path) -
                     b'\r\n{"instances": ' + b" " * (3900 - 14)
                 )
 
-            # Refused once both stalled bodies have been read (7,800 + 400 bytes).
+            # Refused once both stalled bodies have been read (7,800 + 400 bytes), and the
+            # connection closed after the answer.
             def refused() -> bytes | None:
                 with connect(server.rest_port) as conn:
                     conn.sendall(request)
-                    answer = read_to_eof(conn)
-                return answer if answer.startswith(b"HTTP/1.1 503 ") else None
+                    answer = read_one_answer(conn)
+                    if not answer.startswith(b"HTTP/1.1 503 "):
+                        return None
+                    assert read_to_eof(conn) == b""
+                return answer
 
             answer = wait_until(refused, what="a request past the bound refused")
             assert b"connection: close" in answer
