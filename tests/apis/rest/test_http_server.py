@@ -505,8 +505,9 @@ def chunks(*pieces: bytes, last: bool = True) -> bytes:
 
 
 class Holding:
-    """An app that reads each body whole and, for /hold, keeps its request open until
-    `release`; a body past the server's bound answers 503 with the server's reason."""
+    """An app that reads each body (whole, or piece by piece with `pieces`) and, for /hold,
+    keeps its request open until `release`; a body past the server's bound answers 503 with
+    the server's reason."""
 
     def __init__(self, pieces: bool = False) -> None:
         self.release = asyncio.Event()
