@@ -22,8 +22,12 @@ wrong, or does not start, is not measured and its row says why. REST is driven b
 h2load (a raw length-prefixed gRPC body), with --connections connections, server after server
 in each round so that all see the same drift of the machine. Per endpoint: requests/s, p50 and
 p99 latency, server CPU seconds per 1,000 requests (utime + stime of the server's process and
-its descendants, from /proc) and the server's peak RSS (VmHWM summed over its processes),
-medians over rounds, and the ratio of requests/s to servo's on the same protocol. Prints the
+its descendants, from /proc), the load generator's CPU seconds per 1,000 requests (wrk's or
+h2load's, from its rusage), how busy the machine's CPUs were over the run (from /proc/stat)
+and the server's peak RSS (VmHWM summed over its processes), medians over rounds, and the
+ratio of requests/s to servo's on the same protocol. Server and load generator share the
+CPUs: with the CPUs all busy, N CPUs / (server + load CPU per request) is the rate the machine
+allows at those costs, and a target rate above it needs a cheaper server. Prints the
 table and writes it as Markdown and a bar chart (PNG) into bench/results/. Every process it
 starts is stopped by its PID, on errors and Ctrl-C too.
 
@@ -42,6 +46,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -150,6 +155,8 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     cpu_s_per_1k: float | None = None
+    load_cpu_s_per_1k: float | None = None
+    busy: float | None = None  # the share of every CPU's time busy over the run
     rss_mb: float | None = None
     ratio: float | None = None
     note: str = ""
@@ -219,6 +226,23 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """User and system CPU of this process's children that ended and were waited for (the
+    load generators: the servers are still running)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_ticks(stat: str | None = None) -> tuple[int, int]:
+    """(busy, total) ticks of every CPU since boot, from /proc/stat's `cpu` line: idle and
+    iowait are not busy; guest time is already in user time and is not counted twice."""
+    text = stat if stat is not None else Path("/proc/stat").read_text()
+    line = next(row for row in text.splitlines() if row.startswith("cpu "))
+    ticks = [int(field) for field in line.split()[1:9]]  # user .. steal
+    idle = ticks[3] + ticks[4]
+    return sum(ticks) - idle, sum(ticks)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -727,13 +751,20 @@ def parse_h2load(out: str, log: str) -> dict[str, float]:
 def measure(
     server: Server, endpoint: Endpoint, body: bytes | Path, seconds: float, connections: int
 ) -> dict[str, float]:
-    before = cpu_seconds(server.pid)
+    before, load_before = cpu_seconds(server.pid), children_cpu_seconds()
+    busy_before, total_before = cpu_ticks()
     if isinstance(body, Path):
         result = run_h2load(endpoint, body, seconds, connections)
     else:
         result = run_wrk(endpoint, body, seconds, connections)
     used = cpu_seconds(server.pid) - before
-    result["cpu_s_per_1k"] = used / max(result["requests"], 1) * 1000
+    load = children_cpu_seconds() - load_before
+    busy_after, total_after = cpu_ticks()
+    busy, total = busy_after - busy_before, total_after - total_before
+    requests = max(result["requests"], 1)
+    result["cpu_s_per_1k"] = used / requests * 1000
+    result["load_cpu_s_per_1k"] = load / requests * 1000
+    result["busy"] = busy / total if total else 0.0
     return result
 
 
@@ -765,6 +796,8 @@ def summarize(
                     p50_ms=statistics.median(r["p50_ms"] for r in runs),
                     p99_ms=statistics.median(r["p99_ms"] for r in runs),
                     cpu_s_per_1k=statistics.median(r["cpu_s_per_1k"] for r in runs),
+                    load_cpu_s_per_1k=statistics.median(r["load_cpu_s_per_1k"] for r in runs),
+                    busy=statistics.median(r["busy"] for r in runs),
                     rss_mb=server.peak_rss_mb or None,
                     note=note.strip("; "),
                 )
@@ -783,6 +816,8 @@ HEADER = (
     "p50 ms",
     "p99 ms",
     "CPU s / 1k req",
+    "load CPU s / 1k req",
+    "CPUs busy %",
     "peak RSS MB",
     "x servo",
     "note",
@@ -800,6 +835,8 @@ def cells(row: Row) -> list[str]:
         num(row.p50_ms, ".2f"),
         num(row.p99_ms, ".2f"),
         num(row.cpu_s_per_1k, ".3f"),
+        num(row.load_cpu_s_per_1k, ".3f"),
+        num(None if row.busy is None else row.busy * 100, ".0f"),
         num(row.rss_mb, ",.0f"),
         num(row.ratio, ".2f"),
         row.note,
@@ -822,7 +859,9 @@ def text_table(rows: list[Row]) -> str:
 def markdown(rows: list[Row], title: str, settings: str) -> str:
     out = [f"# {title}", "", settings, ""]
     out.append("| " + " | ".join(HEADER) + " |")
-    out.append("|" + "|".join("---" if i < 2 or i == 8 else "---:" for i in range(9)) + "|")
+    last = len(HEADER) - 1
+    aligns = ("---" if i < 2 or i == last else "---:" for i in range(len(HEADER)))
+    out.append("|" + "|".join(aligns) + "|")
     for row in rows:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(row)) + " |")
     return "\n".join(out) + "\n"
@@ -1031,6 +1070,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> list[Row]:
                         f"round {round_ + 1} {server.name:9s} {endpoint.protocol:9s} "
                         f"{result['rps']:9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
                         f"p99 {result['p99_ms']:.2f} ms  cpu {result['cpu_s_per_1k']:.3f} s/1k"
+                        f"  load {result['load_cpu_s_per_1k']:.3f} s/1k"
+                        f"  busy {result['busy'] * 100:.0f}%"
                         + (f"  errors {result['errors']:.0f}" if result["errors"] else ""),
                         flush=True,
                     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -87,7 +88,15 @@ def test_table_and_markdown(compare: ModuleType) -> None:
     peer = compare.Server("peer", [], [], [compare.Endpoint("REST tfs", "u")], note="a | b")
     down = compare.Server("down", [], [], [], skip="did not install")
     servo.peak_rss_mb, peer.peak_rss_mb = 100.0, 250.0
-    run = {"p50_ms": 1.0, "p99_ms": 2.0, "cpu_s_per_1k": 0.1, "errors": 0.0, "requests": 1.0}
+    run = {
+        "p50_ms": 1.0,
+        "p99_ms": 2.0,
+        "cpu_s_per_1k": 0.1,
+        "load_cpu_s_per_1k": 0.04,
+        "busy": 0.975,
+        "errors": 0.0,
+        "requests": 1.0,
+    }
     results = {
         ("servo", "REST tfs"): [{**run, "rps": r} for r in (900.0, 1000.0, 1100.0)],
         ("peer", "REST tfs"): [{**run, "rps": 250.0}],
@@ -104,8 +113,26 @@ def test_table_and_markdown(compare: ModuleType) -> None:
     lines = md.splitlines()
     assert lines[0] == "# title"
     assert lines[4].startswith("| server | protocol | req/s |")
-    assert "| peer | REST tfs | 250 | 1.00 | 2.00 | 0.100 | 250 | 0.25 | a \\| b |" in md
+    # rate, p50, p99, server CPU, load CPU, CPUs busy (97.5% rounds to 98), RSS, ratio, note
+    peer = "| peer | REST tfs | 250 | 1.00 | 2.00 | 0.100 | 0.040 | 98 | 250 | 0.25 | a \\| b |"
+    assert peer in md
+    assert lines[5] == "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     assert "| down | - | - |" in md
+
+
+def test_cpu_ticks_count_idle_and_iowait_as_not_busy(compare: ModuleType) -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 3 0\nintr 12345\n"
+    assert compare.cpu_ticks(stat) == (160, 1000)
+    busy, total = compare.cpu_ticks()  # this machine's, since boot
+    assert 0 < busy <= total
+
+
+def test_children_cpu_counts_a_load_generator_that_ended(compare: ModuleType) -> None:
+    before = compare.children_cpu_seconds()
+    spin = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", spin], check=True)
+    assert compare.children_cpu_seconds() - before >= 0.3
 
 
 def test_busy_port_is_refused(compare: ModuleType) -> None:
