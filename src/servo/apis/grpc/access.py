@@ -117,6 +117,30 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         )
 
     stream_behavior = handler.unary_stream
+    if not inspect.isasyncgenfunction(stream_behavior):
+        # A stream written with context.write by a coroutine (grpc.health.v1's Watch): the
+        # context it is given serializes and counts each answer.
+        async def written(request: tuple[int, Any], context: grpc.aio.ServicerContext) -> Any:
+            size, message = request
+            entry = entry_of(size, context)
+            ended = "OK"
+            try:
+                return await stream_behavior(message, _Counting(context, entry, serialize))
+            except asyncio.CancelledError:
+                ended = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                ended = "UNKNOWN"
+                raise
+            finally:
+                entry.status = _code_name(context, ended)
+                access_log.write(entry)
+
+        return grpc.unary_stream_rpc_method_handler(
+            written, request_deserializer=deserialize, response_serializer=_passed
+        )
 
     async def stream(
         request: tuple[int, Any], context: grpc.aio.ServicerContext
@@ -144,6 +168,29 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.unary_stream_rpc_method_handler(
         stream, request_deserializer=deserialize, response_serializer=_passed
     )
+
+
+class _Counting:
+    """A call's context whose `write` serializes each answer itself and counts its bytes
+    into the access entry (the handler's serializer then passes the bytes through)."""
+
+    def __init__(
+        self,
+        context: grpc.aio.ServicerContext,
+        entry: access_log.AccessEntry,
+        serialize: Callable[[Any], bytes] | None,
+    ) -> None:
+        self._context = context
+        self._entry = entry
+        self._serialize = serialize
+
+    async def write(self, message: Any) -> None:
+        data = self._serialize(message) if self._serialize is not None else message
+        self._entry.bytes_out += len(data)
+        await self._context.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _passed(data: bytes) -> bytes:
