@@ -36,6 +36,26 @@ class Model:
         return {"outputs": inputs["inputs"] * 0 + self.version}
 """
 
+# Calls whose first value is -k hold their thread until the file `gate` is in the version's
+# directory, having written `holding-k` there; the others are answered at once.
+GATED_MODEL = """
+import os
+import time
+
+class Model:
+    def load(self, path):
+        self.path = path
+
+    def predict(self, inputs, signature_name):
+        x = inputs["inputs"]
+        if x.size and x.flat[0] < 0:
+            open(os.path.join(self.path, f"holding-{int(-x.flat[0])}"), "w").close()
+            end = time.monotonic() + 120  # bounded: a failed test does not hang the server
+            while not os.path.exists(os.path.join(self.path, "gate")) and time.monotonic() < end:
+                time.sleep(0.01)
+        return {"outputs": x[:1] * 0 + x.size}
+"""
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
@@ -295,3 +315,70 @@ def test_request_bodies_held_over_every_connection_are_bounded(tmp_path: Path) -
         assert served.json() == {"predictions": [1.0]}
         for conn in stalled:
             conn.close()
+
+
+def test_grpc_request_messages_held_over_every_connection_are_bounded(tmp_path: Path) -> None:
+    """Messages of calls not ended count against --grpc_max_buffered_message_bytes: two calls
+    of 3.6 MB held by the model hold 7.2 of its 8 MiB, the call whose 1.6 MB would pass it is
+    UNAVAILABLE with the bound's message (and counted so), a small one is served meanwhile,
+    and the same large call is served once the held ones end."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2
+
+    from tests.support.requests import predict_request, tfs
+
+    base = write_python_model(tmp_path / "gated", GATED_MODEL)
+    version = base / "1"
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }")
+    with running_server(
+        [
+            "--model_name=gated",
+            f"--model_base_path={base}",
+            "--model_platform=python",
+            "--max_concurrent_calls_per_model=4",
+            "--max_decoded_bytes_per_request=4194304",  # messages up to 8 MiB received
+            "--grpc_max_buffered_message_bytes=8388608",
+            f"--monitoring_config_file={monitoring}",
+        ]
+    ) as server:
+
+        def request(first: float, count: int) -> predict_pb2.PredictRequest:
+            values = [first] + [1.0] * (count - 1)
+            message: predict_pb2.PredictRequest = tfs(
+                predict_request("gated", values, alias="inputs")
+            )
+            return message
+
+        held = [request(-1, 900_000), request(-2, 900_000)]
+        large, small = request(1, 400_000), request(1, 10)
+        assert 2 * held[0].ByteSize() < 8 * 2**20 < 2 * held[0].ByteSize() + large.ByteSize()
+        with grpc_stubs(server) as stubs, concurrent.futures.ThreadPoolExecutor(2) as pool:
+            try:
+                calls = [pool.submit(stubs.predictions.Predict, m, timeout=120) for m in held]
+                wait_until(
+                    lambda: all((version / f"holding-{k}").exists() for k in (1, 2)),
+                    what="both large calls held by the model",
+                )
+                with pytest.raises(grpc.RpcError) as refused:
+                    stubs.predictions.Predict(large, timeout=60)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                details = refused.value.details()
+                assert details.startswith(
+                    f"This request's message of {large.ByteSize()} bytes would take the request "
+                    "messages the server holds to "
+                ), details
+                assert details.endswith(
+                    "past its bound of 8388608 (--grpc_max_buffered_message_bytes); retry later"
+                )
+                answer = stubs.predictions.Predict(small, timeout=60)  # it fits: served
+                assert list(answer.outputs["outputs"].float_val) == [10.0]
+            finally:
+                (version / "gate").write_text("")
+            for call in calls:
+                assert list(call.result(timeout=120).outputs["outputs"].float_val) == [900_000.0]
+            answer = stubs.predictions.Predict(large, timeout=60)  # retried once they ended
+            assert list(answer.outputs["outputs"].float_val) == [400_000.0]
+        page = httpx.get(f"{server.rest}/monitoring/prometheus/metrics").text
+        refusals = ':tensorflow:serving:request_count{model_name="gated",status="UNAVAILABLE"} 1'
+        assert refusals in page

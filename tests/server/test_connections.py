@@ -73,6 +73,7 @@ def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
     assert args.rest_api_max_read_ahead_bytes == 1024 * 1024
     assert args.rest_api_close_linger_seconds == 2.0
     assert args.rest_api_max_buffered_body_bytes == 2**30
+    assert args.grpc_max_buffered_message_bytes == 2**30
     assert args.grpc_max_connection_idle_seconds == 300.0
     assert args.open_files_reserve == 256
     assert args.shutdown_grace_period_seconds == 30.0
@@ -83,6 +84,7 @@ def test_connection_flags_have_defaults_and_reject_bad_values() -> None:
         "--rest_api_max_read_ahead_bytes=0",
         "--rest_api_close_linger_seconds=-1",
         "--rest_api_max_buffered_body_bytes=0",
+        "--grpc_max_buffered_message_bytes=0",
     ):
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([bad])
@@ -122,3 +124,44 @@ def test_the_bound_on_bodies_held_cannot_be_below_the_largest_body(
         ["--rest_api_max_buffered_body_bytes=1048576", "--rest_api_max_body_bytes=1048576"]
     )
     assert args.rest_api_max_buffered_body_bytes == args.rest_api_max_body_bytes == 2**20
+
+
+@pytest.mark.parametrize(
+    ("flags", "largest"),
+    [
+        # The largest message received: --max_decoded_bytes_per_request (256 MiB) and 4 MiB.
+        (["--grpc_max_buffered_message_bytes=268435456"], "272629760 bytes"),
+        (
+            [
+                "--grpc_max_buffered_message_bytes=268435456",
+                "--grpc_channel_arguments=grpc.max_receive_message_length=300000000",
+            ],
+            "300000000 bytes",
+        ),
+        (["--grpc_channel_arguments=grpc.max_receive_message_length=-1"], "no limit"),
+    ],
+)
+def test_the_bound_on_messages_held_cannot_be_below_the_largest_message(
+    capsys: pytest.CaptureFixture[str], flags: list[str], largest: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_flags(flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is below the largest gRPC message received (" + largest in err
+    assert "raise the first or lower the second" in err
+
+
+def test_the_bound_on_messages_held_fits_a_lower_message_limit() -> None:
+    parser = build_parser()
+    args = parser.parse_flags(
+        ["--grpc_max_buffered_message_bytes=8388608", "--max_decoded_bytes_per_request=4194304"]
+    )
+    assert args.grpc_max_buffered_message_bytes == 8 * 2**20  # 4 MiB decoded and 4 MiB
+    args = parser.parse_flags(
+        [
+            "--grpc_max_buffered_message_bytes=1048576",
+            "--grpc_channel_arguments=grpc.max_receive_message_length=1048576",
+        ]
+    )
+    assert args.grpc_max_buffered_message_bytes == 2**20

@@ -29,6 +29,9 @@ from servo.server.model_management import parse_roots
 from servo.util.log_format import FORMATS as LOG_FORMATS
 
 CPUS = os.cpu_count() or 1
+# The gRPC port's bound on the request messages held at once (servo.apis.grpc.message_budget):
+# about four messages of the default largest, as the REST bound holds sixteen bodies.
+DEFAULT_GRPC_MAX_BUFFERED_MESSAGE_BYTES = 1024 * 1024 * 1024
 
 
 def parse_bool(text: str) -> bool:
@@ -559,6 +562,15 @@ SERVO_FLAGS: tuple[Flag, ...] = (
         "(retry later) and its connection is closed. At least --rest_api_max_body_bytes.",
     ),
     Flag(
+        "grpc_max_buffered_message_bytes",
+        parse_byte_count,
+        DEFAULT_GRPC_MAX_BUFFERED_MESSAGE_BYTES,
+        "Most bytes of gRPC request messages held at once over every connection, each from "
+        "its receipt until its call ends; the call whose message passes it gets UNAVAILABLE "
+        "(retry later). At least the largest message received (grpc.max_receive_message_"
+        "length: --max_decoded_bytes_per_request and 4 MiB).",
+    ),
+    Flag(
         "rest_api_close_linger_seconds",
         parse_seconds,
         DEFAULT_CLOSE_LINGER_SECONDS,
@@ -711,7 +723,30 @@ class FlagParser(argparse.ArgumentParser):
                 f"{largest}: a body of the largest size accepted could never be read; raise "
                 "the first or lower the second"
             )
+        self._check_grpc_bound(args)
         return args
+
+    def _check_grpc_bound(self, args: argparse.Namespace) -> None:
+        """Exits unless --grpc_max_buffered_message_bytes holds the largest gRPC message the
+        server receives (a bad --grpc_channel_arguments is left to the gRPC port's start)."""
+        from servo.apis.grpc.service import channel_arguments, max_receive_bytes, received_bound
+        from servo.decoded_size import DecodeLimits
+
+        limits = DecodeLimits(args.max_decoded_bytes_per_tensor, args.max_decoded_bytes_per_request)
+        default = ("grpc.max_receive_message_length", max_receive_bytes(limits))
+        try:
+            largest = received_bound([default, *channel_arguments(args.grpc_channel_arguments)])
+        except ValueError:
+            return
+        held = args.grpc_max_buffered_message_bytes
+        if largest is None or largest > held:
+            self.error(
+                f"--grpc_max_buffered_message_bytes={held} is below the largest gRPC message "
+                f"received ({'no limit' if largest is None else f'{largest} bytes'}: "
+                "grpc.max_receive_message_length, --max_decoded_bytes_per_request and 4 MiB, "
+                "or as --grpc_channel_arguments sets it): a message of that size could never "
+                "be held; raise the first or lower the second"
+            )
 
     def flag_names(self) -> list[str]:
         return [o for action in self._actions for o in action.option_strings if o != "-h"]

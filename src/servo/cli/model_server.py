@@ -366,8 +366,14 @@ class ModelServer:
         from grpc_health.v1 import health_pb2_grpc
 
         from servo.apis.grpc.health import ModelHealthServicer
+        from servo.apis.grpc.message_budget import BoundedRegistrar, MessageBudget
         from servo.apis.grpc.open_inference import InferenceServices
-        from servo.apis.grpc.service import Services, max_receive_bytes, server_options
+        from servo.apis.grpc.service import (
+            Services,
+            count_refused,
+            max_receive_bytes,
+            server_options,
+        )
 
         a = self.args
         assert self.plane is not None
@@ -394,6 +400,11 @@ class ModelServer:
 
             interceptors = [AccessLogInterceptor()]
         server = grpc.aio.server(options=options, interceptors=interceptors)
+        # Every service registers through the bound on the request messages held at once.
+        budget = MessageBudget(
+            a.grpc_max_buffered_message_bytes, on_refused=count_refused(self.plane)
+        )
+        registrar = BoundedRegistrar(server, budget)
         services = Services(
             self.plane,
             tensor_content=a.enable_serialization_as_tensor_content,
@@ -401,16 +412,16 @@ class ModelServer:
             grants=self.grants(),
             metrics=self.metrics,
         )
-        server.add_generic_rpc_handlers(services.generic_handlers())
+        registrar.add_generic_rpc_handlers(services.generic_handlers())
         inference = InferenceServices(
             self.plane, decode_limits=self.decode_limits(), repository=self.repository
         )
-        server.add_generic_rpc_handlers(inference.generic_handlers())
+        registrar.add_generic_rpc_handlers(inference.generic_handlers())
         if a.enable_profiler:
-            self._add_profiler(server)
+            self._add_profiler(registrar)
         if a.enable_grpc_healthcheck_service:
             self.health = ModelHealthServicer(self.plane)
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         credentials = self._grpc_credentials()
         addresses = [f"{a.bind_address}:{a.port}"]
         if a.grpc_socket_path:

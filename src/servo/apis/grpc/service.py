@@ -459,6 +459,27 @@ def unary_service(
     )
 
 
+def count_refused(plane: DataPlane) -> Callable[[str, Any], None]:
+    """What counts a call refused before it ran (servo.apis.grpc.message_budget: the bound
+    on the messages held) in the request metrics, as `call_rpc` counts one of TFS's
+    inference APIs: by its model's name, UNAVAILABLE."""
+    prefix = f"/{PREDICTION_SERVICE}/"
+
+    def count(method: str, message: Any) -> None:
+        api = method.removeprefix(prefix)
+        if api == method or api not in INFERENCE_APIS:
+            return
+        if api == "MultiInference":
+            tasks = getattr(message, "tasks", None)
+            spec = tasks[0].model_spec if tasks else None
+        else:
+            spec = getattr(message, "model_spec", None)
+        name = spec.name if spec is not None else ""
+        plane.record_request(name, api, "GRPC", Code.UNAVAILABLE, time.perf_counter())
+
+    return count
+
+
 def _spec(request: Any) -> ModelSpec:
     """A request's model spec; TFS's error when it has none."""
     if not request.HasField("model_spec"):
@@ -488,6 +509,16 @@ def max_receive_bytes(limits: DecodeLimits) -> int:
     framing, at most TFS's 2 GB. gRPC refuses larger ones before they are read whole
     (RESOURCE_EXHAUSTED "Received message larger than max")."""
     return min(limits.max_request_bytes + MESSAGE_SLACK_BYTES, MAX_MESSAGE_BYTES)
+
+
+def received_bound(options: Sequence[tuple[str, Any]]) -> int | None:
+    """The largest message a server with channel arguments `options` receives (the last
+    grpc.max_receive_message_length given wins); None for no limit (a negative value)."""
+    largest = MAX_MESSAGE_BYTES
+    for key, value in options:
+        if key == "grpc.max_receive_message_length" and isinstance(value, int):
+            largest = value
+    return None if largest < 0 else largest
 
 
 def server_options(
