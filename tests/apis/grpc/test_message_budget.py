@@ -177,8 +177,9 @@ def test_a_call_past_the_bound_is_unavailable_while_held_calls_go_on(
     served.assert_released()
 
 
+@pytest.mark.parametrize("access_log", [False, True], ids=["plain", "access-logged"])
 def test_health_is_bounded_and_its_watch_holds_its_message_until_it_ends(
-    served: FakeCore,
+    served: FakeCore, access_log: bool
 ) -> None:
     watch = health_pb2.HealthCheckRequest(service="w" * 20)
     check = health_pb2.HealthCheckRequest(service="s" * 64)
@@ -186,7 +187,8 @@ def test_health_is_bounded_and_its_watch_holds_its_message_until_it_ends(
     assert size(watch) + size(check) > limit
 
     async def body() -> None:
-        async with serving(served, limit, []) as wire:
+        interceptors = [AccessLogInterceptor()] if access_log else []
+        async with serving(served, limit, interceptors) as wire:
             await wire.health_servicer.set(watch.service, health_pb2.HealthCheckResponse.SERVING)
             stream = wire.health.Watch(watch, timeout=WAIT)
             first = await stream.read()
