@@ -71,6 +71,7 @@ bench: $(STAMP) $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/rest_predict.py --kserve-python $(KSERVE_VENV)/bin/python
 	$(BIN)/python bench/http_stack.py
 	$(BIN)/python bench/rest_inprocess.py
+	$(BIN)/python bench/send_thread.py
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/open_inference.py
 	$(BIN)/python bench/batching.py
