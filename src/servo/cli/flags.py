@@ -729,15 +729,15 @@ class FlagParser(argparse.ArgumentParser):
     def _check_grpc_bound(self, args: argparse.Namespace) -> None:
         """Exits unless --grpc_max_buffered_message_bytes holds the largest gRPC message the
         server receives (a bad --grpc_channel_arguments is left to the gRPC port's start)."""
-        from servo.apis.grpc.service import channel_arguments, max_receive_bytes, received_bound
+        from servo.apis.grpc.service import max_receive_bytes, received_bound, server_options
         from servo.decoded_size import DecodeLimits
 
         limits = DecodeLimits(args.max_decoded_bytes_per_tensor, args.max_decoded_bytes_per_request)
-        default = ("grpc.max_receive_message_length", max_receive_bytes(limits))
-        try:
-            largest = received_bound([default, *channel_arguments(args.grpc_channel_arguments)])
+        try:  # the options the gRPC server starts with (its connection limits aside)
+            options = server_options(args.grpc_channel_arguments, (), max_receive_bytes(limits))
         except ValueError:
             return
+        largest = received_bound(options)
         held = args.grpc_max_buffered_message_bytes
         if largest is None or largest > held:
             self.error(
