@@ -366,8 +366,9 @@ class ModelServer:
         from grpc_health.v1 import health_pb2_grpc
 
         from servo.apis.grpc.health import ModelHealthServicer
-        from servo.apis.grpc.message_budget import BoundedRegistrar, MessageBudget
+        from servo.apis.grpc.message_budget import MessageBudget
         from servo.apis.grpc.open_inference import InferenceServices
+        from servo.apis.grpc.registrar import Registrar
         from servo.apis.grpc.service import (
             Services,
             count_refused,
@@ -394,17 +395,13 @@ class ModelServer:
             options.append(("grpc.so_reuseport", 1))
         # No maximum_concurrent_rpcs from --grpc_max_threads: TFS's flag sizes a thread pool
         # that queues calls, while grpc.aio's limit would refuse them (RESOURCE_EXHAUSTED).
-        interceptors = None
-        if a.access_log:
-            from servo.apis.grpc.access import AccessLogInterceptor
-
-            interceptors = [AccessLogInterceptor()]
-        server = grpc.aio.server(options=options, interceptors=interceptors)
-        # Every service registers through the bound on the request messages held at once.
+        server = grpc.aio.server(options=options)
+        # Every service registers through the registrar: each method held to the bound on the
+        # request messages held at once and, under --access_log, logged.
         budget = MessageBudget(
             a.grpc_max_buffered_message_bytes, on_refused=count_refused(self.plane)
         )
-        registrar = BoundedRegistrar(server, budget)
+        registrar = Registrar(server, budget, log=a.access_log)
         services = Services(
             self.plane,
             tensor_content=a.enable_serialization_as_tensor_content,

@@ -1,8 +1,9 @@
-"""The gRPC access log's interceptor (servo.apis.grpc.access) in process, on a grpc.aio server
-on a loopback port: a stream written with context.write by a coroutine (grpc.health.v1's
-Watch, as servo's health service inherits it) is served through it, and gets its line when it
-ends, its answers' bytes summed. Unary calls' lines are tested through a server in
-tests/integration/test_logs.py."""
+"""The gRPC access log (servo.apis.grpc.access), as the registrar's wrapper writes it
+(servo.apis.grpc.registrar), in process, on a grpc.aio server on a loopback port: a stream
+written with context.write by a coroutine (grpc.health.v1's Watch, as servo's health service
+inherits it) is served through it, and gets its line when it ends, its answers' bytes summed.
+Unary calls' lines are tested beside the bound (tests/apis/grpc/test_message_budget.py)
+and through a server in tests/integration/test_logs.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from servo.apis.access_log import AccessEntry
-from servo.apis.grpc.access import AccessLogInterceptor
+from servo.apis.grpc.registrar import Registrar
 from servo.util.log_format import ACCESS_LOGGER
 
 WAIT = 30.0
@@ -30,9 +31,9 @@ def test_a_watch_written_by_a_coroutine_is_served_and_logged_with_its_bytes(
     answers = [health_pb2.HealthCheckResponse(status=s) for s in (SERVING, NOT_SERVING)]
 
     async def body() -> list[int]:
-        server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
+        server = grpc.aio.server()
         health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, Registrar(server, None, log=True))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:

@@ -1,9 +1,10 @@
 """The gRPC port's bound on the request messages held at once (servo.apis.grpc.message_budget):
 the count and its refusal in process, then TFS's services and the health service registered
-through it on a grpc.aio server on a loopback port, called with the official clients' classes:
-a call held by a gated model counts until it ends, the call that would pass the bound is
-UNAVAILABLE (and counted so in the request metrics) while smaller ones go on, health's
-registered methods and its Watch stream are bounded too, and everything held is released."""
+through the registrar (servo.apis.grpc.registrar) on a grpc.aio server on a loopback port,
+called with the official clients' classes: a call held by a gated model counts until it ends,
+the call that would pass the bound is UNAVAILABLE (counted so in the request metrics, and in
+its access log line when the log is on) while smaller ones go on, health's registered methods
+and its Watch stream are bounded too, and everything held is released."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from servo.apis.grpc.access import AccessLogInterceptor
-from servo.apis.grpc.message_budget import BoundedRegistrar, MessageBudget
+from servo.apis.access_log import AccessEntry
+from servo.apis.grpc.message_budget import MessageBudget
+from servo.apis.grpc.registrar import Registrar
 from servo.apis.grpc.service import Services, count_refused
 from servo.metrics import ServerMetrics
+from servo.util.log_format import ACCESS_LOGGER
 from tests.support.inprocess import FakeCore, data_plane
 from tests.support.requests import predict_request, tfs
 from tests.support.servables import Gate
@@ -84,14 +87,15 @@ class Wire:
 
 
 @asynccontextmanager
-async def serving(core: FakeCore, limit: int, interceptors: list[Any]) -> AsyncIterator[Wire]:
-    """TFS's services and the health service, registered through a bound of `limit` bytes,
-    on a loopback port; stubs of the official clients on a channel to it."""
+async def serving(core: FakeCore, limit: int, access_log: bool) -> AsyncIterator[Wire]:
+    """TFS's services and the health service, registered with a bound of `limit` bytes (and
+    the access log when `access_log`), on a loopback port; stubs of the official clients on
+    a channel to it."""
     metrics = ServerMetrics()
     plane = data_plane(core, metrics=metrics)
     budget = MessageBudget(limit, on_refused=count_refused(plane))
-    server = grpc.aio.server(interceptors=interceptors)
-    registrar = BoundedRegistrar(server, budget)
+    server = grpc.aio.server()
+    registrar = Registrar(server, budget, log=access_log)
     registrar.add_generic_rpc_handlers(Services(plane).generic_handlers())
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, registrar)
@@ -133,7 +137,7 @@ def size(message: Any) -> int:
 
 @pytest.mark.parametrize("access_log", [False, True], ids=["plain", "access-logged"])
 def test_a_call_past_the_bound_is_unavailable_while_held_calls_go_on(
-    served: FakeCore, access_log: bool
+    served: FakeCore, access_log: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     gate = Gate()
     served.add("gated", gate.servable)
@@ -144,8 +148,7 @@ def test_a_call_past_the_bound_is_unavailable_while_held_calls_go_on(
     assert size(large) > size(small)
 
     async def body() -> None:
-        interceptors = [AccessLogInterceptor()] if access_log else []
-        async with serving(served, limit, interceptors) as wire:
+        async with serving(served, limit, access_log) as wire:
             try:
                 first = asyncio.ensure_future(wire.predictions.Predict(held, timeout=WAIT))
                 await until(lambda: wire.budget.held == size(held), "the gated call held")
@@ -173,8 +176,24 @@ def test_a_call_past_the_bound_is_unavailable_while_held_calls_go_on(
             finally:
                 gate.open()  # a failed check does not leave the call to its gate's bound
 
-    asyncio.run(body())
+    with caplog.at_level(logging.INFO, ACCESS_LOGGER):
+        asyncio.run(body())
     served.assert_released()
+    lines = [(e.status, e.bytes_in) for e in access_entries(caplog)]
+    if not access_log:
+        assert lines == []
+        return
+    # Each call's line, the refused one's included, in the order the calls ended.
+    assert lines == [
+        ("UNAVAILABLE", size(large)),
+        ("OK", size(small)),
+        ("OK", size(held)),
+        ("OK", size(large)),
+    ]
+
+
+def access_entries(caplog: pytest.LogCaptureFixture) -> list[AccessEntry]:
+    return [r.access for r in caplog.records if r.name == ACCESS_LOGGER and hasattr(r, "access")]
 
 
 @pytest.mark.parametrize("access_log", [False, True], ids=["plain", "access-logged"])
@@ -187,8 +206,7 @@ def test_health_is_bounded_and_its_watch_holds_its_message_until_it_ends(
     assert size(watch) + size(check) > limit
 
     async def body() -> None:
-        interceptors = [AccessLogInterceptor()] if access_log else []
-        async with serving(served, limit, interceptors) as wire:
+        async with serving(served, limit, access_log) as wire:
             await wire.health_servicer.set(watch.service, health_pb2.HealthCheckResponse.SERVING)
             stream = wire.health.Watch(watch, timeout=WAIT)
             first = await stream.read()

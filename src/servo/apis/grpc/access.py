@@ -1,21 +1,16 @@
-"""The gRPC port's access log: a server interceptor that writes one line per call of every
-service (servo.apis.access_log).
+"""The gRPC port's access log (servo.apis.access_log): one line per call of every service,
+written by the wrapper every method gets at registration (servo.apis.grpc.registrar) when
+--access_log is on.
 
-The server installs `AccessLogInterceptor` only when --access_log is on. For a unary call it
-wraps the method's handler: the request deserializer passes on the message's length (the
-bytes as received), and the handler serializes the answer itself to count its bytes (the
-serializer then passes the bytes through). The status is the code the call ended with (an
-abort's, `set_code`'s, CANCELLED, UNKNOWN for an exception); the model and version come
-from the data plane. A streaming call (grpc.health.v1.Health's Watch) gets its line when its
-stream ends, its answer bytes summed.
+A line's size in is the request message's bytes as received, its size out the answers' bytes
+(summed over a stream); its status is the code the call ended with (an abort's, `set_code`'s,
+CANCELLED, UNKNOWN for an exception); the model and version come from the data plane.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -49,128 +44,25 @@ def api_name(method: str) -> str:
     return API_NAMES.get(name) or _CAMEL.sub("_", name).lower()
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every method's handler (once per method) so that each call writes its line."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
-            return handler  # servo serves no client-streaming method
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+def begin(
+    method: str, api: str, size: int, context: grpc.aio.ServicerContext
+) -> access_log.AccessEntry:
+    """A call's entry, begun when its handler starts: its method's path, servo's API name for
+    it and its request message's size (bytes as received)."""
+    entry = access_log.begin("grpc", _client(context.peer()), "POST", method)
+    entry.api = api
+    entry.bytes_in = size
+    return entry
 
 
-def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    api = api_name(method)
-    parse = handler.request_deserializer
-    serialize = handler.response_serializer
-
-    def deserialize(data: bytes) -> tuple[int, Any]:
-        return len(data), (parse(data) if parse is not None else data)
-
-    def entry_of(size: int, context: grpc.aio.ServicerContext) -> access_log.AccessEntry:
-        entry = access_log.begin("grpc", _client(context.peer()), "POST", method)
-        entry.api = api
-        entry.bytes_in = size
-        return entry
-
-    if handler.unary_unary is not None:
-        behavior = handler.unary_unary
-
-        async def unary(request: tuple[int, Any], context: grpc.aio.ServicerContext) -> Any:
-            size, message = request
-            entry = entry_of(size, context)
-            ended = "OK"
-            try:
-                response = behavior(message, context)
-                if inspect.isawaitable(response):
-                    response = await response
-                data = serialize(response) if serialize is not None else response
-                entry.bytes_out = len(data)
-                return data
-            except asyncio.CancelledError:
-                ended = "CANCELLED"
-                raise
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                ended = "UNKNOWN"
-                raise
-            finally:
-                entry.status = _code_name(context, ended)
-                access_log.write(entry)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=deserialize, response_serializer=_passed
-        )
-
-    stream_behavior = handler.unary_stream
-    if not inspect.isasyncgenfunction(stream_behavior):
-        # A stream written with context.write by a coroutine (grpc.health.v1's Watch): the
-        # context it is given serializes and counts each answer.
-        async def written(request: tuple[int, Any], context: grpc.aio.ServicerContext) -> Any:
-            size, message = request
-            entry = entry_of(size, context)
-            ended = "OK"
-            try:
-                return await stream_behavior(message, _Counting(context, entry, serialize))
-            except asyncio.CancelledError:
-                ended = "CANCELLED"
-                raise
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                ended = "UNKNOWN"
-                raise
-            finally:
-                entry.status = _code_name(context, ended)
-                access_log.write(entry)
-
-        return grpc.unary_stream_rpc_method_handler(
-            written, request_deserializer=deserialize, response_serializer=_passed
-        )
-
-    async def stream(
-        request: tuple[int, Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        size, message = request
-        entry = entry_of(size, context)
-        ended = "OK"
-        try:
-            async for response in stream_behavior(message, context):
-                data = serialize(response) if serialize is not None else response
-                entry.bytes_out += len(data)
-                yield data
-        except (asyncio.CancelledError, GeneratorExit):
-            ended = "CANCELLED"
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            ended = "UNKNOWN"
-            raise
-        finally:
-            entry.status = _code_name(context, ended)
-            access_log.write(entry)
-
-    return grpc.unary_stream_rpc_method_handler(
-        stream, request_deserializer=deserialize, response_serializer=_passed
-    )
+def end(entry: access_log.AccessEntry, context: grpc.aio.ServicerContext, ended: str) -> None:
+    """Writes the call's line, its status the code set on the context, else `ended` ("OK",
+    "CANCELLED", "UNKNOWN" for an exception)."""
+    entry.status = _code_name(context, ended)
+    access_log.write(entry)
 
 
-class _Counting:
+class Counting:
     """A call's context whose `write` serializes each answer itself and counts its bytes
     into the access entry (the handler's serializer then passes the bytes through)."""
 
@@ -193,7 +85,8 @@ class _Counting:
         return getattr(self._context, name)
 
 
-def _passed(data: bytes) -> bytes:
+def passed(data: bytes) -> bytes:
+    """The serializer of answers the wrapper has serialized already."""
     return data
 
 
