@@ -7,12 +7,17 @@ a log. So at start the soft RLIMIT_NOFILE is raised to the hard limit, and the R
 connection caps are lowered, when they must be, to leave `reserve` descriptors free for the
 rest of the process. A client past a cap waits (REST: in the listen backlog, which takes no
 descriptor of the process) or is closed at once (gRPC); polling and loading never run short.
+
+Also here: whether a port is taken already, which the supervisor of --workers asks before its
+workers bind with SO_REUSEPORT (which would otherwise share a port another server holds).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
+import socket
 from dataclasses import dataclass
 
 log = logging.getLogger("servo.server")
@@ -89,3 +94,21 @@ def grpc_arguments(
 
 def _ms(seconds: float) -> int:
     return max(1, min(int(seconds * 1000), 2**31 - 1))
+
+
+def port_in_use(address: str, port: int) -> OSError | None:
+    """The error of binding (address, port) when something listens there already (the
+    supervisor of --workers checks its ports so, before its workers share them)."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return None  # the server's own bind reports it
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no use
+        try:
+            probe.bind(where)
+        except OSError as exc:
+            return exc if exc.errno == errno.EADDRINUSE else None
+    return None

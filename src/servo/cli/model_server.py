@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -717,23 +715,6 @@ def exit_now(code: int) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
-
-
-def _port_in_use(address: str, port: int) -> OSError | None:
-    """The error of binding (address, port) when something listens there already."""
-    try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except OSError:
-        return None  # the server's own bind reports it
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no use
-        try:
-            probe.bind(where)
-        except OSError as exc:
-            return exc if exc.errno == errno.EADDRINUSE else None
-    return None
 
 
 def configure_logging(

@@ -48,6 +48,7 @@ from typing import Any
 
 import orjson
 
+from servo.cli.connections import port_in_use
 from servo.core.status import Code, ServoError
 from servo.metrics import ServerMetrics
 
@@ -177,8 +178,6 @@ def describe(code: int) -> str:
 
 def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Runs `args.workers` workers until they have all ended; the worst exit code."""
-    from servo.cli.model_server import _port_in_use
-
     if args.grpc_socket_path:
         log.error(
             "--grpc_socket_path cannot be used with --workers=%d: a unix socket has one listener",
@@ -187,7 +186,7 @@ def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_FAILED
     ports = [("gRPC", args.port)] + ([("HTTP", args.rest_api_port)] if args.rest_api_port else [])
     for what, port in ports:
-        busy = _port_in_use(args.bind_address, port)
+        busy = port_in_use(args.bind_address, port)
         if busy is not None:
             log.error("Failed to start %s Server at %s:%d: %s", what, args.bind_address, port, busy)
             return EXIT_FAILED
