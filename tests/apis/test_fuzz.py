@@ -35,9 +35,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from servo.apis.grpc.message_budget import MessageBudget
+from servo.apis.grpc.registrar import Registrar
 from servo.apis.grpc.service import MODEL_SERVICE, PREDICTION_SERVICE, Services, server_options
 from servo.apis.rest.app import RestOptions
 from servo.apis.rest.json_codec import http_status
+from servo.cli.flags import DEFAULT_GRPC_MAX_BUFFERED_MESSAGE_BYTES
 from servo.core.status import Code, ServoError
 from servo.dtypes import DataType, to_numpy
 from servo.platforms.servable import ModelServable, Signature, TensorSpec
@@ -269,7 +272,10 @@ def test_rest_status_and_metadata(
 
 class WireServices:
     """TFS's services on a grpc.aio server on a free loopback port, and a channel to it, both
-    on one event loop of this process; calls send bytes and get (code, details) back."""
+    on one event loop of this process; calls send bytes and get (code, details) back. The
+    services register as servo registers them (servo.apis.grpc.registrar): with the bound on
+    the messages held, at its default, and the access log's wrapper; once a call has ended,
+    the bound holds nothing."""
 
     def __init__(self, core: FakeCore) -> None:
         self.plane = data_plane(core)
@@ -278,7 +284,9 @@ class WireServices:
 
     async def _start(self) -> None:
         self.server = grpc.aio.server(options=server_options(""))
-        self.server.add_generic_rpc_handlers(Services(self.plane).generic_handlers())
+        self.budget = MessageBudget(DEFAULT_GRPC_MAX_BUFFERED_MESSAGE_BYTES)
+        registrar = Registrar(self.server, self.budget, log=True)
+        registrar.add_generic_rpc_handlers(Services(self.plane).generic_handlers())
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -291,7 +299,9 @@ class WireServices:
                 return exc.code(), exc.details() or ""
             return grpc.StatusCode.OK, ""
 
-        return self.loop.run_until_complete(send())  # type: ignore[no-any-return]
+        answer = self.loop.run_until_complete(send())
+        assert self.budget.held == 0, f"{path}: {self.budget.held} bytes still held"
+        return answer
 
     def close(self) -> None:
         async def stop() -> None:
